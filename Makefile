@@ -1,0 +1,45 @@
+# appflow-export: the two commands a newcomer runs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := .venv
+PY := $(VENV)/bin/python
+# The Python tools the end-to-end suite uses to check our output independently.
+PY_DEPS := moto==5.2.5 flask flask-cors duckdb pyarrow boto3 botocore pytest
+
+.PHONY: run test test-rust test-e2e build bench venv clean fmt lint
+
+## make run: the demo (bundled AppFlow emulator -> ./appflow-demo, twice), no AWS account.
+run:
+	$(CARGO) run --release -p appflow-export -- demo --dir ./appflow-demo
+
+## make test: every test: the crates' own tests, then the end-to-end suite.
+test: test-rust test-e2e
+
+test-rust:
+	$(CARGO) nextest run --workspace --no-fail-fast 2>/dev/null || $(CARGO) test --workspace --no-fail-fast
+
+build:
+	$(CARGO) build --workspace --bins
+
+test-e2e: build $(VENV)/.installed
+	$(PY) -m pytest tests -q -ra
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: Makefile
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_DEPS)
+	touch $@
+
+## make bench: the full-export benchmark (release build), see BENCHMARKS.md.
+bench:
+	bash bench/run.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf $(VENV) ./appflow-demo
+	$(CARGO) clean

@@ -1,0 +1,22 @@
+//! A local Amazon AppFlow API for tests, the demo and benchmarks.
+//!
+//! It serves `POST /list-flows`, `POST /describe-flow` and
+//! `POST /describe-flow-execution-records` over REST-JSON on loopback with the member
+//! names, pagination and error shapes of the real service, from a seeded history
+//! ([`GenConfig`]). Tests change that history ([`Emulator::add_runs`],
+//! [`Emulator::finish_open_runs`], [`Emulator::drop_runs_before`]), inject faults
+//! ([`Faults`]) and read call counters ([`Counters`]), through this library or the
+//! admin endpoints under `/_emulator/` (see `server.rs`).
+
+mod generate;
+mod model;
+mod server;
+mod state;
+
+pub use generate::{DEFAULT_ACCOUNT, DEFAULT_REGION, GenConfig, generate, now_millis};
+pub use model::{
+    ErrorInfo, ExecutionDetails, ExecutionRecord, ExecutionResult, Flow, FlowDefinition,
+    MetadataCatalogDetail, Millis, RegistrationOutput,
+};
+pub use server::{RunningEmulator, loopback};
+pub use state::{AddRuns, Counters, Emulator, Faults, OpCounter};

@@ -1,0 +1,204 @@
+//! The emulator's state: flows and runs, faults, counters, and the mutations tests use.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::generate::{self, GenConfig};
+use crate::model::{Flow, Millis};
+
+/// Faults injected into the AppFlow operations (never into the admin endpoints).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Fraction (0..=1) of calls answered with 429 `ThrottlingException`.
+    pub throttle_fraction: f64,
+    /// Delay added to every call, in milliseconds.
+    pub latency_ms: u64,
+    /// The next this-many calls fail with 500 `InternalServerException`.
+    pub fail_next: u32,
+    /// Serve each flow's runs in a shuffled (but stable) order instead of newest-first.
+    pub shuffled: bool,
+    /// Flows whose `DescribeFlowExecutionRecords` pages are truncated JSON, except a
+    /// first page that has a next page: a malformed response after good ones.
+    pub malformed_flows: Vec<String>,
+}
+
+/// Calls to one operation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpCounter {
+    /// Every request received, whatever its answer.
+    pub calls: u64,
+    /// Answered with an injected throttle.
+    pub throttled: u64,
+    /// Answered with an injected 500.
+    pub failed: u64,
+}
+
+/// Call counters, readable by tests through [`Emulator::counters`] or
+/// `GET /_emulator/counters`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// By operation name (`ListFlows`, `DescribeFlow`, `DescribeFlowExecutionRecords`).
+    pub operations: BTreeMap<String, OpCounter>,
+    /// `DescribeFlowExecutionRecords` requests by flow name.
+    pub describe_calls_by_flow: BTreeMap<String, u64>,
+}
+
+/// New runs to append to flows' histories.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddRuns {
+    /// Runs to add to each flow.
+    pub count: usize,
+    /// Only these flows (all when empty).
+    pub flows: Vec<String>,
+    /// Status of the new runs (a random realistic one when absent). Any string is
+    /// accepted, so a test can add a status AWS may introduce later.
+    pub status: Option<String>,
+    /// Start time of the first new run, epoch milliseconds (default: after the
+    /// flow's newest run).
+    pub start: Option<i64>,
+}
+
+pub(crate) struct State {
+    pub flows: BTreeMap<String, Flow>,
+    pub faults: Faults,
+    pub counters: Counters,
+    pub rng: StdRng,
+    pub seed: u64,
+}
+
+/// A handle on the emulated service; clones share the same state.
+#[derive(Clone)]
+pub struct Emulator {
+    pub(crate) state: Arc<Mutex<State>>,
+}
+
+impl Emulator {
+    /// An emulator serving the history generated from `cfg`.
+    pub fn generate(cfg: &GenConfig) -> Self {
+        Self::from_flows(generate::generate(cfg), cfg.seed)
+    }
+
+    /// An emulator serving the given flows.
+    pub fn from_flows(flows: Vec<Flow>, seed: u64) -> Self {
+        let flows = flows
+            .into_iter()
+            .map(|mut f| {
+                f.sort_records();
+                (f.definition.flow_name.clone(), f)
+            })
+            .collect();
+        Emulator {
+            state: Arc::new(Mutex::new(State {
+                flows,
+                faults: Faults::default(),
+                counters: Counters::default(),
+                rng: StdRng::seed_from_u64(seed ^ 0x5eed_f00d),
+                seed,
+            })),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every flow with its runs, newest first: what the API would page through.
+    pub fn snapshot(&self) -> Vec<Flow> {
+        self.lock().flows.values().cloned().collect()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters.clone()
+    }
+
+    pub fn reset_counters(&self) {
+        self.lock().counters = Counters::default();
+    }
+
+    /// Appends runs to flows; returns `(flow, execution_id)` of each new run.
+    pub fn add_runs(&self, req: &AddRuns) -> Vec<(String, String)> {
+        let mut st = self.lock();
+        let State { flows, rng, .. } = &mut *st;
+        let mut added = Vec::new();
+        for flow in flows.values_mut() {
+            let name = flow.definition.flow_name.clone();
+            if !req.flows.is_empty() && !req.flows.contains(&name) {
+                continue;
+            }
+            let newest = flow
+                .records
+                .first()
+                .map_or(generate::now_millis(), |r| r.started_at.0);
+            let mut at = req.start.unwrap_or(newest + 60_000);
+            let with_catalog = flow
+                .records
+                .iter()
+                .any(|r| r.metadata_catalog_details.is_some());
+            for _ in 0..req.count {
+                let status = req.status.clone().unwrap_or_else(|| {
+                    if rng.random_bool(0.3) {
+                        "InProgress"
+                    } else {
+                        "Successful"
+                    }
+                    .to_string()
+                });
+                let rec = generate::make_record(rng, at, 3_600_000, &status, with_catalog, &name);
+                added.push((name.clone(), rec.execution_id.clone()));
+                flow.records.push(rec);
+                at += rng.random_range(60_000..600_000);
+            }
+            flow.sort_records();
+        }
+        added
+    }
+
+    /// Ends every open run (of `flows`, or all flows when empty) with a final status
+    /// and a later `lastUpdatedAt`; returns how many changed.
+    pub fn finish_open_runs(&self, flows: &[String]) -> usize {
+        let mut st = self.lock();
+        let State {
+            flows: all, rng, ..
+        } = &mut *st;
+        let now = generate::now_millis();
+        let mut n = 0;
+        for flow in all.values_mut() {
+            if !flows.is_empty() && !flows.contains(&flow.definition.flow_name) {
+                continue;
+            }
+            for rec in flow.records.iter_mut().filter(|r| r.is_open()) {
+                generate::finish_record(rng, rec, now);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Forgets runs started before `before` (epoch ms), as AWS retention does;
+    /// returns how many were dropped.
+    pub fn drop_runs_before(&self, before: i64) -> usize {
+        let mut st = self.lock();
+        let mut n = 0;
+        for flow in st.flows.values_mut() {
+            let len = flow.records.len();
+            flow.records.retain(|r| r.started_at >= Millis(before));
+            n += len - flow.records.len();
+        }
+        n
+    }
+}

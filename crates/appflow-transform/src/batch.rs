@@ -1,0 +1,259 @@
+//! Records to batches.
+
+use std::sync::Arc;
+
+use appflow_extract::{ExecutionRecord, FlowInfo, RegistrationOutput, is_finished};
+use arrow::array::{
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+
+use crate::schema::{catalog_schema, executions_schema};
+use crate::{Error, Result};
+
+/// The rows of both tables for some runs.
+#[derive(Clone, Debug)]
+pub struct Batches {
+    pub executions: RecordBatch,
+    pub catalog_registrations: RecordBatch,
+}
+
+fn ts() -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::new().with_timezone("UTC")
+}
+
+/// Flattens one flow's runs into rows, `exported_at` (epoch ms) stamped on each.
+pub fn to_batches(
+    flow: &FlowInfo,
+    records: &[ExecutionRecord],
+    exported_at: i64,
+) -> Result<Batches> {
+    let n = records.len();
+    let constant = |v: &str| {
+        let mut b = StringBuilder::with_capacity(n, n * v.len());
+        (0..n).for_each(|_| b.append_value(v));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let strings = |f: &dyn Fn(&ExecutionRecord) -> Option<&str>| {
+        Arc::new(records.iter().map(f).collect::<arrow::array::StringArray>()) as ArrayRef
+    };
+    let ints = |f: &dyn Fn(&ExecutionRecord) -> Option<i64>| {
+        let mut b = Int64Builder::with_capacity(n);
+        records.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let times = |f: &dyn Fn(&ExecutionRecord) -> Option<i64>| {
+        let mut b = ts();
+        records.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let mut duration = Float64Builder::with_capacity(n);
+    let mut catalog_count = Int32Builder::with_capacity(n);
+    for r in records {
+        let finished = is_finished(r.execution_status.as_deref());
+        duration.append_option(
+            r.last_updated_at
+                .filter(|_| finished)
+                .map(|u| (u - r.started_at) as f64 / 1000.0),
+        );
+        catalog_count.append_value(i32::try_from(r.catalog_details.len()).unwrap_or(i32::MAX));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        constant(&flow.account_id),
+        constant(&flow.region),
+        constant(&flow.name),
+        constant(&flow.arn),
+        strings(&|r| Some(r.execution_id.as_str())),
+        strings(&|r| r.execution_status.as_deref()),
+        times(&|r| Some(r.started_at)),
+        times(&|r| r.last_updated_at),
+        times(&|r| r.data_pull_start_time),
+        times(&|r| r.data_pull_end_time),
+        ints(&|r| r.bytes_processed),
+        ints(&|r| r.bytes_written),
+        ints(&|r| r.records_processed),
+        ints(&|r| r.num_parallel_processes),
+        ints(&|r| r.max_page_size),
+        ints(&|r| r.put_failures_count),
+        strings(&|r| r.execution_message.as_deref()),
+        Arc::new(duration.finish()),
+        Arc::new(catalog_count.finish()),
+        times(&|_| Some(exported_at)),
+    ];
+    let executions =
+        RecordBatch::try_new(executions_schema(), columns).map_err(|source| Error::Arrow {
+            table: "executions",
+            source,
+        })?;
+    Ok(Batches {
+        executions,
+        catalog_registrations: catalog_batch(flow, records)?,
+    })
+}
+
+fn catalog_batch(flow: &FlowInfo, records: &[ExecutionRecord]) -> Result<RecordBatch> {
+    let n: usize = records.iter().map(|r| r.catalog_details.len()).sum();
+    let mut account = StringBuilder::with_capacity(n, 0);
+    let mut region = StringBuilder::with_capacity(n, 0);
+    let mut flow_name = StringBuilder::with_capacity(n, 0);
+    let mut execution_id = StringBuilder::with_capacity(n, 0);
+    let mut started_at = ts();
+    let mut ordinal = Int32Builder::with_capacity(n);
+    let mut catalog_type = StringBuilder::new();
+    let mut table_name = StringBuilder::new();
+    let mut reg: [StringBuilder; 6] = std::array::from_fn(|_| StringBuilder::new());
+    for r in records {
+        for (i, d) in r.catalog_details.iter().enumerate() {
+            account.append_value(&flow.account_id);
+            region.append_value(&flow.region);
+            flow_name.append_value(&flow.name);
+            execution_id.append_value(&r.execution_id);
+            started_at.append_value(r.started_at);
+            ordinal.append_value(i32::try_from(i).unwrap_or(i32::MAX));
+            catalog_type.append_option(d.catalog_type.as_deref());
+            table_name.append_option(d.table_name.as_deref());
+            for (k, out) in [&d.table_registration, &d.partition_registration]
+                .into_iter()
+                .enumerate()
+            {
+                let o = out.as_ref();
+                let field =
+                    |f: fn(&RegistrationOutput) -> &Option<String>| o.and_then(|o| f(o).as_deref());
+                reg[3 * k].append_option(field(|o| &o.status));
+                reg[3 * k + 1].append_option(field(|o| &o.message));
+                reg[3 * k + 2].append_option(field(|o| &o.result));
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(account.finish()),
+        Arc::new(region.finish()),
+        Arc::new(flow_name.finish()),
+        Arc::new(execution_id.finish()),
+        Arc::new(started_at.finish()),
+        Arc::new(ordinal.finish()),
+        Arc::new(catalog_type.finish()),
+        Arc::new(table_name.finish()),
+    ];
+    columns.extend(reg.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    RecordBatch::try_new(catalog_schema(), columns).map_err(|source| Error::Arrow {
+        table: "catalog_registrations",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appflow_extract::CatalogDetail;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
+
+    fn flow() -> FlowInfo {
+        FlowInfo::from_arn("f.1@x", "arn:aws:appflow:eu-west-1:210987654321:flow/f.1@x").unwrap()
+    }
+
+    fn record(id: &str, status: &str, started: i64, updated: i64) -> ExecutionRecord {
+        ExecutionRecord {
+            execution_id: id.into(),
+            execution_status: Some(status.into()),
+            started_at: started,
+            last_updated_at: Some(updated),
+            data_pull_start_time: None,
+            data_pull_end_time: Some(started),
+            bytes_processed: Some(9_007_199_254_740_993),
+            bytes_written: None,
+            records_processed: Some(3),
+            num_parallel_processes: None,
+            max_page_size: None,
+            put_failures_count: Some(2),
+            execution_message: Some("boom".into()),
+            catalog_details: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn flattens_every_field() {
+        let mut r = record("e1", "Error", 1_000, 61_500);
+        r.catalog_details = vec![
+            CatalogDetail {
+                catalog_type: Some("GLUE".into()),
+                table_name: Some("t".into()),
+                table_registration: Some(RegistrationOutput {
+                    status: Some("Error".into()),
+                    message: Some("denied".into()),
+                    result: None
+                }),
+                partition_registration: None,
+            };
+            2
+        ];
+        let b = to_batches(
+            &flow(),
+            &[
+                r,
+                record("e2", "Queued", 5, 6),
+                record("e3", "InProgress", 7, 8),
+            ],
+            99,
+        )
+        .unwrap();
+        let e = &b.executions;
+        assert_eq!(e.num_rows(), 3);
+        let col = |name: &str| e.column_by_name(name).unwrap().clone();
+        assert_eq!(
+            col("account_id").as_string::<i32>().value(0),
+            "210987654321"
+        );
+        assert_eq!(
+            col("execution_status").as_string::<i32>().value(1),
+            "Queued"
+        );
+        assert_eq!(
+            col("bytes_processed").as_primitive::<Int64Type>().value(0),
+            9_007_199_254_740_993
+        );
+        assert!(col("bytes_written").is_null(0));
+        let duration = col("duration_seconds");
+        let duration = duration.as_primitive::<Float64Type>();
+        assert_eq!(duration.value(0), 60.5);
+        assert!(
+            duration.is_null(1) && duration.is_null(2),
+            "unknown and open statuses have no duration"
+        );
+        assert_eq!(
+            col("catalog_registration_count")
+                .as_primitive::<Int32Type>()
+                .values(),
+            &[2, 0, 0]
+        );
+        assert_eq!(
+            col("exported_at")
+                .as_primitive::<TimestampMillisecondType>()
+                .value(2),
+            99
+        );
+        let c = &b.catalog_registrations;
+        assert_eq!(c.num_rows(), 2);
+        assert_eq!(
+            c.column_by_name("ordinal")
+                .unwrap()
+                .as_primitive::<Int32Type>()
+                .values(),
+            &[0, 1]
+        );
+        assert_eq!(
+            c.column_by_name("table_registration_message")
+                .unwrap()
+                .as_string::<i32>()
+                .value(1),
+            "denied"
+        );
+        assert!(
+            c.column_by_name("partition_registration_status")
+                .unwrap()
+                .is_null(0)
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Flattens execution records into Arrow `RecordBatch`es with the fixed, versioned
+//! schemas of the data contract (`executions`, `catalog_registrations`). No IO.
+
+mod batch;
+mod schema;
+
+pub use batch::{Batches, to_batches};
+pub use schema::{
+    CATALOG_FIELDS, Column, ColumnType, EXECUTION_FIELDS, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
+    Table, catalog_schema, executions_schema, schema_for,
+};
+
+/// What can go wrong while building batches.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building the {table} batch failed")]
+    Arrow {
+        table: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
