@@ -1,1 +1,28 @@
+//! Writes export batches into Hive-partitioned Parquet on S3 or a local folder, and
+//! keeps the per-flow watermarks.
+//!
+//! [`Stage`] collects every flow's rows of one run in local temporary files, split
+//! by (account, region, day). [`Loader::commit`] then reads, merges and writes each
+//! touched day file once, with conditional writes ([`ObjectStore`]) so concurrent
+//! writers never lose each other's rows. [`Loader::update_state`] records the
+//! watermarks afterwards. This crate never calls AppFlow.
 
+mod dest;
+mod error;
+mod loader;
+mod merge;
+mod parquet_io;
+mod stage;
+mod state;
+mod store;
+
+pub use dest::{Destination, S3Options};
+pub use error::{Error, Result};
+pub use loader::{CommitReport, Loader};
+pub use parquet_io::{decode, encode};
+pub use stage::{PartitionKey, Stage};
+pub use state::{FlowState, FlowUpdate, StateFile};
+pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};
+
+#[doc(hidden)]
+pub use store::conformance;

@@ -1,0 +1,61 @@
+use std::error::Error as StdError;
+
+/// What can go wrong while loading. Each variant names the object or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--dest '{dest}' is not valid: {why}")]
+    BadDest { dest: String, why: String },
+    #[error("cannot read {location}")]
+    Read {
+        location: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("cannot write {location}")]
+    Write {
+        location: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("{location} is not a readable {what}")]
+    Corrupt {
+        location: String,
+        what: &'static str,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("{location}: still conflicting with other writers after {attempts} attempts")]
+    Contention { location: String, attempts: u32 },
+    #[error("staging rows in a temporary file failed")]
+    Stage(#[source] Box<dyn StdError + Send + Sync>),
+    #[error("a row has started_at {millis} ms, outside the dates this tool can partition")]
+    BadTimestamp { millis: i64 },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn read(
+        location: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Error::Read {
+            location: location.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn write(
+        location: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Error::Write {
+            location: location.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn stage(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Error::Stage(source.into())
+    }
+}

@@ -1,0 +1,549 @@
+//! Commits a stage into the destination, one day file at a time, and keeps state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::merge::{KeySet, merge_catalog, merge_executions};
+use crate::parquet_io::{decode, encode};
+use crate::stage::{PartitionKey, Stage};
+use crate::state::{FlowUpdate, StateFile};
+use crate::store::{ObjectStore, PutMode, PutOutcome};
+use appflow_transform::{Table, schema_for};
+
+/// Attempts at one object when other writers keep replacing it first.
+const MAX_ATTEMPTS: u32 = 25;
+
+/// What a commit did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Data files created or replaced.
+    pub files_written: u64,
+    /// Data files touched by the run whose rows did not change (not written).
+    pub files_unchanged: u64,
+    /// Conditional writes that lost a race and were re-merged.
+    pub conflicts: u64,
+}
+
+/// Writes into one destination.
+#[derive(Clone, Debug)]
+pub struct Loader {
+    store: Arc<dyn ObjectStore>,
+}
+
+enum Wrote {
+    Written,
+    Unchanged,
+}
+
+impl Loader {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Loader { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Reads, merges and (when its rows changed) writes each day file the stage
+    /// touches, executions before catalog registrations.
+    pub async fn commit(&self, stage: &Stage) -> Result<CommitReport> {
+        let mut report = CommitReport::default();
+        for key in stage.partitions() {
+            let incoming = stage.read(key)?;
+            let mut current = KeySet::new();
+            let wrote = self
+                .upsert(key, Table::Executions, &mut report, |existing| {
+                    let merged = merge_executions(existing, &incoming.executions)?;
+                    current = merged.current;
+                    Ok(merged.batch)
+                })
+                .await?;
+            report.count(wrote);
+            let wrote = self
+                .upsert(key, Table::CatalogRegistrations, &mut report, |existing| {
+                    merge_catalog(existing, &incoming.catalog_registrations, &current)
+                })
+                .await?;
+            report.count(wrote);
+        }
+        Ok(report)
+    }
+
+    /// Read-merge-write of one object until its conditional write succeeds.
+    async fn upsert<F>(
+        &self,
+        key: &PartitionKey,
+        table: Table,
+        report: &mut CommitReport,
+        mut merge: F,
+    ) -> Result<Option<Wrote>>
+    where
+        F: FnMut(Option<&RecordBatch>) -> Result<Option<RecordBatch>, arrow::error::ArrowError>,
+    {
+        let object_key = key.object_key(table);
+        let location = || self.store.location(&object_key);
+        let schema = schema_for(table);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let existing = self.store.get(&object_key).await?;
+            let stored = existing
+                .as_ref()
+                .map(|o| decode(o.body.clone(), &schema))
+                .transpose()
+                .map_err(|source| Error::Corrupt {
+                    location: location(),
+                    what: "Parquet file of this export",
+                    source,
+                })?;
+            let merged = merge(stored.as_ref()).map_err(|e| Error::write(location(), e))?;
+            let Some(batch) = merged else {
+                return Ok(existing.map(|_| Wrote::Unchanged));
+            };
+            let body = encode(&batch).map_err(|e| Error::write(location(), e))?;
+            let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
+            match self.store.put(&object_key, body, mode).await? {
+                PutOutcome::Written { .. } => return Ok(Some(Wrote::Written)),
+                PutOutcome::Conflict => {
+                    report.conflicts += 1;
+                    tracing::info!(object = %location(), attempt, "another writer changed the file first; merging again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Err(Error::Contention {
+            location: location(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// The stored state of an account and region (empty when there is none yet).
+    pub async fn read_state(&self, account_id: &str, region: &str) -> Result<StateFile> {
+        let key = StateFile::key(account_id, region);
+        match self.store.get(&key).await? {
+            None => Ok(StateFile::default()),
+            Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
+                location: self.store.location(&key),
+                what: "state file",
+                source: source.into(),
+            }),
+        }
+    }
+
+    /// Records a run's progress for some flows of an account and region, on top of
+    /// whatever another writer stored meanwhile.
+    pub async fn update_state(
+        &self,
+        account_id: &str,
+        region: &str,
+        updates: &BTreeMap<String, FlowUpdate>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let key = StateFile::key(account_id, region);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let existing = self.store.get(&key).await?;
+            let mut state: StateFile = match &existing {
+                None => StateFile::default(),
+                Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
+                    location: self.store.location(&key),
+                    what: "state file",
+                    source: source.into(),
+                })?,
+            };
+            state.apply(updates, now_ms);
+            let body = serde_json::to_vec_pretty(&state)
+                .map_err(|e| Error::write(self.store.location(&key), e))?;
+            let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
+            match self.store.put(&key, Bytes::from(body), mode).await? {
+                PutOutcome::Written { .. } => return Ok(()),
+                PutOutcome::Conflict => tokio::time::sleep(backoff(attempt)).await,
+            }
+        }
+        Err(Error::Contention {
+            location: self.store.location(&key),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+}
+
+impl CommitReport {
+    fn count(&mut self, wrote: Option<Wrote>) {
+        match wrote {
+            Some(Wrote::Written) => self.files_written += 1,
+            Some(Wrote::Unchanged) => self.files_unchanged += 1,
+            None => {}
+        }
+    }
+}
+
+/// A short, growing, jittered pause before re-reading a contended object.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos() % 40));
+    Duration::from_millis(10 * u64::from(attempt.min(20)) + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use appflow_extract::{CatalogDetail, ExecutionRecord, FlowInfo, RegistrationOutput};
+    use appflow_transform::to_batches;
+    use arrow::array::{AsArray, RecordBatch};
+    use arrow::datatypes::{Int32Type, TimestampMillisecondType};
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY;
+
+    fn flow(name: &str) -> FlowInfo {
+        FlowInfo::from_arn(
+            name,
+            &format!("arn:aws:appflow:us-east-1:123456789012:flow/{name}"),
+        )
+        .unwrap()
+    }
+
+    fn run(id: &str, started: i64, status: &str, updated: i64, catalog: usize) -> ExecutionRecord {
+        ExecutionRecord {
+            execution_id: id.into(),
+            execution_status: Some(status.into()),
+            started_at: started,
+            last_updated_at: Some(updated),
+            data_pull_start_time: None,
+            data_pull_end_time: None,
+            bytes_processed: Some(10),
+            bytes_written: Some(10),
+            records_processed: Some(1),
+            num_parallel_processes: None,
+            max_page_size: None,
+            put_failures_count: None,
+            execution_message: None,
+            catalog_details: (0..catalog)
+                .map(|i| CatalogDetail {
+                    catalog_type: Some("GLUE".into()),
+                    table_name: Some(format!("t{i}")),
+                    table_registration: Some(RegistrationOutput {
+                        status: Some(status.into()),
+                        message: None,
+                        result: None,
+                    }),
+                    partition_registration: None,
+                })
+                .collect(),
+        }
+    }
+
+    async fn commit(
+        loader: &Loader,
+        flows: &[(&str, Vec<ExecutionRecord>)],
+        exported_at: i64,
+    ) -> CommitReport {
+        let mut stage = Stage::new().unwrap();
+        for (name, records) in flows {
+            stage
+                .add(&to_batches(&flow(name), records, exported_at).unwrap())
+                .unwrap();
+        }
+        loader.commit(&stage).await.unwrap()
+    }
+
+    async fn read(loader: &Loader, table: Table, day: i64) -> RecordBatch {
+        let key = PartitionKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            day: crate::stage::day_of(day).unwrap(),
+        };
+        let obj = loader
+            .store()
+            .get(&key.object_key(table))
+            .await
+            .unwrap()
+            .expect("day file");
+        decode(obj.body, &schema_for(table)).unwrap()
+    }
+
+    fn strings(b: &RecordBatch, col: &str) -> Vec<String> {
+        b.column_by_name(col)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or("-").to_string())
+            .collect()
+    }
+
+    fn millis(b: &RecordBatch, col: &str) -> Vec<i64> {
+        b.column_by_name(col)
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec()
+    }
+
+    fn loader() -> Loader {
+        Loader::new(Arc::new(MemoryStore::new()))
+    }
+
+    #[tokio::test]
+    async fn writes_one_sorted_file_per_day_and_table() {
+        let l = loader();
+        let a = vec![
+            run("a2", T0 + 2000, "Successful", T0 + 3000, 1),
+            run("a1", T0 + 1000, "Error", T0 + 1500, 2),
+            run("a0", T0 - 5, "Successful", T0, 0),
+        ];
+        let b = vec![run("b1", T0 + 1500, "Successful", T0 + 1600, 0)];
+        let r = commit(&l, &[("flow-b", b), ("flow-a", a)], 7).await;
+        // Day T0: executions + catalog; day before: executions only (no catalog rows).
+        assert_eq!(
+            r,
+            CommitReport {
+                files_written: 3,
+                files_unchanged: 0,
+                conflicts: 0
+            }
+        );
+        let day = read(&l, Table::Executions, T0).await;
+        assert_eq!(strings(&day, "execution_id"), ["a1", "a2", "b1"]);
+        assert_eq!(
+            strings(&read(&l, Table::Executions, T0 - 1).await, "execution_id"),
+            ["a0"]
+        );
+        let cat = read(&l, Table::CatalogRegistrations, T0).await;
+        assert_eq!(strings(&cat, "execution_id"), ["a1", "a1", "a2"]);
+        assert_eq!(
+            cat.column_by_name("ordinal")
+                .unwrap()
+                .as_primitive::<Int32Type>()
+                .values(),
+            &[0, 1, 0]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_rows_again_change_nothing() {
+        let l = loader();
+        let rows = vec![run("a1", T0 + 1000, "Successful", T0 + 1500, 2)];
+        commit(&l, &[("f", rows.clone())], 7).await;
+        let before = l.store().list("").await.unwrap();
+        let etags: Vec<_> = futures::future::join_all(before.iter().map(|k| l.store().get(k)))
+            .await
+            .into_iter()
+            .map(|o| o.unwrap().unwrap().etag)
+            .collect();
+        let r = commit(&l, &[("f", rows)], 99).await;
+        assert_eq!((r.files_written, r.files_unchanged), (0, 2));
+        let after: Vec<_> = futures::future::join_all(before.iter().map(|k| l.store().get(k)))
+            .await
+            .into_iter()
+            .map(|o| o.unwrap().unwrap().etag)
+            .collect();
+        assert_eq!(etags, after);
+        assert_eq!(
+            millis(&read(&l, Table::Executions, T0).await, "exported_at"),
+            [7]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_run_replaces_its_open_version_in_place() {
+        let l = loader();
+        commit(
+            &l,
+            &[(
+                "f",
+                vec![
+                    run("a1", T0 + 1000, "InProgress", T0 + 1100, 0),
+                    run("a2", T0 + 5000, "Successful", T0 + 6000, 0),
+                ],
+            )],
+            7,
+        )
+        .await;
+        commit(
+            &l,
+            &[(
+                "f",
+                vec![
+                    run("a1", T0 + 1000, "Successful", T0 + 9000, 2),
+                    run("a2", T0 + 5000, "Successful", T0 + 6000, 0),
+                ],
+            )],
+            8,
+        )
+        .await;
+        let day = read(&l, Table::Executions, T0).await;
+        assert_eq!(strings(&day, "execution_id"), ["a1", "a2"]);
+        assert_eq!(
+            strings(&day, "execution_status"),
+            ["Successful", "Successful"]
+        );
+        assert_eq!(
+            millis(&day, "exported_at"),
+            [8, 7],
+            "only the changed row gets a new exported_at"
+        );
+        assert_eq!(
+            strings(
+                &read(&l, Table::CatalogRegistrations, T0).await,
+                "execution_id"
+            ),
+            ["a1", "a1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_wins() {
+        let l = loader();
+        commit(
+            &l,
+            &[("f", vec![run("a1", T0 + 1000, "Successful", T0 + 9000, 1)])],
+            7,
+        )
+        .await;
+        let r = commit(
+            &l,
+            &[("f", vec![run("a1", T0 + 1000, "InProgress", T0 + 1100, 0)])],
+            8,
+        )
+        .await;
+        assert_eq!(r.files_written, 0);
+        assert_eq!(
+            strings(&read(&l, Table::Executions, T0).await, "execution_status"),
+            ["Successful"]
+        );
+        assert_eq!(
+            read(&l, Table::CatalogRegistrations, T0).await.num_rows(),
+            1,
+            "catalog rows of the newer version stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn flows_sharing_a_day_file_keep_each_other_s_rows() {
+        let l = loader();
+        commit(
+            &l,
+            &[("a", vec![run("a1", T0 + 1000, "Successful", T0 + 1100, 1)])],
+            7,
+        )
+        .await;
+        commit(
+            &l,
+            &[("b", vec![run("b1", T0 + 500, "Successful", T0 + 600, 1)])],
+            8,
+        )
+        .await;
+        assert_eq!(
+            strings(&read(&l, Table::Executions, T0).await, "flow_name"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            strings(
+                &read(&l, Table::CatalogRegistrations, T0).await,
+                "execution_id"
+            ),
+            ["a1", "b1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn catalog_rows_missing_after_a_crash_are_written_on_the_next_run() {
+        let l = loader();
+        let rows = vec![run("a1", T0 + 1000, "Successful", T0 + 1100, 2)];
+        commit(&l, &[("f", rows.clone())], 7).await;
+        // Simulate a crash between the two writes: only the executions file exists.
+        let mem = Arc::new(MemoryStore::new());
+        let key = PartitionKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            day: crate::stage::day_of(T0).unwrap(),
+        };
+        let exec = l
+            .store()
+            .get(&key.object_key(Table::Executions))
+            .await
+            .unwrap()
+            .unwrap();
+        mem.put(
+            &key.object_key(Table::Executions),
+            exec.body,
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        let l2 = Loader::new(mem);
+        let r = commit(&l2, &[("f", rows)], 9).await;
+        assert_eq!((r.files_written, r.files_unchanged), (1, 1));
+        assert_eq!(
+            read(&l2, Table::CatalogRegistrations, T0).await.num_rows(),
+            2
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_lose_no_rows() {
+        let l = loader();
+        let tasks = (0..6).map(|w| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let name = format!("flow-{w}");
+                let rows: Vec<_> = (0..20)
+                    .map(|i| {
+                        run(
+                            &format!("{w}-{i}"),
+                            T0 + i * 3_600_000,
+                            "Successful",
+                            T0 + i * 3_600_000 + 5,
+                            1,
+                        )
+                    })
+                    .collect();
+                commit(&l, &[(name.as_str(), rows)], w).await
+            })
+        });
+        for t in futures::future::join_all(tasks).await {
+            t.unwrap();
+        }
+        let day = read(&l, Table::Executions, T0).await;
+        assert_eq!(day.num_rows(), 6 * 20);
+        assert_eq!(
+            read(&l, Table::CatalogRegistrations, T0).await.num_rows(),
+            6 * 20
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_day_file_is_an_error_naming_it() {
+        let l = loader();
+        let key = PartitionKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            day: crate::stage::day_of(T0).unwrap(),
+        };
+        l.store()
+            .put(
+                &key.object_key(Table::Executions),
+                Bytes::from_static(b"not parquet"),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        let mut stage = Stage::new().unwrap();
+        stage
+            .add(&to_batches(&flow("f"), &[run("a1", T0, "Successful", T0 + 1, 0)], 1).unwrap())
+            .unwrap();
+        let err = l.commit(&stage).await.unwrap_err().to_string();
+        assert!(err.contains(&key.object_key(Table::Executions)), "{err}");
+        let obj = l
+            .store()
+            .get(&key.object_key(Table::Executions))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(obj.body.as_ref(), b"not parquet", "nothing overwritten");
+    }
+}

@@ -1,0 +1,184 @@
+//! Copy-on-write merge of one day file with the rows a run brought.
+//!
+//! `executions` is keyed by (account_id, region, flow_name, execution_id): the
+//! version with the newest `last_updated_at` wins; a version whose content equals
+//! the stored row keeps the stored row, `exported_at` included, so a run with
+//! nothing new changes no byte. `catalog_registrations` follows its execution: the
+//! rows of each execution whose current version came (or equals what came) from
+//! this run are replaced by this run's rows.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::TimestampMillisecondType;
+use arrow::error::ArrowError;
+use arrow::row::{RowConverter, Rows, SortField};
+
+const KEY: [&str; 4] = ["account_id", "region", "flow_name", "execution_id"];
+const VERSION: &str = "last_updated_at";
+const FIRST_WRITTEN: &str = "exported_at";
+
+/// Executions whose stored rows must equal this run's (their catalog rows follow).
+pub(crate) type KeySet = HashSet<Vec<u8>>;
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, ArrowError> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))
+}
+
+/// Row-format encodings of the given columns: equal bytes iff equal values.
+fn rows(batch: &RecordBatch, names: &[&str]) -> Result<Rows, ArrowError> {
+    let cols = names
+        .iter()
+        .map(|n| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| ArrowError::SchemaError(format!("no column {n}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fields = cols
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    RowConverter::new(fields)?.convert_columns(&cols)
+}
+
+fn key_rows(batch: &RecordBatch) -> Result<Rows, ArrowError> {
+    rows(batch, &KEY)
+}
+
+fn content_rows(batch: &RecordBatch, skip: Option<&str>) -> Result<Rows, ArrowError> {
+    let schema = batch.schema();
+    let names: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| Some(*n) != skip)
+        .collect();
+    rows(batch, &names)
+}
+
+fn concat(
+    existing: Option<&RecordBatch>,
+    incoming: &RecordBatch,
+) -> Result<(RecordBatch, usize), ArrowError> {
+    match existing {
+        Some(old) => Ok((
+            concat_batches(&incoming.schema(), [old, incoming])?,
+            old.num_rows(),
+        )),
+        None => Ok((incoming.clone(), 0)),
+    }
+}
+
+/// Sorts by the given columns (flow, start time, ...), as files are stored.
+fn sorted(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, ArrowError> {
+    let columns = by
+        .iter()
+        .map(|n| {
+            Ok(SortColumn {
+                values: batch
+                    .column_by_name(n)
+                    .cloned()
+                    .ok_or_else(|| ArrowError::SchemaError(format!("no column {n}")))?,
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    let order = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &order)
+}
+
+/// The outcome of merging an executions day file.
+pub(crate) struct MergedExecutions {
+    /// The new file content; `None` when the stored file is already up to date.
+    pub batch: Option<RecordBatch>,
+    /// Executions whose stored row now equals this run's newest version.
+    pub current: KeySet,
+}
+
+/// Merges this run's execution rows into a day file's rows.
+pub(crate) fn merge_executions(
+    existing: Option<&RecordBatch>,
+    incoming: &RecordBatch,
+) -> Result<MergedExecutions, ArrowError> {
+    let (all, n_old) = concat(existing, incoming)?;
+    let keys = key_rows(&all)?;
+    let content = content_rows(&all, Some(FIRST_WRITTEN))?;
+    let version_col = column(&all, VERSION)?.as_primitive::<TimestampMillisecondType>();
+    let version = |i: usize| version_col.is_valid(i).then(|| version_col.value(i));
+
+    let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(all.num_rows());
+    let mut newest_incoming: HashMap<&[u8], usize> = HashMap::with_capacity(incoming.num_rows());
+    for i in 0..all.num_rows() {
+        let key = keys.row(i).data();
+        if i >= n_old {
+            let slot = newest_incoming.entry(key).or_insert(i);
+            if version(i) >= version(*slot) {
+                *slot = i;
+            }
+        }
+        let slot = winner.entry(key).or_insert(i);
+        if *slot != i && version(i) >= version(*slot) && content.row(i) != content.row(*slot) {
+            *slot = i;
+        }
+    }
+    let current = newest_incoming
+        .iter()
+        .filter(|(key, j)| content.row(winner[*key]) == content.row(**j))
+        .map(|(key, _)| key.to_vec())
+        .collect();
+    let changed = winner.values().any(|&i| i >= n_old);
+    let batch = if changed {
+        let mut keep: Vec<u32> = winner.values().map(|&i| i as u32).collect();
+        keep.sort_unstable();
+        let merged = take_record_batch(&all, &UInt32Array::from(keep))?;
+        Some(sorted(
+            &merged,
+            &["flow_name", "started_at", "execution_id"],
+        )?)
+    } else {
+        None
+    };
+    Ok(MergedExecutions { batch, current })
+}
+
+/// Merges this run's catalog rows into a day file's rows: for every execution in
+/// `current`, the stored rows are replaced by this run's. `None`: nothing changes.
+pub(crate) fn merge_catalog(
+    existing: Option<&RecordBatch>,
+    incoming: &RecordBatch,
+    current: &KeySet,
+) -> Result<Option<RecordBatch>, ArrowError> {
+    let (all, n_old) = concat(existing, incoming)?;
+    let keys = key_rows(&all)?;
+    let content = content_rows(&all, None)?;
+    let mut keep = Vec::new();
+    let (mut dropped, mut added) = (Vec::new(), Vec::new());
+    for i in 0..all.num_rows() {
+        let replaced = current.contains(keys.row(i).data());
+        match (i < n_old, replaced) {
+            (true, false) => keep.push(i as u32),
+            (true, true) => dropped.push(content.row(i)),
+            (false, true) => {
+                keep.push(i as u32);
+                added.push(content.row(i));
+            }
+            (false, false) => {}
+        }
+    }
+    dropped.sort();
+    added.sort();
+    if dropped == added {
+        return Ok(None);
+    }
+    let merged = take_record_batch(&all, &UInt32Array::from(keep))?;
+    Ok(Some(sorted(
+        &merged,
+        &["flow_name", "started_at", "execution_id", "ordinal"],
+    )?))
+}

@@ -1,0 +1,68 @@
+//! Parquet bytes <-> Arrow batches, with the settings of the data contract.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Encodes a batch as one Parquet file: zstd, page statistics, the schema version
+/// in the footer's key-value metadata. Timestamps are written as INT64
+/// TIMESTAMP(MILLIS, adjusted to UTC) because the Arrow type is `Timestamp(ms, "UTC")`.
+pub fn encode(batch: &RecordBatch) -> Result<Bytes, BoxError> {
+    let kv = batch
+        .schema()
+        .metadata()
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_key_value_metadata(Some(kv))
+        .set_created_by(concat!("appflow-export ", env!("CARGO_PKG_VERSION")).to_string())
+        .build();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(out))
+}
+
+/// Decodes a Parquet file into one batch with exactly `schema`'s columns: a nullable
+/// column missing from an older file is filled with nulls; anything else that does
+/// not fit is an error.
+pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = batches.first() else {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    };
+    let file_schema = first.schema();
+    let batch = arrow::compute::concat_batches(&file_schema, &batches)?;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(col) if col.data_type() == field.data_type() => Ok(col.clone()),
+            Some(col) => Err(format!(
+                "column {} is {}, expected {}",
+                field.name(),
+                col.data_type(),
+                field.data_type()
+            )),
+            None if field.is_nullable() => Ok(new_null_array(field.data_type(), batch.num_rows())),
+            None => Err(format!("column {} is missing", field.name())),
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}

@@ -1,0 +1,188 @@
+//! The behaviour every [`ObjectStore`] must have; each backend's tests call
+//! [`run`] (the S3 backend against moto, from `tests/s3_conformance.rs`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{ObjectStore, PutMode, PutOutcome};
+
+fn etag_of(outcome: PutOutcome) -> String {
+    match outcome {
+        PutOutcome::Written { etag } => etag,
+        PutOutcome::Conflict => panic!("expected a write, got a conflict"),
+    }
+}
+
+/// Runs every check against `store`, which must be empty.
+pub async fn run(store: Arc<dyn ObjectStore>) {
+    let key = "executions/dt=2026-01-02/123456789012_us-east-1.parquet";
+    assert!(
+        store.get(key).await.unwrap().is_none(),
+        "a missing key reads as None"
+    );
+
+    let first = etag_of(
+        store
+            .put(key, Bytes::from_static(b"one"), PutMode::Create)
+            .await
+            .unwrap(),
+    );
+    let got = store.get(key).await.unwrap().expect("written object");
+    assert_eq!(
+        (got.body.as_ref(), got.etag.as_str()),
+        (b"one".as_ref(), first.as_str())
+    );
+
+    assert_eq!(
+        store
+            .put(key, Bytes::from_static(b"two"), PutMode::Create)
+            .await
+            .unwrap(),
+        PutOutcome::Conflict,
+        "create over an existing object"
+    );
+    assert_eq!(
+        store
+            .put(
+                key,
+                Bytes::from_static(b"two"),
+                PutMode::Replace("not-the-etag".into())
+            )
+            .await
+            .unwrap(),
+        PutOutcome::Conflict,
+        "replace with a wrong etag"
+    );
+    let second = etag_of(
+        store
+            .put(
+                key,
+                Bytes::from_static(b"two"),
+                PutMode::Replace(first.clone()),
+            )
+            .await
+            .unwrap(),
+    );
+    assert_ne!(first, second, "a new version has a new etag");
+    assert_eq!(store.get(key).await.unwrap().unwrap().body.as_ref(), b"two");
+    assert_eq!(
+        store
+            .put(key, Bytes::from_static(b"three"), PutMode::Replace(first))
+            .await
+            .unwrap(),
+        PutOutcome::Conflict,
+        "replace with a stale etag"
+    );
+    assert_eq!(
+        store
+            .put(
+                "executions/missing",
+                Bytes::from_static(b"x"),
+                PutMode::Replace(second)
+            )
+            .await
+            .unwrap(),
+        PutOutcome::Conflict,
+        "replace of a missing object"
+    );
+
+    store
+        .put(
+            "_state/flows/a.json",
+            Bytes::from_static(b"{}"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            "executions/dt=2026-01-01/b.parquet",
+            Bytes::from_static(b"b"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list("executions/").await.unwrap(),
+        vec![
+            "executions/dt=2026-01-01/b.parquet".to_string(),
+            key.to_string()
+        ]
+    );
+    assert_eq!(
+        store.list("_state/flows/").await.unwrap(),
+        vec!["_state/flows/a.json".to_string()]
+    );
+    assert!(store.list("nothing/").await.unwrap().is_empty());
+
+    // Racing writers: exactly one create wins; exactly one replace of a version wins.
+    let race = "catalog_registrations/dt=2026-01-03/race.parquet";
+    let creates = (0..8u8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .put(race, Bytes::from(vec![i; 64]), PutMode::Create)
+                .await
+                .unwrap()
+        })
+    });
+    let wins = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(PutOutcome::Written { .. })))
+        .count();
+    assert_eq!(wins, 1, "racing creates");
+    let base = store.get(race).await.unwrap().unwrap().etag;
+    let replaces = (0..8u8).map(|i| {
+        let (store, base) = (store.clone(), base.clone());
+        tokio::spawn(async move {
+            store
+                .put(race, Bytes::from(vec![i + 100; 64]), PutMode::Replace(base))
+                .await
+                .unwrap()
+        })
+    });
+    let wins = futures::future::join_all(replaces)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(PutOutcome::Written { .. })))
+        .count();
+    assert_eq!(wins, 1, "racing replaces");
+    store.check().await.unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LocalStore, MemoryStore};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_store_conforms() {
+        run(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn local_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        run(Arc::new(LocalStore::new(dir.path().join("dest")))).await;
+        // No temporary file is left behind.
+        let leftovers: Vec<_> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn walk(p: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+        out
+    }
+}

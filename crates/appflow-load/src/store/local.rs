@@ -1,0 +1,182 @@
+//! A local folder: write to a temporary file in the same folder, fsync, then rename
+//! under a lock file, so a reader sees the old file or the new one and two processes
+//! on one machine cannot lose an update.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::{Object, ObjectStore, PutMode, PutOutcome};
+use crate::error::{Error, Result};
+
+/// The lock every conditional put takes, under the destination's `_state/`.
+const LOCK_FILE: &str = "_state/.lock";
+/// Temporary files start with this; listings skip them.
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> Self {
+        LocalStore { root }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        key.split('/')
+            .fold(self.root.clone(), |p, part| p.join(part))
+    }
+}
+
+/// The tag of a local file: a digest of its content.
+fn etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn put_blocking(
+    root: &Path,
+    path: &Path,
+    body: &[u8],
+    mode: &PutMode,
+) -> std::io::Result<PutOutcome> {
+    let dir = path.parent().unwrap_or(root);
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)?;
+    tmp.write_all(body)?;
+    tmp.as_file().sync_all()?;
+
+    let lock_path = root.join(LOCK_FILE);
+    if let Some(parent) = lock_path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    lock.lock()?;
+    let current = read(path)?.map(|b| etag(&b));
+    let ok = match mode {
+        PutMode::Create => current.is_none(),
+        PutMode::Replace(tag) => current.as_deref() == Some(tag.as_str()),
+    };
+    if !ok {
+        return Ok(PutOutcome::Conflict);
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()?;
+    lock.unlock()?;
+    Ok(PutOutcome::Written { etag: etag(body) })
+}
+
+fn list_blocking(base: &Path, root: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            list_blocking(&path, root, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            let key: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(key.join("/"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalStore {
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        let path = self.path(key);
+        let body = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || read(&path)
+        })
+        .await
+        .map_err(|e| Error::read(self.location(key), e))?
+        .map_err(|e| Error::read(self.location(key), e))?;
+        Ok(body.map(|b| Object {
+            etag: etag(&b),
+            body: Bytes::from(b),
+        }))
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        let (root, path) = (self.root.clone(), self.path(key));
+        tokio::task::spawn_blocking(move || put_blocking(&root, &path, &body, &mode))
+            .await
+            .map_err(|e| Error::write(self.location(key), e))?
+            .map_err(|e| Error::write(self.location(key), e))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let owned = prefix.to_string();
+        let mut keys = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            // Walk from the deepest folder the prefix names, then filter.
+            let dir = owned.rsplit_once('/').map_or("", |(d, _)| d);
+            let base = dir
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .fold(root.clone(), |p, s| p.join(s));
+            list_blocking(&base, &root, &mut out).map(|()| out)
+        })
+        .await
+        .map_err(|e| Error::read(self.location(""), e))?
+        .map_err(|e| Error::read(self.location(""), e))?;
+        keys.retain(|k| k.starts_with(prefix));
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn check(&self) -> Result<()> {
+        let root = self.root.clone();
+        let probe = move || -> std::io::Result<()> {
+            fs::create_dir_all(&root)?;
+            let mut f = tempfile::Builder::new()
+                .prefix(TMP_PREFIX)
+                .tempfile_in(&root)?;
+            f.write_all(b"probe")?;
+            Ok(())
+        };
+        tokio::task::spawn_blocking(probe)
+            .await
+            .map_err(|e| Error::write(self.root.display().to_string(), e))?
+            .map_err(|e| Error::BadDest {
+                dest: self.root.display().to_string(),
+                why: format!("the folder cannot be created or written: {e}"),
+            })
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.path(key).display().to_string()
+    }
+}
