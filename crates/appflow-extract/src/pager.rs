@@ -18,6 +18,16 @@ pub struct Extractor {
     region: String,
 }
 
+/// The flows `ListFlows` returned that were selected.
+#[derive(Debug, Default)]
+pub struct FlowListing {
+    pub flows: Vec<FlowInfo>,
+    /// Selected names that do not exist, or flows whose ARN cannot be used.
+    pub problems: Vec<Error>,
+    /// `ListFlows` pages received.
+    pub pages: u64,
+}
+
 /// One flow to read, and from where.
 #[derive(Clone, Debug)]
 pub struct ExtractJob {
@@ -53,11 +63,11 @@ impl Extractor {
     }
 
     /// Lists the flows selected by `selection`. A name in [`FlowSelection::Names`]
-    /// that ListFlows does not return is reported in the second list, not fatal.
+    /// that ListFlows does not return is reported in `problems`, not fatal.
     pub async fn list_flows(
         &self,
         selection: &FlowSelection,
-    ) -> Result<(Vec<FlowInfo>, Vec<Error>)> {
+    ) -> Result<FlowListing> {
         let mut pages = self
             .client
             .list_flows()
@@ -66,7 +76,9 @@ impl Extractor {
             .send();
         let mut found = Vec::new();
         let mut problems = Vec::new();
+        let mut count = 0;
         while let Some(page) = pages.next().await {
+            count += 1;
             let page =
                 page.map_err(|e| Error::ListFlows(DisplayErrorContext(e).to_string().into()))?;
             for def in page.flows() {
@@ -93,7 +105,7 @@ impl Extractor {
         }
         found.sort();
         found.dedup_by(|a, b| a.name == b.name);
-        Ok((found, problems))
+        Ok(FlowListing { flows: found, problems, pages: count })
     }
 
     /// Reads the jobs, at most `concurrency` flows at a time, yielding each flow's

@@ -1,0 +1,41 @@
+//! The AWS SDK configuration shared by the AppFlow and S3 clients.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Retry and timeout policy handed to the SDK: standard retries (throttling and
+/// 5xx, exponential backoff with jitter), and timeouts so that an unreachable or
+/// silent endpoint ends in an error after the retries, never a hang.
+pub fn loader(max_attempts: u32) -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(60))
+                .operation_attempt_timeout(Duration::from_secs(90))
+                .build(),
+        )
+}
+
+/// The standard AWS configuration (credential chain, `AWS_REGION`, profiles,
+/// `AWS_ENDPOINT_URL_*`), with `--region` on top.
+pub async fn from_env(max_attempts: u32, region: Option<String>) -> SdkConfig {
+    let mut loader = loader(max_attempts);
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    loader.load().await
+}
+
+/// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`.
+pub fn appflow_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_appflow::Client {
+    let mut config = aws_sdk_appflow::config::Builder::from(sdk);
+    if let Some(url) = endpoint {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_appflow::Client::from_conf(config.build())
+}

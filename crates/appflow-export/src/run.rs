@@ -1,0 +1,231 @@
+//! `appflow-export run`: list flows, read what is new, stage, commit, record state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use appflow_extract::{
+    ExtractJob, Extractor, FlowExtract, FlowSelection, IncrementalPolicy, Resume, cutoff,
+};
+use appflow_load::{CommitReport, Destination, FlowUpdate, Loader, S3Options, Stage, StateFile};
+use aws_config::SdkConfig;
+use futures::StreamExt;
+
+use crate::cli::RunArgs;
+use crate::{EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_USAGE, Failure, aws};
+
+/// A validated `run`: everything checked before any API call.
+#[derive(Debug)]
+pub struct Plan {
+    pub dest: Destination,
+    pub dest_text: String,
+    pub selection: FlowSelection,
+    pub policy: IncrementalPolicy,
+    pub concurrency: usize,
+    pub appflow_endpoint: Option<String>,
+    pub s3: S3Options,
+}
+
+impl Plan {
+    pub fn from_args(args: &RunArgs) -> Result<Self, Failure> {
+        let usage = |e| Failure::new(EXIT_USAGE, e);
+        let dest = Destination::parse(&args.dest).map_err(|e| usage(e.into()))?;
+        let selection = match (&args.flows, &args.flow_pattern) {
+            (names, _) if !names.is_empty() => {
+                if let Some(bad) = names.iter().find(|n| n.trim().is_empty()) {
+                    return Err(usage(anyhow!("--flows has an empty name ('{bad}')")));
+                }
+                FlowSelection::Names(names.clone())
+            }
+            (_, Some(glob)) => FlowSelection::pattern(glob).map_err(|e| usage(e.into()))?,
+            _ => FlowSelection::All,
+        };
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok()
+            .filter(|s| !s.is_empty());
+        Ok(Plan {
+            dest,
+            dest_text: args.dest.clone(),
+            selection,
+            policy: IncrementalPolicy { lookback: args.lookback, max_open_age: args.max_open_age },
+            concurrency: usize::from(args.concurrency),
+            appflow_endpoint: args.appflow_endpoint.clone(),
+            s3: S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style),
+        })
+    }
+}
+
+/// What a run did, printed at its end.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub dest: String,
+    pub flows_exported: usize,
+    pub failures: Vec<String>,
+    pub list_pages: u64,
+    pub describe_pages: u64,
+    pub records: u64,
+    pub commit: CommitReport,
+    pub duration: Duration,
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "exported {} flows ({} failed) to {} in {:.2} s",
+            self.flows_exported,
+            self.failures.len(),
+            self.dest,
+            self.duration.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  API calls  {} ListFlows, {} DescribeFlowExecutionRecords",
+            self.list_pages, self.describe_pages
+        )?;
+        writeln!(f, "  records    {} read", self.records)?;
+        write!(
+            f,
+            "  files      {} written, {} unchanged",
+            self.commit.files_written, self.commit.files_unchanged
+        )?;
+        if self.commit.conflicts > 0 {
+            write!(f, " ({} concurrent writes re-merged)", self.commit.conflicts)?;
+        }
+        writeln!(f)
+    }
+}
+
+impl RunReport {
+    /// Ok, or the failed flows as one error (exit code 1).
+    pub fn into_result(self) -> Result<(), Failure> {
+        if self.failures.is_empty() {
+            return Ok(());
+        }
+        let n = self.failures.len();
+        let list = self.failures.join("\n  ");
+        Err(Failure::new(EXIT_FLOWS_FAILED, anyhow!("{n} flow(s) not exported:\n  {list}")))
+    }
+}
+
+pub async fn command(args: RunArgs) -> Result<(), Failure> {
+    let plan = Plan::from_args(&args)?;
+    let sdk = aws::from_env(args.max_attempts, args.region.clone()).await;
+    if sdk.region().is_none() {
+        return Err(Failure::new(EXIT_USAGE, anyhow!("no AWS region: pass --region or set AWS_REGION")));
+    }
+    let report = execute(&plan, &sdk).await?;
+    print!("{report}");
+    report.into_result()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs one export with the given AWS configuration.
+pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure> {
+    let started = Instant::now();
+    let now = now_ms();
+    let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
+    let store = plan.dest.open(sdk, &plan.s3).await.map_err(dest_failure)?;
+    let loader = Loader::new(store);
+    let region = sdk.region().map_or_else(|| "the configured region".to_string(), |r| r.to_string());
+    let extractor = Extractor::new(aws::appflow_client(sdk, plan.appflow_endpoint.as_deref()), region);
+
+    let listing = extractor
+        .list_flows(&plan.selection)
+        .await
+        .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
+    let mut report = RunReport { dest: plan.dest_text.clone(), list_pages: listing.pages, ..Default::default() };
+    for problem in &listing.problems {
+        tracing::error!(error = %problem, "flow skipped");
+        report.failures.push(problem.to_string());
+    }
+
+    let mut states: BTreeMap<(String, String), StateFile> = BTreeMap::new();
+    for flow in &listing.flows {
+        let key = (flow.account_id.clone(), flow.region.clone());
+        if !states.contains_key(&key) {
+            let state = loader.read_state(&key.0, &key.1).await.map_err(dest_failure)?;
+            states.insert(key, state);
+        }
+    }
+    let jobs: Vec<ExtractJob> = listing
+        .flows
+        .iter()
+        .map(|flow| {
+            let state = states
+                .get(&(flow.account_id.clone(), flow.region.clone()))
+                .and_then(|s| s.flows.get(&flow.name));
+            let resume = Resume {
+                watermark: state.and_then(|s| s.watermark_ms),
+                oldest_open: state.and_then(|s| s.oldest_open_ms),
+            };
+            ExtractJob {
+                flow: flow.clone(),
+                cutoff: cutoff(resume, plan.policy, now),
+                full_scan: state.is_some_and(|s| !s.pages_sorted),
+            }
+        })
+        .collect();
+
+    let mut stage = Stage::new().map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
+    let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
+    let mut flows = std::pin::pin!(extractor.extract(jobs, plan.concurrency));
+    while let Some((job, result)) = flows.next().await {
+        let name = job.flow.name.clone();
+        let staged = result
+            .map_err(anyhow::Error::from)
+            .and_then(|ex| stage_flow(&mut stage, &ex, now).map(|()| ex));
+        match staged {
+            Ok(ex) => {
+                report.flows_exported += 1;
+                report.describe_pages += ex.pages;
+                report.records += ex.records.len() as u64;
+                let key = (job.flow.account_id.clone(), job.flow.region.clone());
+                updates.entry(key).or_default().insert(name, update_of(&ex));
+            }
+            Err(e) => {
+                tracing::error!(flow = %name, error = format!("{e:#}"), "flow not exported");
+                report.failures.push(format!("{e:#}"));
+            }
+        }
+    }
+    drop(flows);
+
+    // Data first, watermarks last: a crash in between only means redoing work.
+    report.commit = loader.commit(&stage).await.map_err(dest_failure)?;
+    for ((account, region), flows) in &updates {
+        loader.update_state(account, region, flows, now).await.map_err(dest_failure)?;
+    }
+    report.duration = started.elapsed();
+    tracing::info!(
+        flows = report.flows_exported,
+        failed = report.failures.len(),
+        records = report.records,
+        files_written = report.commit.files_written,
+        files_unchanged = report.commit.files_unchanged,
+        "run finished"
+    );
+    Ok(report)
+}
+
+fn stage_flow(stage: &mut Stage, ex: &FlowExtract, now: i64) -> anyhow::Result<()> {
+    let batches = appflow_transform::to_batches(&ex.job.flow, &ex.records, now)
+        .with_context(|| format!("flow '{}'", ex.job.flow.name))?;
+    stage.add(&batches).context("staging rows")?;
+    Ok(())
+}
+
+fn update_of(ex: &FlowExtract) -> FlowUpdate {
+    FlowUpdate {
+        flow_arn: ex.job.flow.arn.clone(),
+        newest_started_ms: ex.records.iter().map(|r| r.started_at).max(),
+        oldest_open_ms: ex.records.iter().filter(|r| r.is_open()).map(|r| r.started_at).min(),
+        pages_sorted: ex.pages_sorted,
+        records_read: ex.records.len() as u64,
+    }
+}
