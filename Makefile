@@ -15,8 +15,11 @@ run:
 ## make test: every test: the crates' own tests, then the end-to-end suite.
 test: test-rust test-e2e
 
-test-rust:
-	$(CARGO) nextest run --workspace --no-fail-fast 2>/dev/null || $(CARGO) test --workspace --no-fail-fast
+# The S3 conformance test starts moto from the virtualenv, so it comes first.
+# cargo-nextest when installed, else cargo test.
+test-rust: $(VENV)/.installed
+	if command -v cargo-nextest >/dev/null; then $(CARGO) nextest run --workspace --no-fail-fast; \
+	else $(CARGO) test --workspace --no-fail-fast; fi
 
 build:
 	$(CARGO) build --workspace --bins

@@ -19,12 +19,17 @@ const MARKER: &str = ".appflow-export-demo";
 
 /// Empties an earlier demo's folder; refuses a non-empty folder that is not one.
 fn prepare(dir: &Path) -> Result<(), Failure> {
-    let is_empty = fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let is_empty = fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
     if !is_empty {
         if !dir.join(MARKER).exists() {
             return Err(Failure::new(
                 EXIT_USAGE,
-                anyhow!("--dir {} is not empty and holds no earlier demo; choose another folder", dir.display()),
+                anyhow!(
+                    "--dir {} is not empty and holds no earlier demo; choose another folder",
+                    dir.display()
+                ),
             ));
         }
         for sub in ["executions", "catalog_registrations", "_state"] {
@@ -69,7 +74,13 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
     // The emulator takes any credentials; fixed ones keep the demo off real AWS.
     let sdk = aws::loader(5)
         .region(Region::new(DEFAULT_REGION))
-        .credentials_provider(Credentials::new("demo", "demo", None, None, "appflow-export-demo"))
+        .credentials_provider(Credentials::new(
+            "demo",
+            "demo",
+            None,
+            None,
+            "appflow-export-demo",
+        ))
         .load()
         .await;
     let dir = args.dir.display().to_string();
@@ -88,7 +99,10 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
     print!("{first}");
     first.into_result()?;
 
-    let added = emulator.add_runs(&AddRuns { count: 2, ..Default::default() });
+    let added = emulator.add_runs(&AddRuns {
+        count: 2,
+        ..Default::default()
+    });
     let finished = emulator.finish_open_runs(&[]);
     println!(
         "\n2. Meanwhile in AppFlow: {} new runs started, {} open runs finished",

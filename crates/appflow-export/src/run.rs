@@ -49,7 +49,10 @@ impl Plan {
             dest,
             dest_text: args.dest.clone(),
             selection,
-            policy: IncrementalPolicy { lookback: args.lookback, max_open_age: args.max_open_age },
+            policy: IncrementalPolicy {
+                lookback: args.lookback,
+                max_open_age: args.max_open_age,
+            },
             concurrency: usize::from(args.concurrency),
             appflow_endpoint: args.appflow_endpoint.clone(),
             s3: S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style),
@@ -92,7 +95,11 @@ impl fmt::Display for RunReport {
             self.commit.files_written, self.commit.files_unchanged
         )?;
         if self.commit.conflicts > 0 {
-            write!(f, " ({} concurrent writes re-merged)", self.commit.conflicts)?;
+            write!(
+                f,
+                " ({} concurrent writes re-merged)",
+                self.commit.conflicts
+            )?;
         }
         writeln!(f)
     }
@@ -106,7 +113,10 @@ impl RunReport {
         }
         let n = self.failures.len();
         let list = self.failures.join("\n  ");
-        Err(Failure::new(EXIT_FLOWS_FAILED, anyhow!("{n} flow(s) not exported:\n  {list}")))
+        Err(Failure::new(
+            EXIT_FLOWS_FAILED,
+            anyhow!("{n} flow(s) not exported:\n  {list}"),
+        ))
     }
 }
 
@@ -114,7 +124,10 @@ pub async fn command(args: RunArgs) -> Result<(), Failure> {
     let plan = Plan::from_args(&args)?;
     let sdk = aws::from_env(args.max_attempts, args.region.clone()).await;
     if sdk.region().is_none() {
-        return Err(Failure::new(EXIT_USAGE, anyhow!("no AWS region: pass --region or set AWS_REGION")));
+        return Err(Failure::new(
+            EXIT_USAGE,
+            anyhow!("no AWS region: pass --region or set AWS_REGION"),
+        ));
     }
     let report = execute(&plan, &sdk).await?;
     print!("{report}");
@@ -132,14 +145,23 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let store = plan.dest.open(sdk, &plan.s3).await.map_err(dest_failure)?;
     let loader = Loader::new(store);
-    let region = sdk.region().map_or_else(|| "the configured region".to_string(), |r| r.to_string());
-    let extractor = Extractor::new(aws::appflow_client(sdk, plan.appflow_endpoint.as_deref()), region);
+    let region = sdk
+        .region()
+        .map_or_else(|| "the configured region".to_string(), |r| r.to_string());
+    let extractor = Extractor::new(
+        aws::appflow_client(sdk, plan.appflow_endpoint.as_deref()),
+        region,
+    );
 
     let listing = extractor
         .list_flows(&plan.selection)
         .await
         .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
-    let mut report = RunReport { dest: plan.dest_text.clone(), list_pages: listing.pages, ..Default::default() };
+    let mut report = RunReport {
+        dest: plan.dest_text.clone(),
+        list_pages: listing.pages,
+        ..Default::default()
+    };
     for problem in &listing.problems {
         tracing::error!(error = %problem, "flow skipped");
         report.failures.push(problem.to_string());
@@ -149,7 +171,10 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     for flow in &listing.flows {
         let key = (flow.account_id.clone(), flow.region.clone());
         if !states.contains_key(&key) {
-            let state = loader.read_state(&key.0, &key.1).await.map_err(dest_failure)?;
+            let state = loader
+                .read_state(&key.0, &key.1)
+                .await
+                .map_err(dest_failure)?;
             states.insert(key, state);
         }
     }
@@ -199,7 +224,10 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     // Data first, watermarks last: a crash in between only means redoing work.
     report.commit = loader.commit(&stage).await.map_err(dest_failure)?;
     for ((account, region), flows) in &updates {
-        loader.update_state(account, region, flows, now).await.map_err(dest_failure)?;
+        loader
+            .update_state(account, region, flows, now)
+            .await
+            .map_err(dest_failure)?;
     }
     report.duration = started.elapsed();
     tracing::info!(
@@ -224,7 +252,12 @@ fn update_of(ex: &FlowExtract) -> FlowUpdate {
     FlowUpdate {
         flow_arn: ex.job.flow.arn.clone(),
         newest_started_ms: ex.records.iter().map(|r| r.started_at).max(),
-        oldest_open_ms: ex.records.iter().filter(|r| r.is_open()).map(|r| r.started_at).min(),
+        oldest_open_ms: ex
+            .records
+            .iter()
+            .filter(|r| r.is_open())
+            .map(|r| r.started_at)
+            .min(),
         pages_sorted: ex.pages_sorted,
         records_read: ex.records.len() as u64,
     }

@@ -64,10 +64,7 @@ impl Extractor {
 
     /// Lists the flows selected by `selection`. A name in [`FlowSelection::Names`]
     /// that ListFlows does not return is reported in `problems`, not fatal.
-    pub async fn list_flows(
-        &self,
-        selection: &FlowSelection,
-    ) -> Result<FlowListing> {
+    pub async fn list_flows(&self, selection: &FlowSelection) -> Result<FlowListing> {
         let mut pages = self
             .client
             .list_flows()
@@ -105,7 +102,11 @@ impl Extractor {
         }
         found.sort();
         found.dedup_by(|a, b| a.name == b.name);
-        Ok(FlowListing { flows: found, problems, pages: count })
+        Ok(FlowListing {
+            flows: found,
+            problems,
+            pages: count,
+        })
     }
 
     /// Reads the jobs, at most `concurrency` flows at a time, yielding each flow's
