@@ -78,7 +78,7 @@ const ERROR_MESSAGES: &[&str] = &[
     "The connector profile credentials have expired. Refresh the connection.",
     "Source entity Account__c not found",
     "Internal error occurred in Amazon AppFlow. Please retry.",
-    "Requested resource not found: table analytics.orders",
+    "Requested resource not found - table analytics.orders",
     "Throughput exceeded for SAP OData service. Lower the page size.",
 ];
 const GLUE_ERRORS: &[&str] = &[

@@ -301,7 +301,7 @@ async fn describe_flow(AxState(emu): AxState<Emulator>, body: Bytes) -> Response
     };
     let def = flow.definition_now();
     drop(st);
-    ok_json(&json!({
+    ok_json(&without_nulls(json!({
         "flowArn": def.flow_arn,
         "description": def.description,
         "flowName": def.flow_name,
@@ -321,7 +321,15 @@ async fn describe_flow(AxState(emu): AxState<Emulator>, body: Bytes) -> Response
         "createdBy": def.created_by,
         "lastUpdatedBy": def.last_updated_by,
         "tags": def.tags,
-    }))
+    })))
+}
+
+/// Drops members whose value is null: AWS leaves absent members out.
+fn without_nulls(mut body: Value) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
+    body
 }
 
 async fn describe_records(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
