@@ -353,26 +353,20 @@ async fn describe_records(AxState(emu): AxState<Emulator>, body: Bytes) -> Respo
     let Some(flow) = st.flows.get(&name) else {
         return not_found(&name);
     };
-    let (page, next): (Vec<ExecutionRecord>, Option<Token>) = if st.faults.shuffled {
+    let (page, next): (Vec<&ExecutionRecord>, Option<Token>) = if st.faults.shuffled {
         let mut order: Vec<&ExecutionRecord> = flow.records.iter().collect();
         let flow_seed = name.bytes().fold(st.seed, |h, b| {
             h.wrapping_mul(31).wrapping_add(u64::from(b))
         });
         order.shuffle(&mut StdRng::seed_from_u64(flow_seed));
         let start = token.and_then(|t| t.o).unwrap_or(0);
-        let page = order
-            .iter()
-            .skip(start)
-            .take(max)
-            .map(|r| (*r).clone())
-            .collect();
         let next = (start + max < order.len()).then(|| Token {
             f: name.clone(),
             o: Some(start + max),
             s: None,
             i: None,
         });
-        (page, next)
+        (order.into_iter().skip(start).take(max).collect(), next)
     } else {
         // Keyset pagination: stable while new runs are added at the front.
         let start = match token {
@@ -386,8 +380,7 @@ async fn describe_records(AxState(emu): AxState<Emulator>, body: Bytes) -> Respo
             Some(_) => return validation("Invalid nextToken"),
             None => 0,
         };
-        let page: Vec<ExecutionRecord> =
-            flow.records.iter().skip(start).take(max).cloned().collect();
+        let page: Vec<&ExecutionRecord> = flow.records.iter().skip(start).take(max).collect();
         let next = (start + page.len() < flow.records.len())
             .then(|| page.last())
             .flatten()
@@ -400,21 +393,34 @@ async fn describe_records(AxState(emu): AxState<Emulator>, body: Bytes) -> Respo
         (page, next)
     };
     let malformed = st.faults.malformed_flows.contains(&name) && !(first_page && next.is_some());
+    // Serialized straight from the stored records, under the lock: no copies.
+    let body = serde_json::to_vec(&RecordsPage {
+        flow_executions: &page,
+        next_token: next.as_ref().map(encode_token),
+    });
     drop(st);
-    let body = with_token(
-        json!({ "flowExecutions": page }),
-        next.as_ref().map(encode_token),
-    );
-    if malformed {
-        let text = body.to_string();
-        let cut = text.len() / 2;
-        return (
-            [("content-type", "application/json")],
-            text.as_bytes()[..cut].to_vec(),
-        )
-            .into_response();
+    match body {
+        Ok(mut bytes) => {
+            if malformed {
+                bytes.truncate(bytes.len() / 2);
+            }
+            ([("content-type", "application/json")], bytes).into_response()
+        }
+        Err(e) => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerException",
+            e.to_string(),
+        ),
     }
-    ok_json(&body)
+}
+
+/// A `DescribeFlowExecutionRecords` response.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordsPage<'a> {
+    flow_executions: &'a [&'a ExecutionRecord],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
 }
 
 async fn admin_flows(AxState(emu): AxState<Emulator>) -> Response {

@@ -220,9 +220,20 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
         }
     }
     drop(flows);
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        records = report.records,
+        "flows read and staged"
+    );
 
     // Data first, watermarks last: a crash in between only means redoing work.
+    let committing = Instant::now();
     report.commit = loader.commit(&stage).await.map_err(dest_failure)?;
+    tracing::info!(
+        seconds = committing.elapsed().as_secs_f64(),
+        files_written = report.commit.files_written,
+        "day files committed"
+    );
     for ((account, region), flows) in &updates {
         loader
             .update_state(account, region, flows, now)

@@ -8,15 +8,17 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::merge::{KeySet, merge_catalog, merge_executions};
+use crate::merge::{merge_catalog, merge_executions};
 use crate::parquet_io::{decode, encode};
 use crate::stage::{PartitionKey, Stage};
 use crate::state::{FlowUpdate, StateFile};
 use crate::store::{ObjectStore, PutMode, PutOutcome};
-use appflow_transform::{Table, schema_for};
+use appflow_transform::{Batches, Table, schema_for};
 
 /// Attempts at one object when other writers keep replacing it first.
 const MAX_ATTEMPTS: u32 = 25;
+/// Day files merged and written at the same time (merging is CPU work, writing is IO).
+const DAY_FILES_IN_FLIGHT: usize = 4;
 
 /// What a commit did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,9 +37,24 @@ pub struct Loader {
     store: Arc<dyn ObjectStore>,
 }
 
+/// What happened to one object.
 enum Wrote {
     Written,
     Unchanged,
+    /// Nothing to write and nothing stored (a day with no catalog rows).
+    Absent,
+}
+
+/// The merge of one object's stored rows with this run's: the new content (`None`
+/// when unchanged) and what the caller learns from it.
+type MergeFn<T> = dyn Fn(Option<&RecordBatch>) -> Result<(Option<RecordBatch>, T), arrow::error::ArrowError>
+    + Send
+    + Sync;
+
+/// The outcome of the CPU part of an upsert, computed off the async workers.
+enum Merged<T> {
+    Unchanged(T),
+    Write(Bytes, T),
 }
 
 impl Loader {
@@ -50,72 +67,121 @@ impl Loader {
     }
 
     /// Reads, merges and (when its rows changed) writes each day file the stage
-    /// touches, executions before catalog registrations.
+    /// touches, executions before catalog registrations, several days at a time.
     pub async fn commit(&self, stage: &Stage) -> Result<CommitReport> {
         let mut report = CommitReport::default();
-        for key in stage.partitions() {
-            let incoming = stage.read(key)?;
-            let mut current = KeySet::new();
-            let wrote = self
-                .upsert(key, Table::Executions, &mut report, |existing| {
-                    let merged = merge_executions(existing, &incoming.executions)?;
-                    current = merged.current;
-                    Ok(merged.batch)
-                })
-                .await?;
-            report.count(wrote);
-            let wrote = self
-                .upsert(key, Table::CatalogRegistrations, &mut report, |existing| {
-                    merge_catalog(existing, &incoming.catalog_registrations, &current)
-                })
-                .await?;
-            report.count(wrote);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut partitions = stage.partitions();
+        loop {
+            while tasks.len() < DAY_FILES_IN_FLIGHT {
+                let Some(key) = partitions.next() else { break };
+                let incoming = stage.read(key)?;
+                let (loader, key) = (self.clone(), key.clone());
+                tasks.spawn(async move { loader.commit_partition(key, incoming).await });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            let part = done.map_err(|e| Error::write(self.store.location(""), e))??;
+            report.files_written += part.files_written;
+            report.files_unchanged += part.files_unchanged;
+            report.conflicts += part.conflicts;
         }
         Ok(report)
     }
 
+    async fn commit_partition(&self, key: PartitionKey, incoming: Batches) -> Result<CommitReport> {
+        let mut report = CommitReport::default();
+        let executions = incoming.executions;
+        let (wrote, current) = self
+            .upsert(
+                &key,
+                Table::Executions,
+                &mut report,
+                Arc::new(move |stored: Option<&RecordBatch>| {
+                    let merged = merge_executions(stored, &executions)?;
+                    Ok((merged.batch, merged.current))
+                }),
+            )
+            .await?;
+        report.count(wrote);
+        let catalog = incoming.catalog_registrations;
+        let current = Arc::new(current);
+        let (wrote, ()) = self
+            .upsert(
+                &key,
+                Table::CatalogRegistrations,
+                &mut report,
+                Arc::new(move |stored: Option<&RecordBatch>| {
+                    Ok((merge_catalog(stored, &catalog, &current)?, ()))
+                }),
+            )
+            .await?;
+        report.count(wrote);
+        Ok(report)
+    }
+
     /// Read-merge-write of one object until its conditional write succeeds.
-    async fn upsert<F>(
+    async fn upsert<T: Send + 'static>(
         &self,
         key: &PartitionKey,
         table: Table,
         report: &mut CommitReport,
-        mut merge: F,
-    ) -> Result<Option<Wrote>>
-    where
-        F: FnMut(Option<&RecordBatch>) -> Result<Option<RecordBatch>, arrow::error::ArrowError>,
-    {
+        merge: Arc<MergeFn<T>>,
+    ) -> Result<(Wrote, T)> {
         let object_key = key.object_key(table);
-        let location = || self.store.location(&object_key);
-        let schema = schema_for(table);
+        let location = self.store.location(&object_key);
         for attempt in 1..=MAX_ATTEMPTS {
             let existing = self.store.get(&object_key).await?;
-            let stored = existing
-                .as_ref()
-                .map(|o| decode(o.body.clone(), &schema))
-                .transpose()
-                .map_err(|source| Error::Corrupt {
-                    location: location(),
-                    what: "Parquet file of this export",
-                    source,
-                })?;
-            let merged = merge(stored.as_ref()).map_err(|e| Error::write(location(), e))?;
-            let Some(batch) = merged else {
-                return Ok(existing.map(|_| Wrote::Unchanged));
+            let stored = existing.as_ref().map(|o| o.body.clone());
+            let (merge, loc) = (merge.clone(), location.clone());
+            let merged = tokio::task::spawn_blocking(move || -> Result<Merged<T>> {
+                let schema = schema_for(table);
+                let stored = stored
+                    .map(|body| decode(body, &schema))
+                    .transpose()
+                    .map_err(|source| Error::Corrupt {
+                        location: loc.clone(),
+                        what: "Parquet file of this export",
+                        source,
+                    })?;
+                let (batch, extra) =
+                    merge(stored.as_ref()).map_err(|e| Error::write(loc.clone(), e))?;
+                match batch {
+                    None => Ok(Merged::Unchanged(extra)),
+                    Some(batch) => Ok(Merged::Write(
+                        encode(&batch).map_err(|e| Error::write(loc, e))?,
+                        extra,
+                    )),
+                }
+            })
+            .await
+            .map_err(|e| Error::write(location.clone(), e))??;
+            let (body, extra) = match merged {
+                Merged::Unchanged(extra) => {
+                    return Ok((
+                        if existing.is_some() {
+                            Wrote::Unchanged
+                        } else {
+                            Wrote::Absent
+                        },
+                        extra,
+                    ));
+                }
+                Merged::Write(body, extra) => (body, extra),
             };
-            let body = encode(&batch).map_err(|e| Error::write(location(), e))?;
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
             match self.store.put(&object_key, body, mode).await? {
-                PutOutcome::Written { .. } => return Ok(Some(Wrote::Written)),
+                PutOutcome::Written { .. } => return Ok((Wrote::Written, extra)),
                 PutOutcome::Conflict => {
                     report.conflicts += 1;
-                    tracing::info!(object = %location(), attempt, "another writer changed the file first; merging again");
+                    tracing::info!(object = %location, attempt, "another writer changed the file first; merging again");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
         Err(Error::Contention {
-            location: location(),
+            location,
             attempts: MAX_ATTEMPTS,
         })
     }
@@ -170,11 +236,11 @@ impl Loader {
 }
 
 impl CommitReport {
-    fn count(&mut self, wrote: Option<Wrote>) {
+    fn count(&mut self, wrote: Wrote) {
         match wrote {
-            Some(Wrote::Written) => self.files_written += 1,
-            Some(Wrote::Unchanged) => self.files_unchanged += 1,
-            None => {}
+            Wrote::Written => self.files_written += 1,
+            Wrote::Unchanged => self.files_unchanged += 1,
+            Wrote::Absent => {}
         }
     }
 }

@@ -108,33 +108,46 @@ pub(crate) fn merge_executions(
 ) -> Result<MergedExecutions, ArrowError> {
     let (all, n_old) = concat(existing, incoming)?;
     let keys = key_rows(&all)?;
-    let content = content_rows(&all, Some(FIRST_WRITTEN))?;
     let version_col = column(&all, VERSION)?.as_primitive::<TimestampMillisecondType>();
     let version = |i: usize| version_col.is_valid(i).then(|| version_col.value(i));
 
-    let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(all.num_rows());
-    let mut newest_incoming: HashMap<&[u8], usize> = HashMap::with_capacity(incoming.num_rows());
+    // First pass: group rows by key. Row contents are compared only where keys
+    // collide (a run read again); a day of new runs needs no comparison at all.
+    let mut rows_of: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(all.num_rows());
     for i in 0..all.num_rows() {
-        let key = keys.row(i).data();
-        if i >= n_old {
-            let slot = newest_incoming.entry(key).or_insert(i);
-            if version(i) >= version(*slot) {
-                *slot = i;
+        rows_of.entry(keys.row(i).data()).or_default().push(i);
+    }
+    let collisions = rows_of.values().any(|rows| rows.len() > 1);
+    let content = if collisions {
+        Some(content_rows(&all, Some(FIRST_WRITTEN))?)
+    } else {
+        None
+    };
+    let same =
+        |a: usize, b: usize| a == b || content.as_ref().is_some_and(|c| c.row(a) == c.row(b));
+
+    let mut keep = Vec::with_capacity(rows_of.len());
+    let mut current = KeySet::with_capacity(incoming.num_rows());
+    let mut changed = false;
+    for (key, rows) in &rows_of {
+        // Rows are in order: stored rows first, then this run's, as read.
+        let mut winner = rows[0];
+        let mut newest_incoming = None;
+        for &i in rows {
+            if i >= n_old && newest_incoming.is_none_or(|j| version(i) >= version(j)) {
+                newest_incoming = Some(i);
+            }
+            if i != winner && version(i) >= version(winner) && !same(i, winner) {
+                winner = i;
             }
         }
-        let slot = winner.entry(key).or_insert(i);
-        if *slot != i && version(i) >= version(*slot) && content.row(i) != content.row(*slot) {
-            *slot = i;
+        changed |= winner >= n_old;
+        if newest_incoming.is_some_and(|j| same(winner, j)) {
+            current.insert(key.to_vec());
         }
+        keep.push(winner as u32);
     }
-    let current = newest_incoming
-        .iter()
-        .filter(|(key, j)| content.row(winner[*key]) == content.row(**j))
-        .map(|(key, _)| key.to_vec())
-        .collect();
-    let changed = winner.values().any(|&i| i >= n_old);
     let batch = if changed {
-        let mut keep: Vec<u32> = winner.values().map(|&i| i as u32).collect();
         keep.sort_unstable();
         let merged = take_record_batch(&all, &UInt32Array::from(keep))?;
         Some(sorted(
