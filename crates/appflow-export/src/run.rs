@@ -228,7 +228,7 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
 
     // Data first, watermarks last: a crash in between only means redoing work.
     let committing = Instant::now();
-    report.commit = loader.commit(&stage).await.map_err(dest_failure)?;
+    report.commit = loader.commit(&mut stage).await.map_err(dest_failure)?;
     tracing::info!(
         seconds = committing.elapsed().as_secs_f64(),
         files_written = report.commit.files_written,

@@ -110,16 +110,30 @@ impl Extractor {
     }
 
     /// Reads the jobs, at most `concurrency` flows at a time, yielding each flow's
-    /// result as soon as it is complete (never a partial flow).
+    /// result as soon as it is complete (never a partial flow). Each flow is a task
+    /// of its own, so paging goes on while the caller processes finished flows.
     pub fn extract(
         &self,
         jobs: Vec<ExtractJob>,
         concurrency: usize,
-    ) -> impl Stream<Item = (ExtractJob, Result<FlowExtract>)> + '_ {
+    ) -> impl Stream<Item = (ExtractJob, Result<FlowExtract>)> + use<> {
+        let this = self.clone();
         stream::iter(jobs)
-            .map(move |job| async move {
-                let result = self.extract_flow(job.clone()).await;
-                (job, result)
+            .map(move |job| {
+                let this = this.clone();
+                async move {
+                    let task = tokio::spawn({
+                        let (this, job) = (this.clone(), job.clone());
+                        async move { this.extract_flow(job).await }
+                    });
+                    let result = task.await.unwrap_or_else(|e| {
+                        Err(Error::Describe {
+                            flow: job.flow.name.clone(),
+                            source: e.to_string().into(),
+                        })
+                    });
+                    (job, result)
+                }
             })
             .buffer_unordered(concurrency.max(1))
     }

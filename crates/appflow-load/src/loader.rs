@@ -18,7 +18,7 @@ use appflow_transform::{Batches, Table, schema_for};
 /// Attempts at one object when other writers keep replacing it first.
 const MAX_ATTEMPTS: u32 = 25;
 /// Day files merged and written at the same time (merging is CPU work, writing is IO).
-const DAY_FILES_IN_FLIGHT: usize = 4;
+const DAY_FILES_IN_FLIGHT: usize = 2;
 
 /// What a commit did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,10 +68,11 @@ impl Loader {
 
     /// Reads, merges and (when its rows changed) writes each day file the stage
     /// touches, executions before catalog registrations, several days at a time.
-    pub async fn commit(&self, stage: &Stage) -> Result<CommitReport> {
+    pub async fn commit(&self, stage: &mut Stage) -> Result<CommitReport> {
         let mut report = CommitReport::default();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut partitions = stage.partitions();
+        let keys = stage.partitions()?;
+        let mut partitions = keys.iter();
         loop {
             while tasks.len() < DAY_FILES_IN_FLIGHT {
                 let Some(key) = partitions.next() else { break };
@@ -314,7 +315,7 @@ mod tests {
                 .add(&to_batches(&flow(name), records, exported_at).unwrap())
                 .unwrap();
         }
-        loader.commit(&stage).await.unwrap()
+        loader.commit(&mut stage).await.unwrap()
     }
 
     async fn read(loader: &Loader, table: Table, day: i64) -> RecordBatch {
@@ -602,7 +603,7 @@ mod tests {
         stage
             .add(&to_batches(&flow("f"), &[run("a1", T0, "Successful", T0 + 1, 0)], 1).unwrap())
             .unwrap();
-        let err = l.commit(&stage).await.unwrap_err().to_string();
+        let err = l.commit(&mut stage).await.unwrap_err().to_string();
         assert!(err.contains(&key.object_key(Table::Executions)), "{err}");
         let obj = l
             .store()

@@ -169,24 +169,31 @@ pub(crate) fn merge_catalog(
 ) -> Result<Option<RecordBatch>, ArrowError> {
     let (all, n_old) = concat(existing, incoming)?;
     let keys = key_rows(&all)?;
-    let content = content_rows(&all, None)?;
-    let mut keep = Vec::new();
-    let (mut dropped, mut added) = (Vec::new(), Vec::new());
+    let replaced = |i: usize| current.contains(keys.row(i).data());
+    let (mut keep, mut dropped, mut added) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..all.num_rows() {
-        let replaced = current.contains(keys.row(i).data());
-        match (i < n_old, replaced) {
+        match (i < n_old, replaced(i)) {
             (true, false) => keep.push(i as u32),
-            (true, true) => dropped.push(content.row(i)),
+            (true, true) => dropped.push(i),
             (false, true) => {
                 keep.push(i as u32);
-                added.push(content.row(i));
+                added.push(i);
             }
             (false, false) => {}
         }
     }
-    dropped.sort();
-    added.sort();
-    if dropped == added {
+    // Row contents are compared only when stored rows would be replaced.
+    let unchanged = if dropped.is_empty() || added.is_empty() {
+        dropped.is_empty() && added.is_empty()
+    } else {
+        let content = content_rows(&all, None)?;
+        let mut before: Vec<_> = dropped.iter().map(|&i| content.row(i)).collect();
+        let mut after: Vec<_> = added.iter().map(|&i| content.row(i)).collect();
+        before.sort();
+        after.sort();
+        before == after
+    };
+    if unchanged {
         return Ok(None);
     }
     let merged = take_record_batch(&all, &UInt32Array::from(keep))?;

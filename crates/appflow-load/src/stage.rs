@@ -46,20 +46,30 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
         .ok_or(Error::BadTimestamp { millis })
 }
 
-/// Where one slice of rows is: file number and batch index per table.
+/// Rows kept in memory before they are written to a segment file.
+const MEMORY_BUDGET: usize = 32 << 20;
+
+/// Where one partition's rows of a segment are: the segment and the batch index
+/// (the same in both tables' files).
 #[derive(Clone, Copy, Debug)]
 struct Slice {
-    file: usize,
-    executions: usize,
-    catalog: usize,
+    segment: usize,
+    batch: usize,
 }
 
-/// The rows of a run, waiting to be merged into their day files.
+/// The rows of a run, waiting to be merged into their day files. Rows are kept in
+/// memory up to a budget; past it they are written to a segment (one Arrow IPC file
+/// per table, one batch per partition), so memory stays bounded whatever the
+/// history size and a day's rows are read back from a few files.
 #[derive(Debug)]
 pub struct Stage {
-    dir: tempfile::TempDir,
-    files: usize,
+    dir: Option<tempfile::TempDir>,
+    segments: usize,
     slices: BTreeMap<PartitionKey, Vec<Slice>>,
+    pending: Vec<Batches>,
+    pending_bytes: usize,
+    budget: usize,
+    memory: BTreeMap<PartitionKey, Batches>,
     rows: u64,
 }
 
@@ -79,30 +89,33 @@ fn group(batch: &RecordBatch) -> Result<BTreeMap<PartitionKey, Vec<u32>>> {
     let region = col("region")?.as_string::<i32>();
     let started = col("started_at")?.as_primitive::<TimestampMillisecondType>();
     let mut groups: BTreeMap<PartitionKey, Vec<u32>> = BTreeMap::new();
-    let mut last: Option<(i64, PartitionKey)> = None;
+    // Consecutive rows are usually of the same partition: collect such runs of rows
+    // and look the partition up once per run, not once per row.
+    let mut run: Option<(i64, PartitionKey, Vec<u32>)> = None;
     for i in 0..batch.num_rows() {
         let ms = started.value(i);
-        // Consecutive rows are usually on the same day: reuse the last key.
-        let day_start = ms.div_euclid(86_400_000);
-        let key = match &last {
-            Some((d, k))
-                if *d == day_start
-                    && k.account_id == account.value(i)
-                    && k.region == region.value(i) =>
+        let day = ms.div_euclid(86_400_000);
+        match &mut run {
+            Some((d, k, rows))
+                if *d == day && k.account_id == account.value(i) && k.region == region.value(i) =>
             {
-                k.clone()
+                rows.push(i as u32);
             }
             _ => {
-                let k = PartitionKey {
+                if let Some((_, k, rows)) = run.take() {
+                    groups.entry(k).or_default().extend(rows);
+                }
+                let key = PartitionKey {
                     account_id: account.value(i).to_string(),
                     region: region.value(i).to_string(),
                     day: day_of(ms)?,
                 };
-                last = Some((day_start, k.clone()));
-                k
+                run = Some((day, key, vec![i as u32]));
             }
-        };
-        groups.entry(key).or_default().push(i as u32);
+        }
+    }
+    if let Some((_, k, rows)) = run {
+        groups.entry(k).or_default().extend(rows);
     }
     Ok(groups)
 }
@@ -112,68 +125,128 @@ fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<FileWriter<BufWriter<Fil
     FileWriter::try_new(BufWriter::new(file), schema).map_err(stage_err)
 }
 
+fn concat(table: Table, parts: impl IntoIterator<Item = RecordBatch>) -> Result<RecordBatch> {
+    let parts: Vec<RecordBatch> = parts.into_iter().collect();
+    concat_batches(&schema_for(table), &parts).map_err(stage_err)
+}
+
 impl Stage {
-    /// A stage in a new temporary folder (removed when the stage is dropped).
+    /// An empty stage; segment files go to a temporary folder removed on drop.
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("appflow-export-stage-")
-            .tempdir()
-            .map_err(stage_err)?;
-        Ok(Stage {
-            dir,
-            files: 0,
+        Ok(Self::with_memory_budget(MEMORY_BUDGET))
+    }
+
+    /// A stage that writes a segment whenever more than `bytes` of rows are held.
+    pub fn with_memory_budget(bytes: usize) -> Self {
+        Stage {
+            dir: None,
+            segments: 0,
             slices: BTreeMap::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            budget: bytes,
+            memory: BTreeMap::new(),
             rows: 0,
-        })
+        }
     }
 
-    fn path(&self, file: usize, table: Table) -> PathBuf {
-        self.dir
+    fn path(&self, segment: usize, table: Table) -> Result<PathBuf> {
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| stage_err("no staging folder"))?;
+        Ok(dir
             .path()
-            .join(format!("{file:06}-{}.arrow", table.name()))
+            .join(format!("{segment:06}-{}.arrow", table.name())))
     }
 
-    /// Adds the rows of some runs (typically one flow's), split by partition.
+    /// Adds the rows of some runs (typically one flow's).
     pub fn add(&mut self, batches: &Batches) -> Result<()> {
         if batches.executions.num_rows() == 0 {
             return Ok(());
         }
-        let file = self.files;
-        self.files += 1;
-        let exec_groups = group(&batches.executions)?;
-        let cat_groups = group(&batches.catalog_registrations)?;
+        self.rows += batches.executions.num_rows() as u64;
+        self.pending_bytes += batches.executions.get_array_memory_size()
+            + batches.catalog_registrations.get_array_memory_size();
+        self.pending.push(batches.clone());
+        if self.pending_bytes >= self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// The pending rows, split by partition.
+    fn split_pending(&mut self) -> Result<Vec<(PartitionKey, Batches)>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let exec = concat(
+            Table::Executions,
+            pending.iter().map(|b| b.executions.clone()),
+        )?;
+        let cat = concat(
+            Table::CatalogRegistrations,
+            pending.into_iter().map(|b| b.catalog_registrations),
+        )?;
+        let exec_groups = group(&exec)?;
+        let cat_groups = group(&cat)?;
         if let Some(orphan) = cat_groups.keys().find(|k| !exec_groups.contains_key(*k)) {
             return Err(stage_err(format!(
                 "catalog rows of day {} have no execution rows",
                 orphan.day
             )));
         }
-        let mut exec_writer = writer(
-            &self.path(file, Table::Executions),
+        exec_groups
+            .into_iter()
+            .map(|(key, rows)| {
+                let cat_rows = cat_groups.get(&key).cloned().unwrap_or_default();
+                let part = Batches {
+                    executions: take_record_batch(&exec, &UInt32Array::from(rows))
+                        .map_err(stage_err)?,
+                    catalog_registrations: take_record_batch(&cat, &UInt32Array::from(cat_rows))
+                        .map_err(stage_err)?,
+                };
+                Ok((key, part))
+            })
+            .collect()
+    }
+
+    /// Writes the pending rows as one segment.
+    fn spill(&mut self) -> Result<()> {
+        let parts = self.split_pending()?;
+        if parts.is_empty() {
+            return Ok(());
+        }
+        if self.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("appflow-export-stage-")
+                .tempdir()
+                .map_err(stage_err)?;
+            self.dir = Some(dir);
+        }
+        let segment = self.segments;
+        self.segments += 1;
+        let mut exec = writer(
+            &self.path(segment, Table::Executions)?,
             &schema_for(Table::Executions),
         )?;
-        let mut cat_writer = writer(
-            &self.path(file, Table::CatalogRegistrations),
+        let mut cat = writer(
+            &self.path(segment, Table::CatalogRegistrations)?,
             &schema_for(Table::CatalogRegistrations),
         )?;
-        for (n, (key, rows)) in exec_groups.iter().enumerate() {
-            let slice = take_record_batch(&batches.executions, &UInt32Array::from(rows.clone()))
-                .map_err(stage_err)?;
-            exec_writer.write(&slice).map_err(stage_err)?;
-            let cat_rows = cat_groups.get(key).cloned().unwrap_or_default();
-            let cat =
-                take_record_batch(&batches.catalog_registrations, &UInt32Array::from(cat_rows))
-                    .map_err(stage_err)?;
-            cat_writer.write(&cat).map_err(stage_err)?;
-            self.slices.entry(key.clone()).or_default().push(Slice {
-                file,
-                executions: n,
-                catalog: n,
-            });
+        for (batch, (key, part)) in parts.into_iter().enumerate() {
+            exec.write(&part.executions).map_err(stage_err)?;
+            cat.write(&part.catalog_registrations).map_err(stage_err)?;
+            self.slices
+                .entry(key)
+                .or_default()
+                .push(Slice { segment, batch });
         }
-        exec_writer.finish().map_err(stage_err)?;
-        cat_writer.finish().map_err(stage_err)?;
-        self.rows += batches.executions.num_rows() as u64;
+        exec.finish().map_err(stage_err)?;
+        cat.finish().map_err(stage_err)?;
+        tracing::debug!(segment, "staged rows written to a temporary segment");
         Ok(())
     }
 
@@ -182,32 +255,50 @@ impl Stage {
         self.rows
     }
 
-    /// The partitions that have rows, in order.
-    pub fn partitions(&self) -> impl Iterator<Item = &PartitionKey> {
-        self.slices.keys()
+    /// Ends adding and returns the partitions that have rows, in order. The rows
+    /// still in memory stay there, grouped by partition.
+    pub fn partitions(&mut self) -> Result<Vec<PartitionKey>> {
+        for (key, part) in self.split_pending()? {
+            self.memory.insert(key, part);
+        }
+        let mut keys: Vec<PartitionKey> = self
+            .slices
+            .keys()
+            .chain(self.memory.keys())
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
     }
 
-    /// Every staged row of one partition: (executions, catalog_registrations).
+    /// Every staged row of one partition (call [`Stage::partitions`] first).
     pub fn read(&self, key: &PartitionKey) -> Result<Batches> {
         let slices = self.slices.get(key).map(Vec::as_slice).unwrap_or_default();
-        let read_table = |table: Table, index: fn(&Slice) -> usize| -> Result<RecordBatch> {
-            let schema = schema_for(table);
-            let mut parts = Vec::with_capacity(slices.len());
+        let in_memory = self.memory.get(key);
+        let read_table = |table: Table| -> Result<RecordBatch> {
+            let mut parts = Vec::with_capacity(slices.len() + 1);
             for s in slices {
-                let file = File::open(self.path(s.file, table)).map_err(stage_err)?;
+                let file = File::open(self.path(s.segment, table)?).map_err(stage_err)?;
                 let mut reader =
                     FileReader::try_new(BufReader::new(file), None).map_err(stage_err)?;
-                reader.set_index(index(s)).map_err(stage_err)?;
+                reader.set_index(s.batch).map_err(stage_err)?;
                 match reader.next() {
                     Some(batch) => parts.push(batch.map_err(stage_err)?),
                     None => return Err(stage_err("a staged batch is missing")),
                 }
             }
-            concat_batches(&schema, &parts).map_err(stage_err)
+            if let Some(m) = in_memory {
+                parts.push(match table {
+                    Table::Executions => m.executions.clone(),
+                    Table::CatalogRegistrations => m.catalog_registrations.clone(),
+                });
+            }
+            concat(table, parts)
         };
         Ok(Batches {
-            executions: read_table(Table::Executions, |s| s.executions)?,
-            catalog_registrations: read_table(Table::CatalogRegistrations, |s| s.catalog)?,
+            executions: read_table(Table::Executions)?,
+            catalog_registrations: read_table(Table::CatalogRegistrations)?,
         })
     }
 }
@@ -215,6 +306,66 @@ impl Stage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appflow_extract::{CatalogDetail, ExecutionRecord, FlowInfo};
+
+    fn flow_rows(flow: &str, n: i64) -> Batches {
+        let info =
+            FlowInfo::from_arn(flow, &format!("arn:aws:appflow:us-east-1:1:flow/{flow}")).unwrap();
+        let records: Vec<ExecutionRecord> = (0..n)
+            .map(|i| ExecutionRecord {
+                execution_id: format!("{flow}-{i}"),
+                execution_status: Some("Successful".into()),
+                started_at: 1_790_000_000_000 + i * 7_200_000,
+                last_updated_at: None,
+                data_pull_start_time: None,
+                data_pull_end_time: None,
+                bytes_processed: Some(i),
+                bytes_written: None,
+                records_processed: None,
+                num_parallel_processes: None,
+                max_page_size: None,
+                put_failures_count: None,
+                execution_message: None,
+                catalog_details: vec![
+                    CatalogDetail {
+                        catalog_type: Some("GLUE".into()),
+                        table_name: None,
+                        table_registration: None,
+                        partition_registration: None
+                    };
+                    (i % 3) as usize
+                ],
+            })
+            .collect();
+        appflow_transform::to_batches(&info, &records, 1).unwrap()
+    }
+
+    fn staged(budget: usize) -> (Stage, Vec<PartitionKey>) {
+        let mut stage = Stage::with_memory_budget(budget);
+        for f in ["a", "b", "c"] {
+            stage.add(&flow_rows(f, 40)).unwrap();
+        }
+        let keys = stage.partitions().unwrap();
+        (stage, keys)
+    }
+
+    #[test]
+    fn spilled_segments_read_back_the_same_rows_as_memory() {
+        let (memory, keys) = staged(usize::MAX);
+        let (spilled, spilled_keys) = staged(1);
+        assert!(memory.dir.is_none(), "nothing written under the budget");
+        assert_eq!(spilled.segments, 3, "one segment per add past the budget");
+        assert_eq!(keys, spilled_keys);
+        assert_eq!(keys.len(), 4, "40 runs two hours apart span four days");
+        let mut rows = 0;
+        for key in &keys {
+            let (m, s) = (memory.read(key).unwrap(), spilled.read(key).unwrap());
+            assert_eq!(m.executions, s.executions, "{key:?}");
+            assert_eq!(m.catalog_registrations, s.catalog_registrations, "{key:?}");
+            rows += m.executions.num_rows();
+        }
+        assert_eq!(rows, 120);
+    }
 
     #[test]
     fn days_are_utc_dates() {
