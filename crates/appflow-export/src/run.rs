@@ -1,6 +1,6 @@
 //! `appflow-export run`: list flows, read what is new, stage, commit, record state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -167,16 +167,18 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
         report.failures.push(problem.to_string());
     }
 
+    let regions: BTreeSet<(String, String)> = listing
+        .flows
+        .iter()
+        .map(|f| (f.account_id.clone(), f.region.clone()))
+        .collect();
     let mut states: BTreeMap<(String, String), StateFile> = BTreeMap::new();
-    for flow in &listing.flows {
-        let key = (flow.account_id.clone(), flow.region.clone());
-        if !states.contains_key(&key) {
-            let state = loader
-                .read_state(&key.0, &key.1)
-                .await
-                .map_err(dest_failure)?;
-            states.insert(key, state);
-        }
+    for key in regions {
+        let state = loader
+            .read_state(&key.0, &key.1)
+            .await
+            .map_err(dest_failure)?;
+        states.insert(key, state);
     }
     let jobs: Vec<ExtractJob> = listing
         .flows
@@ -219,7 +221,6 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
             }
         }
     }
-    drop(flows);
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         records = report.records,
