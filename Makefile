@@ -10,7 +10,7 @@ PY_DEPS := moto==5.2.5 flask flask-cors duckdb pyarrow boto3 botocore pytest
 
 ## make run: the demo (bundled AppFlow emulator -> ./appflow-demo, twice), no AWS account.
 run:
-	$(CARGO) run --release -p appflow-export -- demo --dir ./appflow-demo
+	$(CARGO) run -p appflow-export -- demo --dir ./appflow-demo
 
 ## make test: every test: the crates' own tests, then the end-to-end suite.
 test: test-rust test-e2e

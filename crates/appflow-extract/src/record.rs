@@ -53,6 +53,26 @@ pub fn is_finished(status: Option<&str>) -> bool {
 }
 
 impl ExecutionRecord {
+    /// A run with only its identity; every optional member absent.
+    pub fn new(execution_id: impl Into<String>, started_at: i64) -> Self {
+        ExecutionRecord {
+            execution_id: execution_id.into(),
+            execution_status: None,
+            started_at,
+            last_updated_at: None,
+            data_pull_start_time: None,
+            data_pull_end_time: None,
+            bytes_processed: None,
+            bytes_written: None,
+            records_processed: None,
+            num_parallel_processes: None,
+            max_page_size: None,
+            put_failures_count: None,
+            execution_message: None,
+            catalog_details: Vec::new(),
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         is_open(self.execution_status.as_deref())
     }

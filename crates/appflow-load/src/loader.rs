@@ -12,7 +12,7 @@ use crate::merge::{merge_catalog, merge_executions};
 use crate::parquet_io::{decode, encode};
 use crate::stage::{PartitionKey, Stage};
 use crate::state::{FlowUpdate, StateFile};
-use crate::store::{ObjectStore, PutMode, PutOutcome};
+use crate::store::{Object, ObjectStore, PutMode, PutOutcome};
 use appflow_transform::{Batches, Table, schema_for};
 
 /// Attempts at one object when other writers keep replacing it first.
@@ -190,10 +190,15 @@ impl Loader {
     /// The stored state of an account and region (empty when there is none yet).
     pub async fn read_state(&self, account_id: &str, region: &str) -> Result<StateFile> {
         let key = StateFile::key(account_id, region);
-        match self.store.get(&key).await? {
+        let stored = self.store.get(&key).await?;
+        self.parse_state(&key, stored.as_ref())
+    }
+
+    fn parse_state(&self, key: &str, stored: Option<&Object>) -> Result<StateFile> {
+        match stored {
             None => Ok(StateFile::default()),
             Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
-                location: self.store.location(&key),
+                location: self.store.location(key),
                 what: "state file",
                 source: source.into(),
             }),
@@ -212,14 +217,7 @@ impl Loader {
         let key = StateFile::key(account_id, region);
         for attempt in 1..=MAX_ATTEMPTS {
             let existing = self.store.get(&key).await?;
-            let mut state: StateFile = match &existing {
-                None => StateFile::default(),
-                Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
-                    location: self.store.location(&key),
-                    what: "state file",
-                    source: source.into(),
-                })?,
-            };
+            let mut state = self.parse_state(&key, existing.as_ref())?;
             state.apply(updates, now_ms);
             let body = serde_json::to_vec_pretty(&state)
                 .map_err(|e| Error::write(self.store.location(&key), e))?;
@@ -276,19 +274,11 @@ mod tests {
 
     fn run(id: &str, started: i64, status: &str, updated: i64, catalog: usize) -> ExecutionRecord {
         ExecutionRecord {
-            execution_id: id.into(),
             execution_status: Some(status.into()),
-            started_at: started,
             last_updated_at: Some(updated),
-            data_pull_start_time: None,
-            data_pull_end_time: None,
             bytes_processed: Some(10),
             bytes_written: Some(10),
             records_processed: Some(1),
-            num_parallel_processes: None,
-            max_page_size: None,
-            put_failures_count: None,
-            execution_message: None,
             catalog_details: (0..catalog)
                 .map(|i| CatalogDetail {
                     catalog_type: Some("GLUE".into()),
@@ -301,6 +291,7 @@ mod tests {
                     partition_registration: None,
                 })
                 .collect(),
+            ..ExecutionRecord::new(id, started)
         }
     }
 

@@ -313,19 +313,8 @@ mod tests {
             FlowInfo::from_arn(flow, &format!("arn:aws:appflow:us-east-1:1:flow/{flow}")).unwrap();
         let records: Vec<ExecutionRecord> = (0..n)
             .map(|i| ExecutionRecord {
-                execution_id: format!("{flow}-{i}"),
                 execution_status: Some("Successful".into()),
-                started_at: 1_790_000_000_000 + i * 7_200_000,
-                last_updated_at: None,
-                data_pull_start_time: None,
-                data_pull_end_time: None,
                 bytes_processed: Some(i),
-                bytes_written: None,
-                records_processed: None,
-                num_parallel_processes: None,
-                max_page_size: None,
-                put_failures_count: None,
-                execution_message: None,
                 catalog_details: vec![
                     CatalogDetail {
                         catalog_type: Some("GLUE".into()),
@@ -335,6 +324,7 @@ mod tests {
                     };
                     (i % 3) as usize
                 ],
+                ..ExecutionRecord::new(format!("{flow}-{i}"), 1_790_000_000_000 + i * 7_200_000)
             })
             .collect();
         appflow_transform::to_batches(&info, &records, 1).unwrap()

@@ -156,20 +156,14 @@ mod tests {
 
     fn record(id: &str, status: &str, started: i64, updated: i64) -> ExecutionRecord {
         ExecutionRecord {
-            execution_id: id.into(),
             execution_status: Some(status.into()),
-            started_at: started,
             last_updated_at: Some(updated),
-            data_pull_start_time: None,
             data_pull_end_time: Some(started),
             bytes_processed: Some(9_007_199_254_740_993),
-            bytes_written: None,
             records_processed: Some(3),
-            num_parallel_processes: None,
-            max_page_size: None,
             put_failures_count: Some(2),
             execution_message: Some("boom".into()),
-            catalog_details: Vec::new(),
+            ..ExecutionRecord::new(id, started)
         }
     }
 
