@@ -163,3 +163,17 @@ def test_malformed_response_fails_the_flow_without_advancing_it(emulator, local_
     emulator.set_faults({})
     assert_exit(export(emulator, local_dest), 0)
     assert_export(local_dest, expected)
+
+
+def test_a_run_with_an_impossible_start_fails_only_its_flow(emulator, local_dest):
+    expected = truth(emulator)
+    bad = emulator.flow_names()[1]
+    # 9e15 ms is about the year 287,000: no dt partition can name it.
+    emulator.add_runs(1, flows=[bad], start=9_000_000_000_000_000)
+    result = export(emulator, local_dest)
+    assert_exit(result, 1)
+    assert bad in result.stderr and "startedAt" in result.stderr, result.stderr
+    assert_export(local_dest, expected.without(bad))
+    # The bad flow is refused again on the next run; the others stay exported.
+    assert_exit(export(emulator, local_dest), 1)
+    assert_export(local_dest, expected.without(bad))

@@ -290,8 +290,14 @@ fn catalog_detail(
     }
 }
 
-/// A finished version of an open run: final status, later `lastUpdatedAt`, results.
-pub(crate) fn finish_record(rng: &mut StdRng, rec: &mut ExecutionRecord, now: i64) {
+/// A finished version of an open run: final status, later `lastUpdatedAt`, results,
+/// and (for a flow that registers in a catalog) its catalog details.
+pub(crate) fn finish_record(
+    rng: &mut StdRng,
+    rec: &mut ExecutionRecord,
+    now: i64,
+    catalog_of: Option<&str>,
+) {
     let status = match rec.execution_status.as_deref() {
         Some("CancelStarted") => "Canceled",
         _ => pick_finished_status(rng),
@@ -300,6 +306,12 @@ pub(crate) fn finish_record(rng: &mut StdRng, rec: &mut ExecutionRecord, now: i6
     rec.execution_status = Some(status.to_string());
     rec.last_updated_at = Some(Millis(updated));
     rec.data_pull_end_time = Some(rec.started_at);
+    if let Some(flow_name) = catalog_of {
+        let details = (0..rng.random_range(1..=3))
+            .map(|n| catalog_detail(rng, flow_name, n, status))
+            .collect();
+        rec.metadata_catalog_details = Some(details);
+    }
     if let Some(result) = rec.execution_result.as_mut() {
         result.bytes_written = result.bytes_processed;
         if status == "Error" {

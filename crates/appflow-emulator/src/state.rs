@@ -181,8 +181,13 @@ impl Emulator {
             if !flows.is_empty() && !flows.contains(&flow.definition.flow_name) {
                 continue;
             }
+            let name = flow.definition.flow_name.clone();
+            let with_catalog = flow
+                .records
+                .iter()
+                .any(|r| r.metadata_catalog_details.is_some());
             for rec in flow.records.iter_mut().filter(|r| r.is_open()) {
-                generate::finish_record(rng, rec, now);
+                generate::finish_record(rng, rec, now, with_catalog.then_some(name.as_str()));
                 n += 1;
             }
         }

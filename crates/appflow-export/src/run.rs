@@ -204,16 +204,29 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     let mut flows = std::pin::pin!(extractor.extract(jobs, plan.concurrency));
     while let Some((job, result)) = flows.next().await {
         let name = job.flow.name.clone();
-        let staged = result
-            .map_err(anyhow::Error::from)
-            .and_then(|ex| stage_flow(&mut stage, &ex, now).map(|()| ex));
-        match staged {
-            Ok(ex) => {
+        let batches = result.map_err(anyhow::Error::from).and_then(|ex| {
+            let b = appflow_transform::to_batches(&ex.job.flow, &ex.records, now)
+                .with_context(|| format!("flow '{}'", ex.job.flow.name))?;
+            Ok((ex, b))
+        });
+        match batches {
+            Ok((ex, b)) => {
+                // A staging failure (the local temporary disk) leaves the stage
+                // unusable: stop before any data or state is written.
+                stage
+                    .add(&b)
+                    .with_context(|| {
+                        format!("staging the rows of flow '{name}' in a temporary folder")
+                    })
+                    .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
                 report.flows_exported += 1;
                 report.describe_pages += ex.pages;
                 report.records += ex.records.len() as u64;
                 let key = (job.flow.account_id.clone(), job.flow.region.clone());
-                updates.entry(key).or_default().insert(name, update_of(&ex));
+                updates
+                    .entry(key)
+                    .or_default()
+                    .insert(name, update_of(&ex, now));
             }
             Err(e) => {
                 tracing::error!(flow = %name, error = format!("{e:#}"), "flow not exported");
@@ -253,15 +266,10 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     Ok(report)
 }
 
-fn stage_flow(stage: &mut Stage, ex: &FlowExtract, now: i64) -> anyhow::Result<()> {
-    let batches = appflow_transform::to_batches(&ex.job.flow, &ex.records, now)
-        .with_context(|| format!("flow '{}'", ex.job.flow.name))?;
-    stage.add(&batches).context("staging rows")?;
-    Ok(())
-}
-
-fn update_of(ex: &FlowExtract) -> FlowUpdate {
+/// What this run learned of a flow; `now` is when the run started, before it read.
+fn update_of(ex: &FlowExtract, now: i64) -> FlowUpdate {
     FlowUpdate {
+        read_started_ms: now,
         flow_arn: ex.job.flow.arn.clone(),
         newest_started_ms: ex.records.iter().map(|r| r.started_at).max(),
         oldest_open_ms: ex

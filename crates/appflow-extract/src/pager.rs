@@ -182,7 +182,48 @@ impl Extractor {
                 break;
             }
         }
+        dedupe(&mut out.records);
         tracing::debug!(flow = %flow, pages = out.pages, records = out.records.len(), "flow read");
         Ok(out)
+    }
+}
+
+/// Keeps one record per execution id (the newest `lastUpdatedAt`; the later one read
+/// on a tie), in first-seen order: pages that shift while they are read may return
+/// a run twice.
+fn dedupe(records: &mut Vec<ExecutionRecord>) {
+    let mut seen: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(records.len());
+    let mut kept: Vec<ExecutionRecord> = Vec::with_capacity(records.len());
+    for rec in records.drain(..) {
+        match seen.get(&rec.execution_id) {
+            Some(&i) if rec.last_updated_at >= kept[i].last_updated_at => kept[i] = rec,
+            Some(_) => {}
+            None => {
+                seen.insert(rec.execution_id.clone(), kept.len());
+                kept.push(rec);
+            }
+        }
+    }
+    *records = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_read_twice_is_kept_once_in_its_newest_version() {
+        let rec = |id: &str, updated: i64| ExecutionRecord {
+            last_updated_at: Some(updated),
+            ..ExecutionRecord::new(id, 1)
+        };
+        let mut records = vec![rec("a", 5), rec("b", 1), rec("a", 9), rec("a", 7)];
+        dedupe(&mut records);
+        let got: Vec<_> = records
+            .iter()
+            .map(|r| (r.execution_id.as_str(), r.last_updated_at))
+            .collect();
+        assert_eq!(got, [("a", Some(9)), ("b", Some(1))]);
     }
 }

@@ -41,6 +41,9 @@ pub struct RegistrationOutput {
     pub result: Option<String>,
 }
 
+/// 9999-12-31T23:59:59.999Z: the last `startedAt` a `dt` partition can name.
+const LATEST_MILLIS: i64 = 253_402_300_799_999;
+
 /// A run AWS may still change (`InProgress`, `CancelStarted`).
 pub fn is_open(status: Option<&str>) -> bool {
     matches!(status, Some("InProgress" | "CancelStarted"))
@@ -109,6 +112,11 @@ impl ExecutionRecord {
             .started_at()
             .map(millis)
             .ok_or_else(|| malformed(&format!("execution {execution_id} has no startedAt")))?;
+        if !(0..=LATEST_MILLIS).contains(&started_at) {
+            return Err(malformed(&format!(
+                "execution {execution_id} has startedAt {started_at} ms, outside the years 1970-9999"
+            )));
+        }
         let result = r.execution_result();
         let error_info = result.and_then(|x| x.error_info());
         Ok(ExecutionRecord {

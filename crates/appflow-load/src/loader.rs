@@ -45,17 +45,15 @@ enum Wrote {
     Absent,
 }
 
-/// The merge of one object's stored rows with this run's: the new content (`None`
-/// when unchanged) and what the caller learns from it.
-type MergeFn<T> = dyn Fn(Option<&RecordBatch>) -> Result<(Option<RecordBatch>, T), arrow::error::ArrowError>
+/// The merge of one object's stored rows (first argument) with this run's: the new
+/// content, `None` when unchanged. The second argument is the context object of the
+/// same day as stored now, when the upsert asks for one.
+type MergeFn = dyn Fn(
+        Option<&RecordBatch>,
+        Option<&RecordBatch>,
+    ) -> Result<Option<RecordBatch>, arrow::error::ArrowError>
     + Send
     + Sync;
-
-/// The outcome of the CPU part of an upsert, computed off the async workers.
-enum Merged<T> {
-    Unchanged(T),
-    Write(Bytes, T),
-}
 
 impl Loader {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
@@ -93,87 +91,104 @@ impl Loader {
 
     async fn commit_partition(&self, key: PartitionKey, incoming: Batches) -> Result<CommitReport> {
         let mut report = CommitReport::default();
-        let executions = incoming.executions;
-        let (wrote, current) = self
-            .upsert(
-                &key,
-                Table::Executions,
-                &mut report,
-                Arc::new(move |stored: Option<&RecordBatch>| {
-                    let merged = merge_executions(stored, &executions)?;
-                    Ok((merged.batch, merged.current))
-                }),
-            )
+        let executions = Arc::new(incoming.executions);
+        let exec = executions.clone();
+        let merge_exec: Arc<MergeFn> =
+            Arc::new(move |stored, _| Ok(merge_executions(stored, &exec)?.batch));
+        let wrote = self
+            .upsert(&key, Table::Executions, None, &mut report, merge_exec)
             .await?;
         report.count(wrote);
+
+        // A run's catalog rows follow its row in the executions file as it is now,
+        // read again on every attempt: another writer may have stored a newer
+        // version of the run meanwhile, and then its catalog rows are the ones to keep.
         let catalog = incoming.catalog_registrations;
-        let current = Arc::new(current);
-        let (wrote, ()) = self
+        let merge_cat: Arc<MergeFn> = Arc::new(move |stored, stored_exec| {
+            if stored.is_none() && catalog.num_rows() == 0 {
+                return Ok(None);
+            }
+            let current = merge_executions(stored_exec, &executions)?.current;
+            merge_catalog(stored, &catalog, &current)
+        });
+        let wrote = self
             .upsert(
                 &key,
                 Table::CatalogRegistrations,
+                Some(Table::Executions),
                 &mut report,
-                Arc::new(move |stored: Option<&RecordBatch>| {
-                    Ok((merge_catalog(stored, &catalog, &current)?, ()))
-                }),
+                merge_cat,
             )
             .await?;
         report.count(wrote);
         Ok(report)
     }
 
-    /// Read-merge-write of one object until its conditional write succeeds.
-    async fn upsert<T: Send + 'static>(
+    /// The decoded object of `table` in partition `key`, if there is one.
+    fn decoded(
+        &self,
+        body: Option<Bytes>,
+        table: Table,
+        location: &str,
+    ) -> Result<Option<RecordBatch>> {
+        body.map(|b| decode(b, &schema_for(table)))
+            .transpose()
+            .map_err(|source| Error::Corrupt {
+                location: location.to_string(),
+                what: "Parquet file of this export",
+                source,
+            })
+    }
+
+    /// Read-merge-write of one object until its conditional write succeeds; with
+    /// `context`, that table's object of the same day is read again on each attempt
+    /// and handed to the merge.
+    async fn upsert(
         &self,
         key: &PartitionKey,
         table: Table,
+        context: Option<Table>,
         report: &mut CommitReport,
-        merge: Arc<MergeFn<T>>,
-    ) -> Result<(Wrote, T)> {
+        merge: Arc<MergeFn>,
+    ) -> Result<Wrote> {
         let object_key = key.object_key(table);
         let location = self.store.location(&object_key);
         for attempt in 1..=MAX_ATTEMPTS {
             let existing = self.store.get(&object_key).await?;
+            let context_obj = match context {
+                Some(t) => Some((
+                    t,
+                    self.store.get(&key.object_key(t)).await?,
+                    self.store.location(&key.object_key(t)),
+                )),
+                None => None,
+            };
             let stored = existing.as_ref().map(|o| o.body.clone());
-            let (merge, loc) = (merge.clone(), location.clone());
-            let merged = tokio::task::spawn_blocking(move || -> Result<Merged<T>> {
-                let schema = schema_for(table);
-                let stored = stored
-                    .map(|body| decode(body, &schema))
+            let (merge, loc, this) = (merge.clone(), location.clone(), self.clone());
+            let body = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
+                let stored = this.decoded(stored, table, &loc)?;
+                let context = match context_obj {
+                    Some((t, obj, ctx_loc)) => this.decoded(obj.map(|o| o.body), t, &ctx_loc)?,
+                    None => None,
+                };
+                let batch = merge(stored.as_ref(), context.as_ref())
+                    .map_err(|e| Error::write(loc.clone(), e))?;
+                batch
+                    .map(|b| encode(&b).map_err(|e| Error::write(loc, e)))
                     .transpose()
-                    .map_err(|source| Error::Corrupt {
-                        location: loc.clone(),
-                        what: "Parquet file of this export",
-                        source,
-                    })?;
-                let (batch, extra) =
-                    merge(stored.as_ref()).map_err(|e| Error::write(loc.clone(), e))?;
-                match batch {
-                    None => Ok(Merged::Unchanged(extra)),
-                    Some(batch) => Ok(Merged::Write(
-                        encode(&batch).map_err(|e| Error::write(loc, e))?,
-                        extra,
-                    )),
-                }
             })
             .await
             .map_err(|e| Error::write(location.clone(), e))??;
-            let (body, extra) = match merged {
-                Merged::Unchanged(extra) => {
-                    return Ok((
-                        if existing.is_some() {
-                            Wrote::Unchanged
-                        } else {
-                            Wrote::Absent
-                        },
-                        extra,
-                    ));
-                }
-                Merged::Write(body, extra) => (body, extra),
+            let Some(body) = body else {
+                return Ok(if existing.is_some() {
+                    Wrote::Unchanged
+                } else {
+                    Wrote::Absent
+                });
             };
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
             match self.store.put(&object_key, body, mode).await? {
-                PutOutcome::Written { .. } => return Ok((Wrote::Written, extra)),
+                PutOutcome::Written { .. } => return Ok(Wrote::Written),
                 PutOutcome::Conflict => {
                     report.conflicts += 1;
                     tracing::info!(object = %location, attempt, "another writer changed the file first; merging again");
@@ -571,6 +586,72 @@ mod tests {
         assert_eq!(
             read(&l, Table::CatalogRegistrations, T0).await.num_rows(),
             6 * 20
+        );
+    }
+
+    /// A store that lets another writer commit just before this writer's first
+    /// catalog put, which then conflicts.
+    #[derive(Debug)]
+    struct Interleaved {
+        inner: Arc<MemoryStore>,
+        other_writer: tokio::sync::Mutex<Option<Vec<ExecutionRecord>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Interleaved {
+        async fn get(&self, key: &str) -> Result<Option<crate::store::Object>> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
+            if key.starts_with("catalog_registrations/") {
+                if let Some(rows) = self.other_writer.lock().await.take() {
+                    let other = Loader::new(self.inner.clone());
+                    commit(&other, &[("f", rows)], 50).await;
+                }
+            }
+            self.inner.put(key, body, mode).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.inner.list(prefix).await
+        }
+        async fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_version_written_meanwhile_keeps_its_catalog_rows() {
+        let inner = Arc::new(MemoryStore::new());
+        let newer = vec![run("a1", T0 + 1000, "Successful", T0 + 9000, 2)];
+        let store = Interleaved {
+            inner: inner.clone(),
+            other_writer: tokio::sync::Mutex::new(Some(newer)),
+        };
+        let l = Loader::new(Arc::new(store));
+        // This writer read the run while it was open, with one catalog detail.
+        let r = commit(
+            &l,
+            &[("f", vec![run("a1", T0 + 1000, "InProgress", T0 + 1100, 1)])],
+            7,
+        )
+        .await;
+        assert!(r.conflicts >= 1, "the interleaving happened: {r:?}");
+        let check = Loader::new(inner);
+        assert_eq!(
+            strings(
+                &read(&check, Table::Executions, T0).await,
+                "execution_status"
+            ),
+            ["Successful"]
+        );
+        let cat = read(&check, Table::CatalogRegistrations, T0).await;
+        assert_eq!(
+            strings(&cat, "table_registration_status"),
+            ["Successful", "Successful"],
+            "the newer version's catalog rows"
         );
     }
 

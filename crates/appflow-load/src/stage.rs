@@ -160,11 +160,14 @@ impl Stage {
             .join(format!("{segment:06}-{}.arrow", table.name())))
     }
 
-    /// Adds the rows of some runs (typically one flow's).
+    /// Adds the rows of some runs (typically one flow's). Rows that cannot be
+    /// partitioned are refused here, before anything is staged; an error while
+    /// spilling means the stage can no longer be trusted and the run must stop.
     pub fn add(&mut self, batches: &Batches) -> Result<()> {
         if batches.executions.num_rows() == 0 {
             return Ok(());
         }
+        group(&batches.executions)?;
         self.rows += batches.executions.num_rows() as u64;
         self.pending_bytes += batches.executions.get_array_memory_size()
             + batches.catalog_registrations.get_array_memory_size();
@@ -175,20 +178,18 @@ impl Stage {
         Ok(())
     }
 
-    /// The pending rows, split by partition.
+    /// The pending rows, split by partition. They leave `pending` only once split.
     fn split_pending(&mut self) -> Result<Vec<(PartitionKey, Batches)>> {
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        if pending.is_empty() {
+        if self.pending.is_empty() {
             return Ok(Vec::new());
         }
         let exec = concat(
             Table::Executions,
-            pending.iter().map(|b| b.executions.clone()),
+            self.pending.iter().map(|b| b.executions.clone()),
         )?;
         let cat = concat(
             Table::CatalogRegistrations,
-            pending.into_iter().map(|b| b.catalog_registrations),
+            self.pending.iter().map(|b| b.catalog_registrations.clone()),
         )?;
         let exec_groups = group(&exec)?;
         let cat_groups = group(&cat)?;
@@ -198,7 +199,7 @@ impl Stage {
                 orphan.day
             )));
         }
-        exec_groups
+        let parts = exec_groups
             .into_iter()
             .map(|(key, rows)| {
                 let cat_rows = cat_groups.get(&key).cloned().unwrap_or_default();
@@ -210,7 +211,10 @@ impl Stage {
                 };
                 Ok((key, part))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(parts)
     }
 
     /// Writes the pending rows as one segment.

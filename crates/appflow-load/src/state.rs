@@ -18,6 +18,11 @@ pub struct FlowState {
     pub pages_sorted: bool,
     /// When the flow was last exported, epoch ms.
     pub last_export_ms: i64,
+    /// When the run that set `oldest_open_ms` and `pages_sorted` started reading,
+    /// epoch ms. A run that started reading earlier (an overlapping, slower run)
+    /// does not overwrite them: its view is older.
+    #[serde(default)]
+    pub read_started_ms: i64,
     /// Execution records read from AppFlow for this flow, over all runs.
     pub records_read: u64,
 }
@@ -26,6 +31,8 @@ pub struct FlowState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowUpdate {
     pub flow_arn: String,
+    /// When this run started, before it read anything.
+    pub read_started_ms: i64,
     /// The newest `started_at` read in this run.
     pub newest_started_ms: Option<i64>,
     /// The oldest open run among those read (all runs at or after the cutoff).
@@ -57,9 +64,12 @@ impl StateFile {
             let s = self.flows.entry(name.clone()).or_default();
             s.flow_arn = u.flow_arn.clone();
             s.watermark_ms = s.watermark_ms.max(u.newest_started_ms);
-            s.oldest_open_ms = u.oldest_open_ms;
-            s.pages_sorted = u.pages_sorted;
-            s.last_export_ms = now_ms;
+            if u.read_started_ms >= s.read_started_ms {
+                s.oldest_open_ms = u.oldest_open_ms;
+                s.pages_sorted = u.pages_sorted;
+                s.read_started_ms = u.read_started_ms;
+            }
+            s.last_export_ms = s.last_export_ms.max(now_ms);
             s.records_read += u.records_read;
         }
     }
@@ -70,6 +80,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_slower_overlapping_run_does_not_forget_a_newer_open_run() {
+        let mut st = StateFile::default();
+        let update = |read_started: i64, open: Option<i64>| {
+            BTreeMap::from([(
+                "f".to_string(),
+                FlowUpdate {
+                    flow_arn: "arn".into(),
+                    read_started_ms: read_started,
+                    newest_started_ms: Some(100),
+                    oldest_open_ms: open,
+                    pages_sorted: true,
+                    records_read: 1,
+                },
+            )])
+        };
+        // Run B (started at 20) saw an open run; run A (started at 10) finishes later.
+        st.apply(&update(20, Some(90)), 30);
+        st.apply(&update(10, None), 31);
+        assert_eq!(st.flows["f"].oldest_open_ms, Some(90));
+        assert_eq!(st.flows["f"].last_export_ms, 31);
+        // A run that started later does replace it.
+        st.apply(&update(40, None), 50);
+        assert_eq!(st.flows["f"].oldest_open_ms, None);
+    }
+
+    #[test]
     fn watermark_never_moves_backwards() {
         let mut st = StateFile::default();
         let update = |newest: Option<i64>, open: Option<i64>| {
@@ -77,6 +113,7 @@ mod tests {
                 "f".to_string(),
                 FlowUpdate {
                     flow_arn: "arn".into(),
+                    read_started_ms: 0,
                     newest_started_ms: newest,
                     oldest_open_ms: open,
                     pages_sorted: true,
