@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::merge::{merge_catalog, merge_executions};
+use crate::merge::{current_with_catalog, merge_catalog, merge_executions};
 use crate::parquet_io::{decode, encode};
 use crate::stage::{PartitionKey, Stage};
 use crate::state::{FlowUpdate, StateFile};
@@ -108,7 +108,7 @@ impl Loader {
             if stored.is_none() && catalog.num_rows() == 0 {
                 return Ok(None);
             }
-            let current = merge_executions(stored_exec, &executions)?.current;
+            let current = current_with_catalog(stored_exec, &executions, stored, &catalog)?;
             merge_catalog(stored, &catalog, &current)
         });
         let wrote = self
@@ -603,11 +603,11 @@ mod tests {
             self.inner.get(key).await
         }
         async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
-            if key.starts_with("catalog_registrations/") {
-                if let Some(rows) = self.other_writer.lock().await.take() {
-                    let other = Loader::new(self.inner.clone());
-                    commit(&other, &[("f", rows)], 50).await;
-                }
+            if key.starts_with("catalog_registrations/")
+                && let Some(rows) = self.other_writer.lock().await.take()
+            {
+                let other = Loader::new(self.inner.clone());
+                commit(&other, &[("f", rows)], 50).await;
             }
             self.inner.put(key, body, mode).await
         }

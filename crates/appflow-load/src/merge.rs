@@ -9,8 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{
+    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
+};
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
@@ -158,6 +160,30 @@ pub(crate) fn merge_executions(
         None
     };
     Ok(MergedExecutions { batch, current })
+}
+
+/// The executions whose stored row equals this run's newest version, among those
+/// that have catalog rows stored or coming: the only ones the catalog merge asks about.
+pub(crate) fn current_with_catalog(
+    stored_exec: Option<&RecordBatch>,
+    incoming_exec: &RecordBatch,
+    stored_cat: Option<&RecordBatch>,
+    incoming_cat: &RecordBatch,
+) -> Result<KeySet, ArrowError> {
+    let mut wanted = KeySet::new();
+    for batch in stored_cat.into_iter().chain([incoming_cat]) {
+        let keys = key_rows(batch)?;
+        wanted.extend((0..batch.num_rows()).map(|i| keys.row(i).data().to_vec()));
+    }
+    let only_wanted = |batch: &RecordBatch| -> Result<RecordBatch, ArrowError> {
+        let keys = key_rows(batch)?;
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|i| Some(wanted.contains(keys.row(i).data())))
+            .collect();
+        filter_record_batch(batch, &mask)
+    };
+    let stored = stored_exec.map(only_wanted).transpose()?;
+    Ok(merge_executions(stored.as_ref(), &only_wanted(incoming_exec)?)?.current)
 }
 
 /// Merges this run's catalog rows into a day file's rows: for every execution in
