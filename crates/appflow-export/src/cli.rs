@@ -30,6 +30,31 @@ pub enum Command {
     /// Runs the bundled AppFlow emulator and exports from it twice into a local
     /// folder, with no AWS account.
     Demo(DemoArgs),
+    /// Prints the tables' schema, Athena DDL or DuckDB views for a destination.
+    Schema(SchemaArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SchemaFormat {
+    /// The Arrow schema with field docs (JSON).
+    Arrow,
+    /// CREATE EXTERNAL TABLE with partition projection on dt.
+    Athena,
+    /// CREATE VIEW statements over read_parquet.
+    Duckdb,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// What to print.
+    #[arg(long, value_enum)]
+    pub format: SchemaFormat,
+    /// The export the DDL or views point at: s3://bucket/prefix or a local folder.
+    #[arg(long, default_value = "s3://your-bucket/appflow-export")]
+    pub dest: String,
+    /// The Athena (Glue) database of the tables.
+    #[arg(long, default_value = "appflow")]
+    pub database: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod demo;
 mod run;
+mod schema;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::command(args).await,
             Command::Demo(args) => demo::command(args).await,
+            Command::Schema(args) => schema::command(&args),
         }
     });
     match result {

@@ -1,10 +1,13 @@
 //! Flattens execution records into Arrow `RecordBatch`es with the fixed, versioned
-//! schemas of the data contract (`executions`, `catalog_registrations`). No IO.
+//! schemas of the data contract (`executions`, `catalog_registrations`), and renders
+//! the query surface (Arrow JSON, Athena DDL, DuckDB views) from them. No IO.
 
 mod batch;
+mod render;
 mod schema;
 
 pub use batch::{Batches, to_batches};
+pub use render::{Location, arrow_json, athena_ddl, duckdb_views};
 pub use schema::{
     CATALOG_FIELDS, Column, ColumnType, EXECUTION_FIELDS, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
     Table, catalog_schema, executions_schema, schema_for,
