@@ -66,3 +66,55 @@ pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError>
         .collect::<Result<Vec<ArrayRef>, String>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appflow_extract::{ExecutionRecord, FlowInfo};
+    use appflow_transform::{executions_schema, to_batches};
+
+    fn batch() -> RecordBatch {
+        let flow = FlowInfo::from_arn("f", "arn:aws:appflow:us-east-1:1:flow/f").unwrap();
+        let rec = ExecutionRecord {
+            max_page_size: Some(1000),
+            ..ExecutionRecord::new("e1", 5)
+        };
+        to_batches(&flow, &[rec], 9).unwrap().executions
+    }
+
+    #[test]
+    fn round_trips_exactly() {
+        let b = batch();
+        assert_eq!(
+            decode(encode(&b).unwrap(), &executions_schema()).unwrap(),
+            b
+        );
+    }
+
+    #[test]
+    fn an_older_file_without_a_nullable_column_reads_with_nulls() {
+        let b = batch();
+        let older = b
+            .project(
+                &(0..b.num_columns())
+                    .filter(|&i| b.schema().field(i).name() != "max_page_size")
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let read = decode(encode(&older).unwrap(), &executions_schema()).unwrap();
+        assert_eq!(read.num_columns(), b.num_columns());
+        assert!(read.column_by_name("max_page_size").unwrap().is_null(0));
+    }
+
+    #[test]
+    fn a_file_without_a_required_column_is_refused_by_name() {
+        let b = batch();
+        let broken = b
+            .project(&(1..b.num_columns()).collect::<Vec<_>>())
+            .unwrap();
+        let err = decode(encode(&broken).unwrap(), &executions_schema())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("account_id"), "{err}");
+    }
+}
