@@ -120,12 +120,13 @@ impl Extractor {
         let this = self.clone();
         stream::iter(jobs)
             .map(move |job| {
-                let this = this.clone();
+                // buffer_unordered asks for the next job only when there is room,
+                // so at most `concurrency` tasks exist at once.
+                let task = tokio::spawn({
+                    let (this, job) = (this.clone(), job.clone());
+                    async move { this.extract_flow(job).await }
+                });
                 async move {
-                    let task = tokio::spawn({
-                        let (this, job) = (this.clone(), job.clone());
-                        async move { this.extract_flow(job).await }
-                    });
                     let result = task.await.unwrap_or_else(|e| {
                         Err(Error::Describe {
                             flow: job.flow.name.clone(),

@@ -124,22 +124,6 @@ impl Loader {
         Ok(report)
     }
 
-    /// The decoded object of `table` in partition `key`, if there is one.
-    fn decoded(
-        &self,
-        body: Option<Bytes>,
-        table: Table,
-        location: &str,
-    ) -> Result<Option<RecordBatch>> {
-        body.map(|b| decode(b, &schema_for(table)))
-            .transpose()
-            .map_err(|source| Error::Corrupt {
-                location: location.to_string(),
-                what: "Parquet file of this export",
-                source,
-            })
-    }
-
     /// Read-merge-write of one object until its conditional write succeeds; with
     /// `context`, that table's object of the same day is read again on each attempt
     /// and handed to the merge.
@@ -164,11 +148,11 @@ impl Loader {
                 None => None,
             };
             let stored = existing.as_ref().map(|o| o.body.clone());
-            let (merge, loc, this) = (merge.clone(), location.clone(), self.clone());
+            let (merge, loc) = (merge.clone(), location.clone());
             let body = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
-                let stored = this.decoded(stored, table, &loc)?;
+                let stored = decoded(stored, table, &loc)?;
                 let context = match context_obj {
-                    Some((t, obj, ctx_loc)) => this.decoded(obj.map(|o| o.body), t, &ctx_loc)?,
+                    Some((t, obj, ctx_loc)) => decoded(obj.map(|o| o.body), t, &ctx_loc)?,
                     None => None,
                 };
                 let batch = merge(stored.as_ref(), context.as_ref())
@@ -257,6 +241,17 @@ impl CommitReport {
             Wrote::Absent => {}
         }
     }
+}
+
+/// The stored object `body` of `table` (at `location`, for messages) as rows.
+fn decoded(body: Option<Bytes>, table: Table, location: &str) -> Result<Option<RecordBatch>> {
+    body.map(|b| decode(b, &schema_for(table)))
+        .transpose()
+        .map_err(|source| Error::Corrupt {
+            location: location.to_string(),
+            what: "Parquet file of this export",
+            source,
+        })
 }
 
 /// A short, growing, jittered pause before re-reading a contended object.

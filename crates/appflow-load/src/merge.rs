@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{
     SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
 };
@@ -24,10 +24,9 @@ const FIRST_WRITTEN: &str = "exported_at";
 /// Executions whose stored rows must equal this run's (their catalog rows follow).
 pub(crate) type KeySet = HashSet<Vec<u8>>;
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, ArrowError> {
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
     batch
         .column_by_name(name)
-        .map(|c| c.as_ref())
         .ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))
 }
 
@@ -35,12 +34,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, Arrow
 fn rows(batch: &RecordBatch, names: &[&str]) -> Result<Rows, ArrowError> {
     let cols = names
         .iter()
-        .map(|n| {
-            batch
-                .column_by_name(n)
-                .cloned()
-                .ok_or_else(|| ArrowError::SchemaError(format!("no column {n}")))
-        })
+        .map(|n| column(batch, n).cloned())
         .collect::<Result<Vec<_>, _>>()?;
     let fields = cols
         .iter()
@@ -83,10 +77,7 @@ fn sorted(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, ArrowError> {
         .iter()
         .map(|n| {
             Ok(SortColumn {
-                values: batch
-                    .column_by_name(n)
-                    .cloned()
-                    .ok_or_else(|| ArrowError::SchemaError(format!("no column {n}")))?,
+                values: column(batch, n)?.clone(),
                 options: None,
             })
         })

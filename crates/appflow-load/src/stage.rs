@@ -8,7 +8,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::{concat_batches, max, min, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
@@ -70,7 +70,6 @@ pub struct Stage {
     pending_bytes: usize,
     budget: usize,
     memory: BTreeMap<PartitionKey, Batches>,
-    rows: u64,
 }
 
 fn stage_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
@@ -146,7 +145,6 @@ impl Stage {
             pending_bytes: 0,
             budget: bytes,
             memory: BTreeMap::new(),
-            rows: 0,
         }
     }
 
@@ -167,8 +165,15 @@ impl Stage {
         if batches.executions.num_rows() == 0 {
             return Ok(());
         }
-        group(&batches.executions)?;
-        self.rows += batches.executions.num_rows() as u64;
+        // Only started_at can make rows unpartitionable: check its range here, once.
+        let started = batches
+            .executions
+            .column_by_name("started_at")
+            .ok_or_else(|| stage_err("no column started_at"))?
+            .as_primitive::<TimestampMillisecondType>();
+        for bound in [min(started), max(started)].into_iter().flatten() {
+            day_of(bound)?;
+        }
         self.pending_bytes += batches.executions.get_array_memory_size()
             + batches.catalog_registrations.get_array_memory_size();
         self.pending.push(batches.clone());
@@ -252,11 +257,6 @@ impl Stage {
         cat.finish().map_err(stage_err)?;
         tracing::debug!(segment, "staged rows written to a temporary segment");
         Ok(())
-    }
-
-    /// Execution rows staged so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// Ends adding and returns the partitions that have rows, in order. The rows

@@ -14,6 +14,30 @@ fn etag_of(outcome: PutOutcome) -> String {
     }
 }
 
+/// Eight writers put bodies `first_byte + i` at `key` at once; returns how many
+/// succeeded. Bodies differ from every earlier race's, so a win always changes the tag.
+async fn racing_puts(
+    store: &Arc<dyn ObjectStore>,
+    key: &'static str,
+    first_byte: u8,
+    mode: impl Fn() -> PutMode,
+) -> usize {
+    let puts = (0..8u8).map(|i| {
+        let (store, mode) = (store.clone(), mode());
+        tokio::spawn(async move {
+            store
+                .put(key, Bytes::from(vec![first_byte + i; 64]), mode)
+                .await
+                .unwrap()
+        })
+    });
+    futures::future::join_all(puts)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(PutOutcome::Written { .. })))
+        .count()
+}
+
 /// Runs every check against `store`, which must be empty.
 pub async fn run(store: Arc<dyn ObjectStore>) {
     let key = "executions/dt=2026-01-02/123456789012_us-east-1.parquet";
@@ -118,36 +142,10 @@ pub async fn run(store: Arc<dyn ObjectStore>) {
 
     // Racing writers: exactly one create wins; exactly one replace of a version wins.
     let race = "catalog_registrations/dt=2026-01-03/race.parquet";
-    let creates = (0..8u8).map(|i| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .put(race, Bytes::from(vec![i; 64]), PutMode::Create)
-                .await
-                .unwrap()
-        })
-    });
-    let wins = futures::future::join_all(creates)
-        .await
-        .into_iter()
-        .filter(|r| matches!(r, Ok(PutOutcome::Written { .. })))
-        .count();
-    assert_eq!(wins, 1, "racing creates");
+    let creates = racing_puts(&store, race, 0, || PutMode::Create).await;
+    assert_eq!(creates, 1, "racing creates");
     let base = store.get(race).await.unwrap().unwrap().etag;
-    let replaces = (0..8u8).map(|i| {
-        let (store, base) = (store.clone(), base.clone());
-        tokio::spawn(async move {
-            store
-                .put(race, Bytes::from(vec![i + 100; 64]), PutMode::Replace(base))
-                .await
-                .unwrap()
-        })
-    });
-    let wins = futures::future::join_all(replaces)
-        .await
-        .into_iter()
-        .filter(|r| matches!(r, Ok(PutOutcome::Written { .. })))
-        .count();
+    let wins = racing_puts(&store, race, 100, || PutMode::Replace(base.clone())).await;
     assert_eq!(wins, 1, "racing replaces");
     store.check().await.unwrap();
 }

@@ -71,17 +71,13 @@ fn put_blocking(
         .write(true)
         .open(&lock_path)?;
     lock.lock()?;
+    // The lock is held until `lock` is dropped, on every path out of here.
     let current = read(path)?.map(|b| etag(&b));
-    let ok = match mode {
-        PutMode::Create => current.is_none(),
-        PutMode::Replace(tag) => current.as_deref() == Some(tag.as_str()),
-    };
-    if !ok {
+    if !mode.allows(current.as_deref()) {
         return Ok(PutOutcome::Conflict);
     }
     tmp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()?;
-    lock.unlock()?;
     Ok(PutOutcome::Written { etag: etag(body) })
 }
 

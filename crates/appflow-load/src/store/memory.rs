@@ -34,12 +34,7 @@ impl ObjectStore for MemoryStore {
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
         let mut guard = self.objects.lock().unwrap_or_else(|p| p.into_inner());
         let (version, objects) = &mut *guard;
-        let current = objects.get(key).map(|o| o.etag.as_str());
-        let ok = match &mode {
-            PutMode::Create => current.is_none(),
-            PutMode::Replace(tag) => current == Some(tag.as_str()),
-        };
-        if !ok {
+        if !mode.allows(objects.get(key).map(|o| o.etag.as_str())) {
             return Ok(PutOutcome::Conflict);
         }
         *version += 1;

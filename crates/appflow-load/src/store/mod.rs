@@ -31,6 +31,16 @@ pub enum PutMode {
     Replace(String),
 }
 
+impl PutMode {
+    /// Whether the put may go ahead, given the tag of the object now at the key.
+    pub fn allows(&self, current: Option<&str>) -> bool {
+        match self {
+            PutMode::Create => current.is_none(),
+            PutMode::Replace(tag) => current == Some(tag.as_str()),
+        }
+    }
+}
+
 /// What a conditional put did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
