@@ -15,10 +15,12 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `appflow`.`catalog_registrations` (
   `partition_registration_message` string COMMENT 'Message of the partition registration (why it failed).',
   `partition_registration_result` string COMMENT 'Resources the partition registration created or updated.'
 )
+COMMENT 'Glue Data Catalog registrations of AppFlow flow runs, one row per metadata catalog detail of a run, exported by appflow-export.'
 PARTITIONED BY (`dt` date)
 STORED AS PARQUET
 LOCATION 's3://your-bucket/appflow-export/catalog_registrations/'
 TBLPROPERTIES (
+  'appflow_export.schema_version' = '1',
   'projection.enabled' = 'true',
   'projection.dt.type' = 'date',
   'projection.dt.format' = 'yyyy-MM-dd',

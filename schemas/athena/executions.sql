@@ -21,10 +21,12 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `appflow`.`executions` (
   `catalog_registration_count` int COMMENT 'Number of metadata catalog details of the run (rows in catalog_registrations).',
   `exported_at` timestamp COMMENT 'When this version of the row was first written; unchanged rows keep it.'
 )
+COMMENT 'AppFlow flow runs (DescribeFlowExecutionRecords), one row per run, exported by appflow-export.'
 PARTITIONED BY (`dt` date)
 STORED AS PARQUET
 LOCATION 's3://your-bucket/appflow-export/executions/'
 TBLPROPERTIES (
+  'appflow_export.schema_version' = '1',
   'projection.enabled' = 'true',
   'projection.dt.type' = 'date',
   'projection.dt.format' = 'yyyy-MM-dd',

@@ -80,6 +80,8 @@ impl Emulator {
             .route("/_emulator/add-runs", post(admin_add_runs))
             .route("/_emulator/finish-runs", post(admin_finish_runs))
             .route("/_emulator/drop-runs", post(admin_drop_runs))
+            .route("/_emulator/delete-flows", post(admin_delete_flows))
+            .route("/_emulator/set-flow-status", post(admin_set_flow_status))
             .with_state(self.clone())
     }
 
@@ -487,6 +489,27 @@ struct DropReq {
 async fn admin_drop_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
     match admin_body::<DropReq>(&body) {
         Ok(req) => ok_json(&json!({ "dropped": emu.drop_runs_before(req.before) })),
+        Err(e) => e,
+    }
+}
+
+async fn admin_delete_flows(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    match admin_body::<FlowsReq>(&body) {
+        Ok(req) => ok_json(&json!({ "deleted": emu.delete_flows(&req.flows) })),
+        Err(e) => e,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusReq {
+    flows: Vec<String>,
+    status: String,
+}
+
+async fn admin_set_flow_status(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    match admin_body::<StatusReq>(&body) {
+        Ok(req) => ok_json(&json!({ "updated": emu.set_flow_status(&req.flows, &req.status) })),
         Err(e) => e,
     }
 }

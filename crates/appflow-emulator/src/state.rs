@@ -206,4 +206,30 @@ impl Emulator {
         }
         n
     }
+
+    /// Deletes flows (runs included), as `DeleteFlow` does; returns how many existed.
+    pub fn delete_flows(&self, names: &[String]) -> usize {
+        let mut st = self.lock();
+        names
+            .iter()
+            .filter(|n| st.flows.remove(n.as_str()).is_some())
+            .count()
+    }
+
+    /// Sets the status of flows (as activating or suspending them does) and bumps
+    /// their `lastUpdatedAt`; returns how many exist.
+    pub fn set_flow_status(&self, names: &[String], status: &str) -> usize {
+        let mut st = self.lock();
+        let now = generate::now_millis();
+        let mut n = 0;
+        for name in names {
+            if let Some(flow) = st.flows.get_mut(name) {
+                let def = &mut flow.definition;
+                def.flow_status = status.to_string();
+                def.last_updated_at = Millis(now.max(def.last_updated_at.0 + 1));
+                n += 1;
+            }
+        }
+        n
+    }
 }

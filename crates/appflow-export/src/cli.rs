@@ -30,7 +30,8 @@ pub enum Command {
     /// Runs the bundled AppFlow emulator and exports from it twice into a local
     /// folder, with no AWS account.
     Demo(DemoArgs),
-    /// Prints the tables' schema, Athena DDL or DuckDB views for a destination.
+    /// Prints the tables' Arrow schema, Athena DDL, Glue tables or DuckDB views for a
+    /// destination.
     Schema(SchemaArgs),
 }
 
@@ -40,8 +41,19 @@ pub enum SchemaFormat {
     Arrow,
     /// CREATE EXTERNAL TABLE with partition projection on dt.
     Athena,
+    /// The input of Glue's CreateTable (`aws glue create-table --cli-input-json`);
+    /// a JSON array of them unless --table names one.
+    Glue,
     /// CREATE VIEW statements over read_parquet.
     Duckdb,
+}
+
+/// A table of the export, for `schema --table`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TableName {
+    Executions,
+    CatalogRegistrations,
+    Flows,
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +67,9 @@ pub struct SchemaArgs {
     /// The Athena (Glue) database of the tables.
     #[arg(long, default_value = "appflow")]
     pub database: String,
+    /// Only this table (default: all of them).
+    #[arg(long, value_enum)]
+    pub table: Option<TableName>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use appflow_extract::{
-    ExtractJob, Extractor, FlowExtract, FlowSelection, IncrementalPolicy, Resume, cutoff,
+    ExtractJob, Extractor, FlowDetails, FlowExtract, FlowSelection, IncrementalPolicy, Resume,
+    cutoff,
 };
 use appflow_load::{CommitReport, Destination, FlowUpdate, Loader, S3Options, Stage, StateFile};
 use aws_config::SdkConfig;
@@ -70,6 +71,10 @@ pub struct RunReport {
     pub describe_pages: u64,
     pub records: u64,
     pub commit: CommitReport,
+    /// Flows `ListFlows` returned (all of them, selected or not).
+    pub flows_listed: usize,
+    /// The `flows` table's files.
+    pub flows_table: CommitReport,
     pub duration: Duration,
 }
 
@@ -89,17 +94,19 @@ impl fmt::Display for RunReport {
             self.list_pages, self.describe_pages
         )?;
         writeln!(f, "  records    {} read", self.records)?;
-        write!(
+        writeln!(
             f,
             "  files      {} written, {} unchanged",
             self.commit.files_written, self.commit.files_unchanged
         )?;
-        if self.commit.conflicts > 0 {
-            write!(
-                f,
-                " ({} concurrent writes re-merged)",
-                self.commit.conflicts
-            )?;
+        write!(
+            f,
+            "  flows      {} listed; flows table: {} written, {} unchanged",
+            self.flows_listed, self.flows_table.files_written, self.flows_table.files_unchanged
+        )?;
+        let conflicts = self.commit.conflicts + self.flows_table.conflicts;
+        if conflicts > 0 {
+            write!(f, "\n  {conflicts} concurrent writes re-merged")?;
         }
         writeln!(f)
     }
@@ -160,6 +167,7 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     let mut report = RunReport {
         dest: plan.dest_text.clone(),
         list_pages: listing.pages,
+        flows_listed: listing.details.len(),
         ..Default::default()
     };
     for problem in &listing.problems {
@@ -253,6 +261,28 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
             .update_state(account, region, flows, now)
             .await
             .map_err(dest_failure)?;
+    }
+    // The flows table: every listed flow, whichever were selected, so a flow
+    // missing from the listing really is gone.
+    let mut snapshots: BTreeMap<(&str, &str), Vec<FlowDetails>> = BTreeMap::new();
+    for details in &listing.details {
+        let key = (
+            details.flow.account_id.as_str(),
+            details.flow.region.as_str(),
+        );
+        snapshots.entry(key).or_default().push(details.clone());
+    }
+    for ((account, region), flows) in snapshots {
+        let batch = appflow_transform::flows_batch(&flows, now)
+            .with_context(|| format!("the flows table of {account} {region}"))
+            .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
+        let wrote = loader
+            .commit_flows(account, region, batch, now)
+            .await
+            .map_err(dest_failure)?;
+        report.flows_table.files_written += wrote.files_written;
+        report.flows_table.files_unchanged += wrote.files_unchanged;
+        report.flows_table.conflicts += wrote.conflicts;
     }
     report.duration = started.elapsed();
     tracing::info!(

@@ -2,9 +2,9 @@
 
 use anyhow::anyhow;
 use appflow_load::Destination;
-use appflow_transform::{Location, Table, arrow_json, athena_ddl, duckdb_views};
+use appflow_transform::{Location, Table, arrow_json, athena_ddl, duckdb_views, glue_table};
 
-use crate::cli::{SchemaArgs, SchemaFormat};
+use crate::cli::{SchemaArgs, SchemaFormat, TableName};
 use crate::{EXIT_USAGE, Failure};
 
 pub fn command(args: &SchemaArgs) -> Result<(), Failure> {
@@ -23,21 +23,32 @@ pub fn command(args: &SchemaArgs) -> Result<(), Failure> {
             ),
         ));
     }
+    let tables: Vec<Table> = match args.table {
+        None => Table::ALL.to_vec(),
+        Some(TableName::Executions) => vec![Table::Executions],
+        Some(TableName::CatalogRegistrations) => vec![Table::CatalogRegistrations],
+        Some(TableName::Flows) => vec![Table::Flows],
+    };
     let at = Location { dest: &args.dest };
-    let text = match args.format {
-        SchemaFormat::Arrow => {
-            let docs: Vec<String> = Table::ALL
+    let json_docs = |render: &dyn Fn(Table) -> String| match tables.as_slice() {
+        [one] => render(*one),
+        all => {
+            let docs: Vec<String> = all
                 .iter()
-                .map(|t| arrow_json(*t).trim_end().to_string())
+                .map(|t| render(*t).trim_end().to_string())
                 .collect();
             format!("[\n{}\n]\n", docs.join(",\n"))
         }
-        SchemaFormat::Athena => Table::ALL
+    };
+    let text = match args.format {
+        SchemaFormat::Arrow => json_docs(&arrow_json),
+        SchemaFormat::Glue => json_docs(&|t| glue_table(t, &at, &args.database)),
+        SchemaFormat::Athena => tables
             .iter()
             .map(|t| athena_ddl(*t, &at, &args.database))
             .collect::<Vec<_>>()
             .join("\n"),
-        SchemaFormat::Duckdb => duckdb_views(&at),
+        SchemaFormat::Duckdb => duckdb_views(&at, &tables),
     };
     print!("{text}");
     Ok(())

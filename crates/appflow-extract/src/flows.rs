@@ -1,8 +1,12 @@
 //! Which flows to export, and the account and region each belongs to.
 
+use std::collections::BTreeMap;
+
+use aws_sdk_appflow::types::FlowDefinition;
 use globset::{Glob, GlobMatcher};
 
 use crate::error::{Error, Result};
+use crate::record::millis;
 
 /// A flow to export, with the account and region taken from its ARN.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +40,62 @@ impl FlowInfo {
                 })
             }
             _ => Err(bad()),
+        }
+    }
+}
+
+/// Everything `ListFlows` says about one flow: a row of the `flows` table.
+/// Timestamps are epoch milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowDetails {
+    pub flow: FlowInfo,
+    pub description: Option<String>,
+    pub flow_status: Option<String>,
+    pub source_connector_type: Option<String>,
+    pub source_connector_label: Option<String>,
+    pub destination_connector_type: Option<String>,
+    pub destination_connector_label: Option<String>,
+    pub trigger_type: Option<String>,
+    pub created_at: Option<i64>,
+    pub created_by: Option<String>,
+    pub last_updated_at: Option<i64>,
+    pub last_updated_by: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub last_run_status: Option<String>,
+    pub last_run_at: Option<i64>,
+    pub last_run_message: Option<String>,
+}
+
+impl FlowDetails {
+    pub(crate) fn from_sdk(flow: FlowInfo, def: &FlowDefinition) -> Self {
+        let text = |s: Option<&str>| s.map(str::to_string);
+        let last = def.last_run_execution_details();
+        FlowDetails {
+            flow,
+            description: text(def.description()),
+            flow_status: def.flow_status().map(|s| s.as_str().to_string()),
+            source_connector_type: def.source_connector_type().map(|s| s.as_str().to_string()),
+            source_connector_label: text(def.source_connector_label()),
+            destination_connector_type: def
+                .destination_connector_type()
+                .map(|s| s.as_str().to_string()),
+            destination_connector_label: text(def.destination_connector_label()),
+            trigger_type: def.trigger_type().map(|s| s.as_str().to_string()),
+            created_at: def.created_at().map(millis),
+            created_by: text(def.created_by()),
+            last_updated_at: def.last_updated_at().map(millis),
+            last_updated_by: text(def.last_updated_by()),
+            tags: def
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            last_run_status: last
+                .and_then(|l| l.most_recent_execution_status())
+                .map(|s| s.as_str().to_string()),
+            last_run_at: last
+                .and_then(|l| l.most_recent_execution_time())
+                .map(millis),
+            last_run_message: last.and_then(|l| text(l.most_recent_execution_message())),
         }
     }
 }

@@ -13,6 +13,6 @@ mod record;
 
 pub use cutoff::{IncrementalPolicy, Resume, cutoff};
 pub use error::{Error, Result};
-pub use flows::{FlowInfo, FlowSelection};
+pub use flows::{FlowDetails, FlowInfo, FlowSelection};
 pub use pager::{ExtractJob, Extractor, FlowExtract, FlowListing};
 pub use record::{CatalogDetail, ExecutionRecord, RegistrationOutput, is_finished, is_open};

@@ -5,7 +5,7 @@ use aws_sdk_appflow::error::DisplayErrorContext;
 use futures::stream::{self, Stream, StreamExt};
 
 use crate::error::{Error, Result};
-use crate::flows::{FlowInfo, FlowSelection};
+use crate::flows::{FlowDetails, FlowInfo, FlowSelection};
 use crate::record::ExecutionRecord;
 
 /// The page size asked for: the API's maximum.
@@ -22,6 +22,9 @@ pub struct Extractor {
 #[derive(Debug, Default)]
 pub struct FlowListing {
     pub flows: Vec<FlowInfo>,
+    /// Every flow listed, selected or not (the `flows` table), sorted by account,
+    /// region and name; flows whose ARN cannot be used are left out.
+    pub details: Vec<FlowDetails>,
     /// Selected names that do not exist, or flows whose ARN cannot be used.
     pub problems: Vec<Error>,
     /// `ListFlows` pages received.
@@ -72,6 +75,7 @@ impl Extractor {
             .into_paginator()
             .send();
         let mut found = Vec::new();
+        let mut details = Vec::new();
         let mut problems = Vec::new();
         let mut count = 0;
         while let Some(page) = pages.next().await {
@@ -82,8 +86,12 @@ impl Extractor {
                 let (Some(name), Some(arn)) = (def.flow_name(), def.flow_arn()) else {
                     continue;
                 };
+                let info = FlowInfo::from_arn(name, arn);
+                if let Ok(flow) = &info {
+                    details.push(FlowDetails::from_sdk(flow.clone(), def));
+                }
                 if selection.matches(name) {
-                    match FlowInfo::from_arn(name, arn) {
+                    match info {
                         Ok(flow) => found.push(flow),
                         Err(e) => problems.push(e),
                     }
@@ -102,8 +110,11 @@ impl Extractor {
         }
         found.sort();
         found.dedup_by(|a, b| a.name == b.name);
+        details.sort_by(|a, b| a.flow.cmp(&b.flow));
+        details.dedup_by(|a, b| a.flow.name == b.flow.name);
         Ok(FlowListing {
             flows: found,
+            details,
             problems,
             pages: count,
         })

@@ -5,10 +5,12 @@
 //! by (account, region, day). [`Loader::commit`] then reads, merges and writes each
 //! touched day file once, with conditional writes ([`ObjectStore`]) so concurrent
 //! writers never lose each other's rows. [`Loader::update_state`] records the
-//! watermarks afterwards. This crate never calls AppFlow.
+//! watermarks afterwards, and [`Loader::commit_flows`] the `flows` table's
+//! snapshot. This crate never calls AppFlow.
 
 mod dest;
 mod error;
+mod flows;
 mod loader;
 mod merge;
 mod parquet_io;
@@ -18,6 +20,7 @@ mod store;
 
 pub use dest::{Destination, S3Options};
 pub use error::{Error, Result};
+pub use flows::flows_key;
 pub use loader::{CommitReport, Loader};
 pub use parquet_io::{decode, encode};
 pub use stage::{PartitionKey, Stage};

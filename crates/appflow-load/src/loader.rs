@@ -8,6 +8,7 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::flows::{flows_key, merge_flows};
 use crate::merge::{current_with_catalog, merge_catalog, merge_executions};
 use crate::parquet_io::{decode, encode};
 use crate::stage::{PartitionKey, Stage};
@@ -95,8 +96,9 @@ impl Loader {
         let exec = executions.clone();
         let merge_exec: Arc<MergeFn> =
             Arc::new(move |stored, _| Ok(merge_executions(stored, &exec)?.batch));
+        let exec_key = key.object_key(Table::Executions);
         let wrote = self
-            .upsert(&key, Table::Executions, None, &mut report, merge_exec)
+            .upsert(&exec_key, Table::Executions, None, &mut report, merge_exec)
             .await?;
         report.count(wrote);
 
@@ -113,9 +115,9 @@ impl Loader {
         });
         let wrote = self
             .upsert(
-                &key,
+                &key.object_key(Table::CatalogRegistrations),
                 Table::CatalogRegistrations,
-                Some(Table::Executions),
+                Some((Table::Executions, &exec_key)),
                 &mut report,
                 merge_cat,
             )
@@ -124,27 +126,43 @@ impl Loader {
         Ok(report)
     }
 
-    /// Read-merge-write of one object until its conditional write succeeds; with
-    /// `context`, that table's object of the same day is read again on each attempt
-    /// and handed to the merge.
+    /// Merges one account and region's `ListFlows` snapshot (`flows_batch` rows,
+    /// taken at `snapshot_ms`) into its `flows` file; the file is written only when
+    /// some flow's row changed (see `flows.rs`).
+    pub async fn commit_flows(
+        &self,
+        account_id: &str,
+        region: &str,
+        listed: RecordBatch,
+        snapshot_ms: i64,
+    ) -> Result<CommitReport> {
+        let mut report = CommitReport::default();
+        let merge: Arc<MergeFn> =
+            Arc::new(move |stored, _| merge_flows(stored, &listed, snapshot_ms));
+        let key = flows_key(account_id, region);
+        let wrote = self
+            .upsert(&key, Table::Flows, None, &mut report, merge)
+            .await?;
+        report.count(wrote);
+        Ok(report)
+    }
+
+    /// Read-merge-write of one object (of `table`) until its conditional write
+    /// succeeds; with `context`, that object (of that table) is read again on each
+    /// attempt and handed to the merge.
     async fn upsert(
         &self,
-        key: &PartitionKey,
+        object_key: &str,
         table: Table,
-        context: Option<Table>,
+        context: Option<(Table, &str)>,
         report: &mut CommitReport,
         merge: Arc<MergeFn>,
     ) -> Result<Wrote> {
-        let object_key = key.object_key(table);
-        let location = self.store.location(&object_key);
+        let location = self.store.location(object_key);
         for attempt in 1..=MAX_ATTEMPTS {
-            let existing = self.store.get(&object_key).await?;
+            let existing = self.store.get(object_key).await?;
             let context_obj = match context {
-                Some(t) => Some((
-                    t,
-                    self.store.get(&key.object_key(t)).await?,
-                    self.store.location(&key.object_key(t)),
-                )),
+                Some((t, key)) => Some((t, self.store.get(key).await?, self.store.location(key))),
                 None => None,
             };
             let stored = existing.as_ref().map(|o| o.body.clone());
@@ -171,7 +189,7 @@ impl Loader {
                 });
             };
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
-            match self.store.put(&object_key, body, mode).await? {
+            match self.store.put(object_key, body, mode).await? {
                 PutOutcome::Written { .. } => return Ok(Wrote::Written),
                 PutOutcome::Conflict => {
                     report.conflicts += 1;

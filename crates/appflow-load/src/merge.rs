@@ -24,14 +24,14 @@ const FIRST_WRITTEN: &str = "exported_at";
 /// Executions whose stored rows must equal this run's (their catalog rows follow).
 pub(crate) type KeySet = HashSet<Vec<u8>>;
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
+pub(crate) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
     batch
         .column_by_name(name)
         .ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))
 }
 
 /// Row-format encodings of the given columns: equal bytes iff equal values.
-fn rows(batch: &RecordBatch, names: &[&str]) -> Result<Rows, ArrowError> {
+pub(crate) fn rows(batch: &RecordBatch, names: &[&str]) -> Result<Rows, ArrowError> {
     let cols = names
         .iter()
         .map(|n| column(batch, n).cloned())
@@ -58,7 +58,7 @@ fn content_rows(batch: &RecordBatch, skip: Option<&str>) -> Result<Rows, ArrowEr
     rows(batch, &names)
 }
 
-fn concat(
+pub(crate) fn concat(
     existing: Option<&RecordBatch>,
     incoming: &RecordBatch,
 ) -> Result<(RecordBatch, usize), ArrowError> {
@@ -72,7 +72,7 @@ fn concat(
 }
 
 /// Sorts by the given columns (flow, start time, ...), as files are stored.
-fn sorted(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn sorted(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, ArrowError> {
     let columns = by
         .iter()
         .map(|n| {

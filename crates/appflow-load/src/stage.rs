@@ -280,7 +280,7 @@ impl Stage {
     pub fn read(&self, key: &PartitionKey) -> Result<Batches> {
         let slices = self.slices.get(key).map(Vec::as_slice).unwrap_or_default();
         let in_memory = self.memory.get(key);
-        let read_table = |table: Table| -> Result<RecordBatch> {
+        let read_table = |table: Table, in_memory: Option<&RecordBatch>| -> Result<RecordBatch> {
             let mut parts = Vec::with_capacity(slices.len() + 1);
             for s in slices {
                 let file = File::open(self.path(s.segment, table)?).map_err(stage_err)?;
@@ -292,17 +292,15 @@ impl Stage {
                     None => return Err(stage_err("a staged batch is missing")),
                 }
             }
-            if let Some(m) = in_memory {
-                parts.push(match table {
-                    Table::Executions => m.executions.clone(),
-                    Table::CatalogRegistrations => m.catalog_registrations.clone(),
-                });
-            }
+            parts.extend(in_memory.cloned());
             concat(table, parts)
         };
         Ok(Batches {
-            executions: read_table(Table::Executions)?,
-            catalog_registrations: read_table(Table::CatalogRegistrations)?,
+            executions: read_table(Table::Executions, in_memory.map(|m| &m.executions))?,
+            catalog_registrations: read_table(
+                Table::CatalogRegistrations,
+                in_memory.map(|m| &m.catalog_registrations),
+            )?,
         })
     }
 }

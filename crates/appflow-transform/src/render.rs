@@ -1,7 +1,10 @@
 //! The query surface, rendered from the column lists (the one source of truth):
-//! the Arrow schema as JSON, Athena DDL with partition projection, DuckDB views.
+//! the Arrow schema as JSON, Athena DDL with partition projection, Glue table
+//! definitions, DuckDB views.
 
-use crate::schema::{Column, ColumnType, SCHEMA_VERSION, Table};
+use serde_json::json;
+
+use crate::schema::{Column, ColumnType, DT_DOC, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Table};
 
 /// Where an export is, as the renderers need it: the `--dest` URI without a
 /// trailing `/` (`s3://bucket/prefix` or a local path).
@@ -16,13 +19,15 @@ impl Location<'_> {
     }
 }
 
-fn athena_type(kind: ColumnType) -> &'static str {
+/// The type in Athena DDL and Glue (Hive type names).
+fn hive_type(kind: ColumnType) -> &'static str {
     match kind {
         ColumnType::String => "string",
         ColumnType::Int32 => "int",
         ColumnType::Int64 => "bigint",
         ColumnType::Float64 => "double",
         ColumnType::Timestamp => "timestamp",
+        ColumnType::StringMap => "map<string,string>",
     }
 }
 
@@ -33,6 +38,18 @@ fn arrow_type(kind: ColumnType) -> &'static str {
         ColumnType::Int64 => "Int64",
         ColumnType::Float64 => "Float64",
         ColumnType::Timestamp => "Timestamp(Millisecond, \"UTC\")",
+        ColumnType::StringMap => "Map(Utf8, Utf8)",
+    }
+}
+
+fn duckdb_type(kind: ColumnType) -> &'static str {
+    match kind {
+        ColumnType::String => "VARCHAR",
+        ColumnType::Int32 => "INTEGER",
+        ColumnType::Int64 => "BIGINT",
+        ColumnType::Float64 => "DOUBLE",
+        ColumnType::Timestamp => "TIMESTAMPTZ",
+        ColumnType::StringMap => "MAP(VARCHAR, VARCHAR)",
     }
 }
 
@@ -41,17 +58,7 @@ fn sql_string(s: &str) -> String {
 }
 
 fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::Value::from(s).to_string()
 }
 
 /// `schemas/arrow/<table>.json`: the Arrow schema of a table with field docs.
@@ -69,31 +76,27 @@ pub fn arrow_json(table: Table) -> String {
             )
         })
         .collect();
+    let partitioned_by = if table.partitioned() {
+        format!(
+            "[{{\"name\": \"dt\", \"type\": \"Date\", \"doc\": {}}}]",
+            json_string(DT_DOC)
+        )
+    } else {
+        "[]".to_string()
+    };
     format!(
-        "{{\n  \"table\": {},\n  \"schema_version\": {},\n  \"partitioned_by\": [{{\"name\": \"dt\", \"type\": \"Date (folder dt=YYYY-MM-DD, the UTC date of started_at)\"}}],\n  \"fields\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"table\": {},\n  \"doc\": {},\n  \"schema_version\": {},\n  \"partitioned_by\": {partitioned_by},\n  \"fields\": [\n{}\n  ]\n}}\n",
         json_string(table.name()),
+        json_string(table.doc()),
         json_string(SCHEMA_VERSION),
         fields.join(",\n")
     )
 }
 
-/// `schemas/athena/<table>.sql`: an external table over the export with partition
-/// projection on `dt`, so no crawler, `MSCK REPAIR` or partition registration is needed.
-pub fn athena_ddl(table: Table, at: &Location<'_>, database: &str) -> String {
-    let location = at.table(table);
-    let columns: Vec<String> = table
-        .columns()
-        .iter()
-        .map(|c| {
-            format!(
-                "  `{}` {} COMMENT {}",
-                c.name,
-                athena_type(c.kind),
-                sql_string(c.doc)
-            )
-        })
-        .collect();
-    let properties = [
+/// The table properties of partition projection on `dt`: no crawler, `MSCK REPAIR`
+/// or partition registration is ever needed.
+fn projection(location: &str) -> Vec<(&'static str, String)> {
+    vec![
         ("projection.enabled", "true".to_string()),
         ("projection.dt.type", "date".to_string()),
         ("projection.dt.format", "yyyy-MM-dd".to_string()),
@@ -105,36 +108,131 @@ pub fn athena_ddl(table: Table, at: &Location<'_>, database: &str) -> String {
             format!("{location}/dt=${{dt}}/"),
         ),
     ]
-    .iter()
-    .map(|(k, v)| format!("  {} = {}", sql_string(k), sql_string(v)))
-    .collect::<Vec<_>>()
-    .join(",\n");
-    format!(
+}
+
+/// `schemas/athena/<table>.sql`: an external table over the export; the
+/// partitioned tables use partition projection on `dt`.
+pub fn athena_ddl(table: Table, at: &Location<'_>, database: &str) -> String {
+    let location = at.table(table);
+    let columns: Vec<String> = table
+        .columns()
+        .iter()
+        .map(|c| {
+            format!(
+                "  `{}` {} COMMENT {}",
+                c.name,
+                hive_type(c.kind),
+                sql_string(c.doc)
+            )
+        })
+        .collect();
+    let mut out = format!(
         "-- appflow-export {name} (schema version {version}); generated by `appflow-export schema --format athena`.\n\
 CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}` (\n{columns}\n)\n\
-PARTITIONED BY (`dt` date)\n\
-STORED AS PARQUET\n\
-LOCATION {location}\n\
-TBLPROPERTIES (\n{properties}\n);\n",
+COMMENT {comment}\n",
         name = table.name(),
         version = SCHEMA_VERSION,
         columns = columns.join(",\n"),
-        location = sql_string(&format!("{location}/")),
-    )
+        comment = sql_string(table.doc()),
+    );
+    if table.partitioned() {
+        out.push_str("PARTITIONED BY (`dt` date)\n");
+    }
+    out.push_str(&format!(
+        "STORED AS PARQUET\nLOCATION {}\n",
+        sql_string(&format!("{location}/"))
+    ));
+    let mut properties = vec![(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string())];
+    if table.partitioned() {
+        properties.extend(projection(&location));
+    }
+    let properties: Vec<String> = properties
+        .iter()
+        .map(|(k, v)| format!("  {} = {}", sql_string(k), sql_string(v)))
+        .collect();
+    out.push_str(&format!(
+        "TBLPROPERTIES (\n{}\n);\n",
+        properties.join(",\n")
+    ));
+    out
 }
 
-/// `schemas/duckdb/views.sql`: one view per table over the export (`dt` comes from
-/// the folder names; `union_by_name` reads files of older schema versions too).
-pub fn duckdb_views(at: &Location<'_>) -> String {
+/// `schemas/glue/<table>.json`: the input of Glue's `CreateTable`
+/// (`aws glue create-table --cli-input-json file://executions.json`), for tables
+/// managed as code; the same table as the Athena DDL.
+pub fn glue_table(table: Table, at: &Location<'_>, database: &str) -> String {
+    let location = at.table(table);
+    let columns: Vec<_> = table
+        .columns()
+        .iter()
+        .map(|c| json!({"Name": c.name, "Type": hive_type(c.kind), "Comment": c.doc}))
+        .collect();
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("EXTERNAL".into(), "TRUE".into());
+    parameters.insert("classification".into(), "parquet".into());
+    parameters.insert(SCHEMA_VERSION_KEY.into(), SCHEMA_VERSION.into());
+    let mut partition_keys = Vec::new();
+    if table.partitioned() {
+        for (k, v) in projection(&location) {
+            parameters.insert(k.into(), v.into());
+        }
+        partition_keys.push(json!({"Name": "dt", "Type": "date", "Comment": DT_DOC}));
+    }
+    let doc = json!({
+        "DatabaseName": database,
+        "TableInput": {
+            "Name": table.name(),
+            "Description": table.doc(),
+            "TableType": "EXTERNAL_TABLE",
+            "Parameters": parameters,
+            "PartitionKeys": partition_keys,
+            "StorageDescriptor": {
+                "Columns": columns,
+                "Location": format!("{location}/"),
+                "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                "SerdeInfo": {
+                    "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+                    "Parameters": {"serialization.format": "1"},
+                },
+            },
+        },
+    });
+    // Pretty-printing a `Value` cannot fail (string keys, no custom serializers).
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// `schemas/duckdb/views.sql`: one view per table over the export. `dt` comes from
+/// the folder names; `union_by_name` reads files of older schema versions too; the
+/// typed empty row set keeps a view valid (and typed) while its table has no file
+/// yet, e.g. `catalog_registrations` for flows that register nothing in Glue.
+pub fn duckdb_views(at: &Location<'_>, tables: &[Table]) -> String {
     let mut out = String::from(
         "-- appflow-export views for DuckDB; generated by `appflow-export schema --format duckdb`.\n\
 -- An S3 destination needs DuckDB's httpfs extension and credentials (CREATE SECRET).\n",
     );
-    for table in Table::ALL {
+    for &table in tables {
+        let mut names: Vec<&str> = table.columns().iter().map(|c| c.name).collect();
+        let mut typed: Vec<String> = table
+            .columns()
+            .iter()
+            .map(|c| format!("NULL::{} AS {}", duckdb_type(c.kind), c.name))
+            .collect();
+        let (glob, hive) = if table.partitioned() {
+            names.push("dt");
+            typed.push("NULL::DATE AS dt".to_string());
+            ("*/*.parquet", "hive_partitioning = true, ")
+        } else {
+            ("*.parquet", "")
+        };
         out.push_str(&format!(
-            "CREATE OR REPLACE VIEW {name} AS\n  SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true);\n",
+            "CREATE OR REPLACE VIEW {name} AS\n  SELECT {names}\n  FROM (\n    SELECT {typed} WHERE false\n    UNION ALL BY NAME\n    SELECT * FROM read_parquet({glob}, {hive}union_by_name = true, allow_empty = true)\n  );\n",
             name = table.name(),
-            glob = sql_string(&format!("{}/*/*.parquet", at.table(table))),
+            names = names.join(", "),
+            typed = typed.join(", "),
+            glob = sql_string(&format!("{}/{glob}", at.table(table))),
         ));
     }
     out
@@ -147,7 +245,7 @@ mod tests {
     #[test]
     fn quotes_are_escaped() {
         assert_eq!(sql_string("it's"), "'it''s'");
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 
     #[test]
@@ -156,6 +254,19 @@ mod tests {
         assert!(
             athena_ddl(Table::Executions, &at, "db").contains("LOCATION 's3://b/p/executions/'")
         );
-        assert!(duckdb_views(&at).contains("'s3://b/p/catalog_registrations/*/*.parquet'"));
+        assert!(
+            duckdb_views(&at, &Table::ALL).contains("'s3://b/p/catalog_registrations/*/*.parquet'")
+        );
+        assert!(duckdb_views(&at, &Table::ALL).contains("'s3://b/p/flows/*.parquet'"));
+        assert!(glue_table(Table::Flows, &at, "db").contains("\"s3://b/p/flows/\""));
+    }
+
+    #[test]
+    fn only_partitioned_tables_have_dt() {
+        let at = Location { dest: "s3://b/p" };
+        let flows = athena_ddl(Table::Flows, &at, "db");
+        assert!(!flows.contains("PARTITIONED BY") && !flows.contains("projection"));
+        assert!(athena_ddl(Table::Executions, &at, "db").contains("PARTITIONED BY (`dt` date)"));
+        assert!(glue_table(Table::Flows, &at, "db").contains("\"PartitionKeys\": []"));
     }
 }

@@ -1,5 +1,5 @@
-//! The two tables' columns, defined once: the Arrow schemas (and later the DDL and
-//! docs) are generated from these lists.
+//! The three tables' columns, defined once: the Arrow schemas, the DDL, the Glue
+//! tables and the docs are generated from these lists.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -19,6 +19,8 @@ pub enum ColumnType {
     Float64,
     /// INT64 TIMESTAMP(MILLIS) adjusted to UTC.
     Timestamp,
+    /// `map<string,string>` (a Parquet MAP; keys are never null).
+    StringMap,
 }
 
 /// One column of a table.
@@ -39,7 +41,7 @@ const fn col(name: &'static str, kind: ColumnType, nullable: bool, doc: &'static
     }
 }
 
-use ColumnType::{Float64, Int32, Int64, String as Str, Timestamp};
+use ColumnType::{Float64, Int32, Int64, String as Str, StringMap, Timestamp};
 
 /// `executions`: one row per (account_id, region, flow_name, execution_id).
 pub const EXECUTION_FIELDS: &[Column] = &[
@@ -218,21 +220,149 @@ pub const CATALOG_FIELDS: &[Column] = &[
     ),
 ];
 
-/// The two tables of the data contract.
+/// `flows`: one row per flow `ListFlows` returned, kept after the flow is deleted.
+pub const FLOW_FIELDS: &[Column] = &[
+    col(
+        "account_id",
+        Str,
+        false,
+        "AWS account of the flow (from its ARN).",
+    ),
+    col(
+        "region",
+        Str,
+        false,
+        "AWS region of the flow (from its ARN).",
+    ),
+    col("flow_name", Str, false, "Name of the flow."),
+    col("flow_arn", Str, false, "ARN of the flow."),
+    col("description", Str, true, "Description of the flow."),
+    col(
+        "flow_status",
+        Str,
+        true,
+        "Active, Deprecated, Deleted, Draft, Errored or Suspended, as AWS sent it.",
+    ),
+    col(
+        "source_connector_type",
+        Str,
+        true,
+        "Connector type of the source (Salesforce, S3, CustomConnector, ...).",
+    ),
+    col(
+        "source_connector_label",
+        Str,
+        true,
+        "Label of the source's custom connector.",
+    ),
+    col(
+        "destination_connector_type",
+        Str,
+        true,
+        "Connector type of the destination.",
+    ),
+    col(
+        "destination_connector_label",
+        Str,
+        true,
+        "Label of the destination's custom connector.",
+    ),
+    col("trigger_type", Str, true, "Scheduled, Event or OnDemand."),
+    col(
+        "created_at",
+        Timestamp,
+        true,
+        "When the flow was created (UTC).",
+    ),
+    col(
+        "created_by",
+        Str,
+        true,
+        "ARN of the user who created the flow.",
+    ),
+    col(
+        "last_updated_at",
+        Timestamp,
+        true,
+        "When the flow was last changed (UTC).",
+    ),
+    col(
+        "last_updated_by",
+        Str,
+        true,
+        "ARN of the user who last changed the flow.",
+    ),
+    col("tags", StringMap, true, "Tags of the flow."),
+    col(
+        "last_run_status",
+        Str,
+        true,
+        "Status of the flow's most recent run (lastRunExecutionDetails), when the snapshot was taken.",
+    ),
+    col(
+        "last_run_at",
+        Timestamp,
+        true,
+        "Time of the flow's most recent run (mostRecentExecutionTime), when the snapshot was taken.",
+    ),
+    col(
+        "last_run_message",
+        Str,
+        true,
+        "Message of the flow's most recent run, when the snapshot was taken.",
+    ),
+    col(
+        "snapshot_at",
+        Timestamp,
+        false,
+        "When the export run that first saw this row's values listed the flows; unchanged rows keep it.",
+    ),
+    col(
+        "deleted_at",
+        Timestamp,
+        true,
+        "Null while ListFlows returns the flow; else when the first export run that no longer saw it listed the flows.",
+    ),
+];
+
+/// The tables of the data contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Executions,
     CatalogRegistrations,
+    Flows,
 }
 
 impl Table {
-    pub const ALL: [Table; 2] = [Table::Executions, Table::CatalogRegistrations];
+    pub const ALL: [Table; 3] = [Table::Executions, Table::CatalogRegistrations, Table::Flows];
+
+    /// Whether the table is stored in `dt=YYYY-MM-DD` folders (one file per account,
+    /// region and day); `flows` is one file per account and region.
+    pub fn partitioned(self) -> bool {
+        self != Table::Flows
+    }
+
+    /// What one row is, for the table's description in DDL and Glue.
+    pub fn doc(self) -> &'static str {
+        match self {
+            Table::Executions => {
+                "AppFlow flow runs (DescribeFlowExecutionRecords), one row per run, exported by appflow-export."
+            }
+            Table::CatalogRegistrations => {
+                "Glue Data Catalog registrations of AppFlow flow runs, one row per metadata catalog detail of a run, exported by appflow-export."
+            }
+            Table::Flows => {
+                "AppFlow flows as ListFlows last showed them, one row per flow, kept after the flow is deleted; exported by appflow-export."
+            }
+        }
+    }
 
     /// The folder name under the destination (and the table name in queries).
     pub fn name(self) -> &'static str {
         match self {
             Table::Executions => "executions",
             Table::CatalogRegistrations => "catalog_registrations",
+            Table::Flows => "flows",
         }
     }
 
@@ -240,6 +370,7 @@ impl Table {
         match self {
             Table::Executions => EXECUTION_FIELDS,
             Table::CatalogRegistrations => CATALOG_FIELDS,
+            Table::Flows => FLOW_FIELDS,
         }
     }
 }
@@ -252,9 +383,31 @@ impl ColumnType {
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            ColumnType::StringMap => DataType::Map(
+                Arc::new(Field::new(
+                    MAP_ENTRIES,
+                    DataType::Struct(
+                        vec![
+                            Field::new(MAP_KEY, DataType::Utf8, false),
+                            Field::new(MAP_VALUE, DataType::Utf8, true),
+                        ]
+                        .into(),
+                    ),
+                    false,
+                )),
+                false,
+            ),
         }
     }
 }
+
+/// The doc of the `dt` partition column of the partitioned tables.
+pub const DT_DOC: &str = "UTC date of started_at (the folder dt=YYYY-MM-DD).";
+
+/// The names Parquet's MAP layout uses (`key_value` { `key`, `value` }).
+pub const MAP_ENTRIES: &str = "key_value";
+pub const MAP_KEY: &str = "key";
+pub const MAP_VALUE: &str = "value";
 
 fn build(columns: &[Column]) -> SchemaRef {
     let fields: Vec<Field> = columns
@@ -270,6 +423,7 @@ fn build(columns: &[Column]) -> SchemaRef {
 
 static EXECUTIONS: LazyLock<SchemaRef> = LazyLock::new(|| build(EXECUTION_FIELDS));
 static CATALOG: LazyLock<SchemaRef> = LazyLock::new(|| build(CATALOG_FIELDS));
+static FLOWS: LazyLock<SchemaRef> = LazyLock::new(|| build(FLOW_FIELDS));
 
 pub fn executions_schema() -> SchemaRef {
     EXECUTIONS.clone()
@@ -279,10 +433,15 @@ pub fn catalog_schema() -> SchemaRef {
     CATALOG.clone()
 }
 
+pub fn flows_schema() -> SchemaRef {
+    FLOWS.clone()
+}
+
 pub fn schema_for(table: Table) -> SchemaRef {
     match table {
         Table::Executions => executions_schema(),
         Table::CatalogRegistrations => catalog_schema(),
+        Table::Flows => flows_schema(),
     }
 }
 

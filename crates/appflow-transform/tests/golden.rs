@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use appflow_transform::{Location, Table, arrow_json, athena_ddl, duckdb_views};
+use appflow_transform::{Location, Table, arrow_json, athena_ddl, duckdb_views, glue_table};
 
 /// The destination and database the checked-in files are written for.
 const EXAMPLE_DEST: &str = "s3://your-bucket/appflow-export";
@@ -18,8 +18,15 @@ fn expected() -> Vec<(String, String)> {
             format!("athena/{}.sql", table.name()),
             athena_ddl(table, &at, EXAMPLE_DATABASE),
         ));
+        files.push((
+            format!("glue/{}.json", table.name()),
+            glue_table(table, &at, EXAMPLE_DATABASE),
+        ));
     }
-    files.push(("duckdb/views.sql".to_string(), duckdb_views(&at)));
+    files.push((
+        "duckdb/views.sql".to_string(),
+        duckdb_views(&at, &Table::ALL),
+    ));
     files
 }
 
