@@ -145,6 +145,12 @@ class Emulator:
     def drop_runs(self, before: int) -> int:
         return self._admin("POST", "drop-runs", {"before": before})["dropped"]
 
+    def delete_flows(self, flows: list[str]) -> int:
+        return self._admin("POST", "delete-flows", {"flows": flows})["deleted"]
+
+    def set_flow_status(self, flows: list[str], status: str) -> int:
+        return self._admin("POST", "set-flow-status", {"flows": flows, "status": status})["updated"]
+
 
 @pytest.fixture
 def start_emulator(tmp_path_factory):
@@ -470,6 +476,35 @@ def truth(emulator: Emulator) -> Dataset:
     return data
 
 
+def flow_truth(emulator: Emulator) -> dict[tuple, dict]:
+    """The `flows` rows a snapshot taken now must hold, keyed by (account, region,
+    name), from the emulator's definitions; the last-run columns from each flow's
+    newest run, as `lastRunExecutionDetails` describes it."""
+    rows = {}
+    for flow in emulator.flows():
+        d = flow["definition"]
+        account, region = _arn_account_region(d["flowArn"])
+        newest = flow["records"][0] if flow["records"] else None
+        error = ((newest or {}).get("executionResult") or {}).get("errorInfo") or {}
+        rows[(account, region, d["flowName"])] = {
+            "account_id": account, "region": region, "flow_name": d["flowName"], "flow_arn": d["flowArn"],
+            "description": d.get("description"), "flow_status": d.get("flowStatus"),
+            "source_connector_type": d.get("sourceConnectorType"),
+            "source_connector_label": d.get("sourceConnectorLabel"),
+            "destination_connector_type": d.get("destinationConnectorType"),
+            "destination_connector_label": d.get("destinationConnectorLabel"),
+            "trigger_type": d.get("triggerType"),
+            "created_at": ms(d.get("createdAt")), "created_by": d.get("createdBy"),
+            "last_updated_at": ms(d.get("lastUpdatedAt")), "last_updated_by": d.get("lastUpdatedBy"),
+            "tags": dict(sorted((d.get("tags") or {}).items())),
+            "last_run_status": newest and newest.get("executionStatus"),
+            "last_run_at": newest and ms(newest.get("lastUpdatedAt") or newest["startedAt"]),
+            "last_run_message": error.get("executionMessage"),
+            "deleted_at": None,
+        }
+    return rows
+
+
 # ----------------------------------------------------------------------------- reading the export
 
 
@@ -502,6 +537,33 @@ def read_output(root: Path) -> Dataset:
             for values in cursor.fetchall():
                 data.add(table, dict(zip(names, values)))
     return data
+
+
+FLOW_COLUMNS = [
+    "account_id", "region", "flow_name", "flow_arn", "description", "flow_status",
+    "source_connector_type", "source_connector_label", "destination_connector_type",
+    "destination_connector_label", "trigger_type", "created_at", "created_by", "last_updated_at",
+    "last_updated_by", "tags", "last_run_status", "last_run_at", "last_run_message",
+    "snapshot_at", "deleted_at",
+]
+
+
+def read_flows(root: Path) -> dict[tuple, dict]:
+    """The `flows` table of a local export, read with pyarrow: rows keyed by
+    (account, region, name), timestamps as epoch ms, tags as a dict."""
+    rows = {}
+    for path in sorted(root.glob("flows/*.parquet")):
+        table = pq.read_table(path)
+        assert table.column_names == FLOW_COLUMNS, f"{path}: columns {table.column_names}"
+        for row in table.to_pylist():
+            for col in ("created_at", "last_updated_at", "last_run_at", "snapshot_at", "deleted_at"):
+                if row[col] is not None:
+                    row[col] = round(row[col].timestamp() * 1000)
+            row["tags"] = dict(row["tags"] or [])
+            key = (row["account_id"], row["region"], row["flow_name"])
+            assert key not in rows, f"{path}: flow {key} twice"
+            rows[key] = row
+    return rows
 
 
 def _same(got, want) -> bool:

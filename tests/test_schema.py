@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import duckdb
 
+import json
+
+import botocore.session
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.validate import validate_parameters
+
 from conftest import assert_exit, export, run_export, truth
+
+TABLES = ("executions", "catalog_registrations", "flows")
 
 
 def test_duckdb_views_read_the_export(emulator, local_dest):
@@ -33,15 +42,105 @@ def test_duckdb_views_read_the_export(emulator, local_dest):
 def test_athena_ddl_points_at_the_destination():
     result = run_export(["schema", "--format", "athena", "--dest", "s3://my-lake/runs/", "--database", "ops"])
     assert_exit(result, 0)
-    ddl = result.stdout
-    for table in ("executions", "catalog_registrations"):
+    statements = [s for s in result.stdout.split(";\n") if s.strip()]
+    assert len(statements) == 3
+    for table, ddl in zip(("executions", "catalog_registrations"), statements):
         assert f"CREATE EXTERNAL TABLE IF NOT EXISTS `ops`.`{table}`" in ddl
+        assert "PARTITIONED BY (`dt` date)" in ddl
         assert f"LOCATION 's3://my-lake/runs/{table}/'" in ddl
         assert f"'storage.location.template' = 's3://my-lake/runs/{table}/dt=${{dt}}/'" in ddl
-    assert ddl.count("'projection.enabled' = 'true'") == 2
+        assert "'projection.enabled' = 'true'" in ddl
+    flows = statements[2]
+    assert "CREATE EXTERNAL TABLE IF NOT EXISTS `ops`.`flows`" in flows
+    assert "LOCATION 's3://my-lake/runs/flows/'" in flows
+    assert "`tags` map<string,string>" in flows
+    assert "PARTITIONED BY" not in flows and "projection" not in flows
 
 
 def test_schema_refuses_a_bad_destination():
     result = run_export(["schema", "--format", "duckdb", "--dest", "ftp://x/y"])
     assert_exit(result, 2)
     assert "ftp://x/y" in result.stderr
+
+
+def test_views_work_before_a_table_has_files(emulator, local_dest, tmp_path):
+    """Flows that register nothing in Glue never write catalog_registrations; the
+    views must still load, typed, with no rows (and before the first run, all of them)."""
+    empty = run_export(["schema", "--format", "duckdb", "--dest", str(tmp_path)])
+    assert_exit(empty, 0)
+    con = duckdb.connect()
+    con.execute(empty.stdout)
+    for table in TABLES:
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+    assert con.execute("SELECT typeof(started_at), typeof(dt) FROM executions LIMIT 0").description
+
+    plain = next(f for f in emulator.flows() if not any(r.get("metadataCatalogDetails") for r in f["records"]))
+    assert_exit(export(emulator, local_dest, "--flows", plain["definition"]["flowName"]), 0)
+    assert not (local_dest.path / "catalog_registrations").exists()
+    views = run_export(["schema", "--format", "duckdb", "--dest", local_dest.uri])
+    con = duckdb.connect()
+    con.execute(views.stdout)
+    assert con.execute("SELECT count(*) FROM executions").fetchone()[0] == len(plain["records"])
+    assert con.execute("SELECT count(*) FROM catalog_registrations").fetchone()[0] == 0
+    columns = [row[0] for row in con.execute("DESCRIBE catalog_registrations").fetchall()]
+    assert columns[:4] == ["account_id", "region", "flow_name", "execution_id"] and columns[-1] == "dt"
+    # A join a user writes works on the empty view too.
+    assert con.execute("SELECT count(*) FROM executions e JOIN catalog_registrations c "
+                       "USING (account_id, region, flow_name, execution_id)").fetchone()[0] == 0
+
+
+def _within_limits(value, shape, path: str) -> list[str]:
+    """What in `value` breaks the model's length limits (botocore's validator checks
+    types, required members and minimums, not maximums)."""
+    problems = []
+    if shape.type_name == "structure":
+        for name, member in value.items():
+            problems += _within_limits(member, shape.members[name], f"{path}.{name}")
+    elif shape.type_name == "list":
+        for i, item in enumerate(value):
+            problems += _within_limits(item, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "map":
+        for k, v in value.items():
+            problems += _within_limits(k, shape.key, f"{path} key {k}")
+            problems += _within_limits(v, shape.value, f"{path}.{k}")
+    elif shape.type_name == "string" and "max" in shape.metadata and len(value) > shape.metadata["max"]:
+        problems.append(f"{path}: {len(value)} characters, at most {shape.metadata['max']}")
+    return problems
+
+
+HIVE_OF_ARROW = {pa.string(): "string", pa.int32(): "int", pa.int64(): "bigint", pa.float64(): "double",
+                 pa.timestamp("ms", tz="UTC"): "timestamp"}
+
+
+def hive_type(arrow_type) -> str:
+    if pa.types.is_map(arrow_type):
+        return f"map<{hive_type(arrow_type.key_type)},{hive_type(arrow_type.item_type)}>"
+    return HIVE_OF_ARROW[arrow_type]
+
+
+def test_glue_tables_are_valid_create_table_input_for_the_files(emulator, local_dest):
+    """Each `--format glue --table T` is a valid Glue CreateTable request by botocore's
+    official model, and its columns are the files' columns, in order, with their types."""
+    assert_exit(export(emulator, local_dest), 0)
+    create_table = botocore.session.get_session().get_service_model("glue").operation_model("CreateTable")
+    for table in TABLES:
+        result = run_export(["schema", "--format", "glue", "--table", table,
+                             "--dest", "s3://my-lake/runs", "--database", "ops"])
+        assert_exit(result, 0)
+        request = json.loads(result.stdout)
+        validate_parameters(request, create_table.input_shape)
+        assert not _within_limits(request, create_table.input_shape, "CreateTable")
+        table_input = request["TableInput"]
+        assert (request["DatabaseName"], table_input["Name"]) == ("ops", table)
+        assert table_input["StorageDescriptor"]["Location"] == f"s3://my-lake/runs/{table}/"
+        files = sorted(local_dest.path.glob(f"{table}/**/*.parquet"))
+        assert files, table
+        schema = pq.read_schema(files[0])
+        file_columns = [(f.name, hive_type(f.type)) for f in schema]
+        glue_columns = [(c["Name"], c["Type"]) for c in table_input["StorageDescriptor"]["Columns"]]
+        assert glue_columns == file_columns, table
+        partitioned = table != "flows"
+        assert table_input["PartitionKeys"] == ([{"Name": "dt", "Type": "date", "Comment": table_input["PartitionKeys"][0]["Comment"]}] if partitioned else [])
+        assert (table_input["Parameters"].get("projection.enabled") == "true") == partitioned
+    every = run_export(["schema", "--format", "glue", "--dest", "s3://my-lake/runs"])
+    assert [t["TableInput"]["Name"] for t in json.loads(every.stdout)] == list(TABLES)

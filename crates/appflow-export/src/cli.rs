@@ -50,6 +50,7 @@ pub enum SchemaFormat {
 
 /// A table of the export, for `schema --table`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum TableName {
     Executions,
     CatalogRegistrations,
