@@ -5,7 +5,10 @@ from the export)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 from conftest import HISTORY, REPO, Emulator, LocalDest, assert_exit, export, run_export, truth
 
 QUERIES = REPO / "schemas" / "queries"
+DUCKDB_CLI = Path(sys.executable).parent / "duckdb"  # duckdb-cli 1.x, from the Makefile
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 FINISHED = {"Successful", "Error", "Canceled"}
 OPEN = {"InProgress", "CancelStarted"}
@@ -67,9 +71,11 @@ def world(tmp_path_factory):
         emu.stop()
     views = run_export(["schema", "--format", "duckdb", "--dest", dest.uri])
     assert_exit(views, 0)
+    views_file = tmp_path_factory.mktemp("views") / "views.sql"
+    views_file.write_text(views.stdout)
     con = duckdb.connect()
     con.execute(views.stdout)
-    yield {"con": con, "data": data, "flows": definitions, "deleted": deleted}
+    yield {"con": con, "data": data, "flows": definitions, "deleted": deleted, "views": views_file}
     con.close()
 
 
@@ -91,7 +97,8 @@ def nearest_rank(sorted_values: list[float], p: float) -> float:
 
 
 def test_every_query_file_is_tested():
-    tested = {name[len("test_"):] + ".sql" for name in globals() if name.startswith("test_") and name != "test_every_query_file_is_tested"}
+    tested = {name[len("test_"):] + ".sql" for name in globals()
+              if name.startswith("test_") and name not in ("test_every_query_file_is_tested", "test_duckdb_1_cli_gives_the_same_answer")}
     assert {p.name for p in QUERIES.glob("*.sql")} == tested
 
 
@@ -208,6 +215,37 @@ def test_flows_without_recent_success(world):
     assert 0 < len(want) < len(world["flows"]) - 1, "some flows are stale and some are not"
     assert got in (want, _stale_flows(world, after))
     assert world["deleted"] not in {g[2] for g in got}
+
+
+def _cli_rows(world, name: str, like: list[tuple]) -> list[tuple]:
+    """The query's rows from the DuckDB 1.x command-line shell (`-json`), each value
+    read as the type DuckDB 2 (Python) gave that column; intervals are left out."""
+    result = subprocess.run([str(DUCKDB_CLI), "-json", "-init", str(world["views"]), "-c", f".read {QUERIES / name}"],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0 and "Error" not in result.stderr, f"{name} in the DuckDB CLI:\n{result.stderr}"
+    rows = json.loads(result.stdout or "[]")
+    kinds = [type(v) for v in like[0]] if like else []
+
+    def read(text, kind):
+        if text is None or kind is type(None):
+            return text
+        if kind is int and isinstance(text, str) and ":" in text:
+            return plain(dt.datetime.fromisoformat(text))
+        return kind(text)
+
+    return [tuple(read(v, k) for v, k in zip(row.values(), kinds) if k is not dt.timedelta) for row in rows]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in QUERIES.glob("*.sql")))
+def test_duckdb_1_cli_gives_the_same_answer(world, name):
+    """The views and every query load and answer alike in DuckDB 1.x's shell (the
+    answers of DuckDB 2 are checked against the emulator's data above)."""
+    def python_rows():
+        return [tuple(v for v in row if not isinstance(v, dt.timedelta)) for row in run_query(world, name)]
+    before = python_rows()
+    got = _cli_rows(world, name, run_query(world, name))
+    assert got, name
+    assert same(got, before) or same(got, python_rows()), f"{name}: CLI {got[:2]}, Python {before[:2]}"
 
 
 def _desc(day: str) -> tuple:

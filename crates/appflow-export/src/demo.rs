@@ -120,7 +120,10 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         "\nQuery it with DuckDB (pip install duckdb, or the duckdb CLI):\n\n  duckdb -c \"SELECT flow_name, count(*) AS runs, \
 count(*) FILTER (execution_status = 'Error') AS errors, round(avg(duration_seconds), 1) AS avg_seconds, \
 sum(bytes_written) AS bytes_written FROM read_parquet('{dir}/executions/*/*.parquet', hive_partitioning = true) \
-GROUP BY flow_name ORDER BY errors DESC LIMIT 10\"\n"
+GROUP BY flow_name ORDER BY errors DESC LIMIT 10\"\n\n\
+Or load the three tables as views and ask the questions in schemas/queries/:\n\n  \
+appflow-export schema --format duckdb --dest {dir} > views.sql\n  \
+duckdb -init views.sql -c \".read schemas/queries/daily_runs_and_failure_rate.sql\"\n"
     );
     Ok(())
 }

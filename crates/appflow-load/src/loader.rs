@@ -42,12 +42,11 @@ pub struct Loader {
 enum Wrote {
     Written,
     Unchanged,
-    /// Nothing to write and nothing stored (a day with no catalog rows).
-    Absent,
 }
 
 /// The merge of one object's stored rows (first argument) with this run's: the new
-/// content, `None` when unchanged. The second argument is the context object of the
+/// content, `None` when the stored object is up to date (never `None` when nothing
+/// is stored). The second argument is the context object of the
 /// same day as stored now, when the upsert asks for one.
 type MergeFn = dyn Fn(
         Option<&RecordBatch>,
@@ -105,13 +104,17 @@ impl Loader {
         // A run's catalog rows follow its row in the executions file as it is now,
         // read again on every attempt: another writer may have stored a newer
         // version of the run meanwhile, and then its catalog rows are the ones to keep.
+        // Every day with runs has its catalog file, with no rows when none of its
+        // runs registered anything: readers that glob a table's files (DuckDB 1.x
+        // views, Polars, pyarrow datasets) then never find a table without files.
         let catalog = incoming.catalog_registrations;
         let merge_cat: Arc<MergeFn> = Arc::new(move |stored, stored_exec| {
-            if stored.is_none() && catalog.num_rows() == 0 {
-                return Ok(None);
-            }
             let current = current_with_catalog(stored_exec, &executions, stored, &catalog)?;
-            merge_catalog(stored, &catalog, &current)
+            let merged = merge_catalog(stored, &catalog, &current)?;
+            Ok(match (merged, stored) {
+                (None, None) => Some(RecordBatch::new_empty(catalog.schema())),
+                (merged, _) => merged,
+            })
         });
         let wrote = self
             .upsert(
@@ -182,11 +185,7 @@ impl Loader {
             .await
             .map_err(|e| Error::write(location.clone(), e))??;
             let Some(body) = body else {
-                return Ok(if existing.is_some() {
-                    Wrote::Unchanged
-                } else {
-                    Wrote::Absent
-                });
+                return Ok(Wrote::Unchanged);
             };
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
             match self.store.put(object_key, body, mode).await? {
@@ -256,7 +255,6 @@ impl CommitReport {
         match wrote {
             Wrote::Written => self.files_written += 1,
             Wrote::Unchanged => self.files_unchanged += 1,
-            Wrote::Absent => {}
         }
     }
 }
@@ -383,14 +381,20 @@ mod tests {
         ];
         let b = vec![run("b1", T0 + 1500, "Successful", T0 + 1600, 0)];
         let r = commit(&l, &[("flow-b", b), ("flow-a", a)], 7).await;
-        // Day T0: executions + catalog; day before: executions only (no catalog rows).
+        // Both days have both files; the day before has no catalog rows.
         assert_eq!(
             r,
             CommitReport {
-                files_written: 3,
+                files_written: 4,
                 files_unchanged: 0,
                 conflicts: 0
             }
+        );
+        assert_eq!(
+            read(&l, Table::CatalogRegistrations, T0 - 1)
+                .await
+                .num_rows(),
+            0
         );
         let day = read(&l, Table::Executions, T0).await;
         assert_eq!(strings(&day, "execution_id"), ["a1", "a2", "b1"]);
