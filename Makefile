@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The Python tools the end-to-end suite uses to check our output independently;
 # duckdb-cli (1.x) beside the duckdb package (2.x) checks the views and example
-# queries on both major versions.
-PY_DEPS := moto==5.2.5 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest
+# queries on both major versions; sqlglot parses the Athena DDL and queries.
+PY_DEPS := moto==5.2.5 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest sqlglot==30.30.0
 
 .PHONY: run test test-rust test-e2e build bench venv clean fmt lint
 

@@ -42,8 +42,15 @@ fn arrow_type(kind: ColumnType) -> &'static str {
     }
 }
 
+/// A string literal of DuckDB (and Trino) SQL: a quote is doubled.
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A string literal of Athena DDL, which is Hive's grammar: a doubled quote would end
+/// the literal, so quotes and backslashes are escaped with a backslash.
+fn hive_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn json_string(s: &str) -> String {
@@ -111,7 +118,7 @@ pub fn athena_ddl(table: Table, at: &Location<'_>, database: &str) -> String {
                 "  `{}` {} COMMENT {}",
                 c.name,
                 hive_type(c.kind),
-                sql_string(c.doc)
+                hive_string(c.doc)
             )
         })
         .collect();
@@ -122,14 +129,14 @@ COMMENT {comment}\n",
         name = table.name(),
         version = SCHEMA_VERSION,
         columns = columns.join(",\n"),
-        comment = sql_string(table.doc()),
+        comment = hive_string(table.doc()),
     );
     if table.partitioned() {
         out.push_str("PARTITIONED BY (`dt` date)\n");
     }
     out.push_str(&format!(
         "STORED AS PARQUET\nLOCATION {}\n",
-        sql_string(&format!("{location}/"))
+        hive_string(&format!("{location}/"))
     ));
     let mut properties = vec![(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string())];
     if table.partitioned() {
@@ -137,7 +144,7 @@ COMMENT {comment}\n",
     }
     let properties: Vec<String> = properties
         .iter()
-        .map(|(k, v)| format!("  {} = {}", sql_string(k), sql_string(v)))
+        .map(|(k, v)| format!("  {} = {}", hive_string(k), hive_string(v)))
         .collect();
     out.push_str(&format!(
         "TBLPROPERTIES (\n{}\n);\n",
@@ -224,6 +231,7 @@ mod tests {
     #[test]
     fn quotes_are_escaped() {
         assert_eq!(sql_string("it's"), "'it''s'");
+        assert_eq!(hive_string(r"it's a\b"), r"'it\'s a\\b'");
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 
