@@ -340,7 +340,8 @@ def run_export(args: list[str], env_extra: dict[str, str] | None = None,
 
 def run_args(emulator: Emulator, dest, *args: str) -> tuple[list[str], dict[str, str]]:
     """`run --dest DEST ...` and the environment pointing at this emulator and dest."""
-    return ["run", "--dest", dest.uri, *dest.args, *args], {"AWS_ENDPOINT_URL_APPFLOW": emulator.url, **dest.env}
+    return ["run", "--dest", dest.uri, *dest.args, *args], {
+        "AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": emulator.url, **dest.env}
 
 
 def export(emulator: Emulator, dest, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

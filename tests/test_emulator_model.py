@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import Emulator, ms
+from conftest import HISTORY, Emulator, ms
 
 # Enough flows and runs that every status and every optional member shows up.
 BIG_HISTORY = {"flows": 40, "runs_per_flow": 80, "days": 20, "seed": 11}
@@ -201,6 +201,17 @@ def test_token_of_another_flow_is_rejected(big, big_truth):
 def test_unknown_flow_is_not_found(big, operation):
     code = error_of(getattr(appflow_client(big), operation), flowName="no-such-flow")
     assert code == ("ResourceNotFoundException", 404)
+
+
+def test_sts_caller_identity_names_the_emulator_account(small):
+    """botocore's STS client (query protocol, XML) parses the emulator's answer."""
+    sts = boto3.client("sts", endpoint_url=small.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing",
+                       config=Config(retries={"total_max_attempts": 1}))
+    identity = sts.get_caller_identity()
+    assert identity["Account"] == HISTORY["account"]  # start_emulator adds HISTORY's account
+    assert identity["Arn"].startswith(f"arn:aws:iam::{identity['Account']}:")
+    assert error_of(sts.get_session_token)[1] == 400
 
 
 def test_throttling(small):

@@ -37,7 +37,7 @@ def test_flows_table_holds_every_listed_flow(emulator, dest):
     assert_flows(actual, expected)
     assert {row["snapshot_at"] for row in actual.values()} <= set(range(before, after + 1))
     # Connector types and tags are what users join and filter on.
-    assert any(row["tags"] for row in actual.values())
+    assert any(len(row["tags"]) > 1 for row in actual.values())
     assert len({row["source_connector_type"] for row in actual.values()}) > 1
 
 
@@ -83,6 +83,26 @@ def test_changed_and_deleted_flows(emulator, local_dest):
     assert read_flows(local_dest.path) == second
 
 
+def test_when_the_last_flows_are_deleted_they_are_marked(emulator, dest):
+    """An empty listing has no ARN to name the account: the run asks STS, and marks
+    the account's last flows deleted."""
+    assert_exit(export(emulator, dest), 0)
+    first = read_flows(dest.local_copy())
+    assert emulator.delete_flows(emulator.flow_names()) == HISTORY["flows"]
+    emulator.reset_counters()
+    before = now_ms()
+    result = export(emulator, dest, "--region", HISTORY["region"])
+    after = now_ms()
+    assert_exit(result, 0)
+    assert "0 listed; flows table: 1 written, 0 unchanged" in result.stdout, result.stdout
+    assert emulator.counters()["operations"]["GetCallerIdentity"]["calls"] == 1
+    second = read_flows(dest.local_copy())
+    assert second.keys() == first.keys()
+    for key, row in second.items():
+        assert row["deleted_at"] is not None and before <= row["deleted_at"] <= after, key
+        assert {**row, "deleted_at": None} == first[key]
+
+
 def test_a_selection_still_snapshots_every_flow(emulator, local_dest):
     names = emulator.flow_names()
     assert_exit(export(emulator, local_dest, "--flows", names[0]), 0)
@@ -103,5 +123,8 @@ def test_runs_join_flows_in_duckdb(emulator, local_dest):
         source = flow["definition"]["sourceConnectorType"]
         want[source] = want.get(source, 0) + len(flow["records"])
     assert by_source == want
-    tags = con.execute("SELECT typeof(tags), count(*) FILTER (tags['team'] IS NOT NULL) FROM flows GROUP BY 1").fetchall()
-    assert tags == [("MAP(VARCHAR, VARCHAR)", HISTORY["flows"])]
+    tags = con.execute("SELECT typeof(tags), sum(cardinality(tags)), count(*) FILTER (list_contains(map_keys(tags), 'env')) "
+                       "FROM flows GROUP BY 1").fetchall()
+    definitions = [f["definition"] for f in emulator.flows()]
+    assert tags == [("MAP(VARCHAR, VARCHAR)", sum(len(d["tags"]) for d in definitions),
+                     sum("env" in d["tags"] for d in definitions))]

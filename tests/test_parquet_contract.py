@@ -45,6 +45,8 @@ def test_footers_are_what_athena_v3_reads(emulator, local_dest):
                     "    repeated group field_id=-1 key_value {\n"
                     "      required binary field_id=-1 key (String);\n"
                     "      optional binary field_id=-1 value (String);") in str(pq.ParquetFile(path).schema), path
+        if meta.num_rows == 0:
+            continue  # a day's catalog file when no run registered anything: no row group
         assert meta.row_group(0).column(0).compression == "ZSTD"
         assert meta.row_group(0).column(0).statistics is not None, f"{path}: no column statistics"
 

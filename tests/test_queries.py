@@ -61,8 +61,11 @@ def world(tmp_path_factory):
         stale = [row[2] for row in _stale_flows({"data": before, "flows": definitions, "deleted": None},
                                                 int(time.time() * 1000))]
         assert stale, "the history has a flow without a success in the last day"
-        deleted = stale[-1]
+        deleted, retired = stale[-1], stale[0]
+        assert deleted != retired, "two stale flows: one deleted, one in AWS's Deleted status"
         names.remove(deleted)
+        assert emu.set_flow_status([retired], "Deleted") == 1
+        definitions[retired]["flowStatus"] = "Deleted"
         assert emu.delete_flows([deleted]) == 1
         now = int(time.time() * 1000)
         emu.add_runs(1, flows=[names[0]], status="InProgress", start=now - 10 * 60_000)
@@ -77,7 +80,8 @@ def world(tmp_path_factory):
     views_file.write_text(views.stdout)
     con = duckdb.connect()
     con.execute(views.stdout)
-    yield {"con": con, "data": data, "flows": definitions, "deleted": deleted, "views": views_file}
+    yield {"con": con, "data": data, "flows": definitions, "deleted": deleted, "retired": retired,
+           "views": views_file}
     con.close()
 
 
@@ -174,10 +178,10 @@ def test_glue_registration_failures(world):
     for r in world["data"].catalog.values():
         for which in ("table", "partition"):
             if r[f"{which}_registration_status"] == "Error":
-                want.append((*key(r), r["execution_id"], r["started_at"], r["table_name"], which,
+                want.append((*key(r), r["execution_id"], r["started_at"], r["ordinal"], r["table_name"], which,
                              r[f"{which}_registration_message"]))
-    want.sort(key=lambda w: (-w[4], w[0], w[1], w[2], w[3], w[5], w[6]))
-    assert {w[6] for w in want} == {"table", "partition"}, "the data has both kinds of failure"
+    want.sort(key=lambda w: (-w[4], w[0], w[1], w[2], w[3], w[5], w[7]))
+    assert {w[7] for w in want} == {"table", "partition"}, "the data has both kinds of failure"
     assert run_query(world, "glue_registration_failures.sql") == want
 
 
@@ -200,7 +204,7 @@ def _stale_flows(world, now: int) -> list[tuple]:
             last_success[r["flow_name"]] = max(last_success.get(r["flow_name"], 0), r["started_at"])
     rows = []
     for name, d in world["flows"].items():
-        if name == world["deleted"]:
+        if name == world["deleted"] or d["flowStatus"] == "Deleted":
             continue
         last = last_success.get(name)
         if last is None or last < now - DAY_MS:
@@ -215,9 +219,9 @@ def test_flows_without_recent_success(world):
     got = run_query(world, "flows_without_recent_success.sql")
     after = int(time.time() * 1000)
     want = _stale_flows(world, before)
-    assert 0 < len(want) < len(world["flows"]) - 1, "some flows are stale and some are not"
+    assert 0 < len(want) < len(world["flows"]) - 2, "some flows are stale and some are not"
     assert got in (want, _stale_flows(world, after))
-    assert world["deleted"] not in {g[2] for g in got}
+    assert not {world["deleted"], world["retired"]} & {g[2] for g in got}
 
 
 def _cli_rows(world, name: str, like: list[tuple]) -> list[tuple]:
@@ -227,7 +231,8 @@ def _cli_rows(world, name: str, like: list[tuple]) -> list[tuple]:
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0 and "Error" not in result.stderr, f"{name} in the DuckDB CLI:\n{result.stderr}"
     rows = json.loads(result.stdout or "[]")
-    kinds = [type(v) for v in like[0]] if like else []
+    # Each column's type: that of its first non-null value in DuckDB 2's answer.
+    kinds = [next((type(v) for v in column if v is not None), type(None)) for column in zip(*like)]
 
     def read(text, kind):
         if text is None or kind is type(None):

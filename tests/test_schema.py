@@ -14,7 +14,7 @@ import sqlglot
 from sqlglot import exp
 from botocore.validate import validate_parameters
 
-from conftest import assert_exit, export, run_export, truth
+from conftest import CATALOG_COLUMNS, assert_exit, export, run_export, truth
 
 TABLES = ("executions", "catalog_registrations", "flows")
 
@@ -73,7 +73,14 @@ def test_views_load_for_flows_that_register_nothing_in_glue(emulator, local_dest
     days = {p.parent.name for p in local_dest.path.glob("executions/dt=*/*.parquet")}
     catalog_files = list(local_dest.path.glob("catalog_registrations/dt=*/*.parquet"))
     assert {p.parent.name for p in catalog_files} == days
-    assert all(pq.ParquetFile(p).metadata.num_rows == 0 for p in catalog_files)
+    with_rows = sorted(local_dest.path.glob("executions/dt=*/*.parquet"))[0]
+    for path in catalog_files:
+        empty = pq.ParquetFile(path)
+        assert empty.metadata.num_rows == 0
+        # Typed like any catalog file: the contract's columns, version in the footer.
+        assert empty.schema_arrow.names == CATALOG_COLUMNS
+        assert empty.schema_arrow.field("started_at").type == pq.read_schema(with_rows).field("started_at").type
+        assert empty.metadata.metadata[b"appflow_export.schema_version"] == b"1"
     views = run_export(["schema", "--format", "duckdb", "--dest", local_dest.uri])
     con = duckdb.connect()
     con.execute(views.stdout)
@@ -119,6 +126,7 @@ def test_glue_tables_are_valid_create_table_input_for_the_files(emulator, local_
     official model, and its columns are the files' columns, in order, with their types."""
     assert_exit(export(emulator, local_dest), 0)
     create_table = botocore.session.get_session().get_service_model("glue").operation_model("CreateTable")
+    docs = {t["table"]: t for t in json.loads(run_export(["schema", "--format", "arrow"]).stdout)}
     for table in TABLES:
         result = run_export(["schema", "--format", "glue", "--table", table,
                              "--dest", "s3://my-lake/runs", "--database", "ops"])
@@ -136,7 +144,8 @@ def test_glue_tables_are_valid_create_table_input_for_the_files(emulator, local_
         glue_columns = [(c["Name"], c["Type"]) for c in table_input["StorageDescriptor"]["Columns"]]
         assert glue_columns == file_columns, table
         partitioned = table != "flows"
-        assert table_input["PartitionKeys"] == ([{"Name": "dt", "Type": "date", "Comment": table_input["PartitionKeys"][0]["Comment"]}] if partitioned else [])
+        dt_doc = [{"Name": p["name"], "Type": p["type"].lower(), "Comment": p["doc"]} for p in docs[table]["partitioned_by"]]
+        assert table_input["PartitionKeys"] == dt_doc and bool(dt_doc) == partitioned
         assert (table_input["Parameters"].get("projection.enabled") == "true") == partitioned
     every = run_export(["schema", "--format", "glue", "--dest", "s3://my-lake/runs"])
     assert [t["TableInput"]["Name"] for t in json.loads(every.stdout)] == list(TABLES)

@@ -17,9 +17,9 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `appflow`.`executions` (
   `max_page_size` bigint COMMENT 'Maximum records per page received from the source (SAP).',
   `put_failures_count` bigint COMMENT 'Failed writes of the run (errorInfo.putFailuresCount).',
   `execution_message` string COMMENT 'Error message of the run (errorInfo.executionMessage).',
-  `duration_seconds` double COMMENT 'last_updated_at - started_at in seconds for a finished run (Successful, Error, Canceled); null otherwise.',
+  `duration_seconds` double COMMENT 'last_updated_at - started_at in seconds for a finished run (Successful, Error, Canceled), null otherwise.',
   `catalog_registration_count` int COMMENT 'Number of metadata catalog details of the run (rows in catalog_registrations).',
-  `exported_at` timestamp COMMENT 'When this version of the row was first written; unchanged rows keep it.'
+  `exported_at` timestamp COMMENT 'When this version of the row was first written (unchanged rows keep it).'
 )
 COMMENT 'AppFlow flow runs (DescribeFlowExecutionRecords), one row per run, exported by appflow-export.'
 PARTITIONED BY (`dt` date)

@@ -19,10 +19,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `appflow`.`flows` (
   `last_run_status` string COMMENT 'Status of the flow\'s most recent run (lastRunExecutionDetails), when the snapshot was taken.',
   `last_run_at` timestamp COMMENT 'Time of the flow\'s most recent run (mostRecentExecutionTime), when the snapshot was taken.',
   `last_run_message` string COMMENT 'Message of the flow\'s most recent run, when the snapshot was taken.',
-  `snapshot_at` timestamp COMMENT 'When the export run that first saw this row\'s values listed the flows; unchanged rows keep it.',
-  `deleted_at` timestamp COMMENT 'Null while ListFlows returns the flow; else when the first export run that no longer saw it listed the flows.'
+  `snapshot_at` timestamp COMMENT 'When the export run that first saw this row\'s values listed the flows (unchanged rows keep it).',
+  `deleted_at` timestamp COMMENT 'When the first export run that no longer saw the flow listed the flows (null while ListFlows returns it).'
 )
-COMMENT 'AppFlow flows as ListFlows last showed them, one row per flow, kept after the flow is deleted; exported by appflow-export.'
+COMMENT 'AppFlow flows as ListFlows last showed them, one row per flow, kept after the flow is deleted, exported by appflow-export.'
 STORED AS PARQUET
 LOCATION 's3://your-bucket/appflow-export/flows/'
 TBLPROPERTIES (

@@ -1,8 +1,6 @@
 //! The seeded history generator: the same configuration and seed give the same flows
 //! and runs, byte for byte.
 
-use std::collections::BTreeMap;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -144,7 +142,15 @@ pub fn generate(cfg: &GenConfig) -> Vec<Flow> {
                 last_updated_at: Millis(created + rng.random_range(0..DAY_MS)),
                 created_by: format!("arn:aws:iam::{}:user/alice", cfg.account),
                 last_updated_by: format!("arn:aws:iam::{}:role/deployer", cfg.account),
-                tags: BTreeMap::from([("team".to_string(), TEAMS[i % TEAMS.len()].to_string())]),
+                tags: [
+                    Some(("team", TEAMS[i % TEAMS.len()].to_string())),
+                    (i % 2 == 0).then(|| ("env", "prod".to_string())),
+                    (i % 3 == 0).then(|| ("cost-center", format!("cc-{}", 100 + i % 7))),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
                 last_run_execution_details: None,
             };
             let mut flow = Flow {

@@ -7,6 +7,11 @@
 //! - `POST /_emulator/add-runs` ([`AddRuns`]) -> `{"added": [[flow, execution_id], ...]}`
 //! - `POST /_emulator/finish-runs` `{"flows": [...]}` -> `{"finished": n}`
 //! - `POST /_emulator/drop-runs` `{"before": epoch_ms}` -> `{"dropped": n}`
+//! - `POST /_emulator/delete-flows` `{"flows": [...]}` -> `{"deleted": n}`
+//! - `POST /_emulator/set-flow-status` `{"flows": [...], "status": s}` -> `{"updated": n}`
+//!
+//! It also answers STS `GetCallerIdentity` (`POST /`, AWS query protocol) with its
+//! account, for `AWS_ENDPOINT_URL_STS`.
 
 // Handlers answer AWS errors early as axum `Response`s; boxing them buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -70,6 +75,7 @@ impl Emulator {
     /// The axum router serving this emulator.
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/", post(sts))
             .route("/list-flows", post(list_flows))
             .route("/describe-flow", post(describe_flow))
             .route("/describe-flow-execution-records", post(describe_records))
@@ -327,6 +333,46 @@ async fn describe_flow(AxState(emu): AxState<Emulator>, body: Bytes) -> Response
         "lastUpdatedBy": def.last_updated_by,
         "tags": def.tags,
     })))
+}
+
+/// STS over the AWS query protocol: only `GetCallerIdentity`, for the emulator's account.
+async fn sts(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    let form = String::from_utf8_lossy(&body);
+    let account = {
+        let mut st = emu.lock();
+        let op = st
+            .counters
+            .operations
+            .entry("GetCallerIdentity".to_string())
+            .or_default();
+        op.calls += 1;
+        st.account.clone()
+    };
+    let xml = |status: StatusCode, body: String| {
+        let mut resp = (status, body).into_response();
+        resp.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/xml"));
+        resp
+    };
+    if !form.split('&').any(|kv| kv == "Action=GetCallerIdentity") {
+        return xml(
+            StatusCode::BAD_REQUEST,
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+<Code>InvalidAction</Code><Message>The emulator answers only GetCallerIdentity</Message></Error>\
+<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+                .to_string(),
+        );
+    }
+    xml(
+        StatusCode::OK,
+        format!(
+            "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+<GetCallerIdentityResult><Arn>arn:aws:iam::{account}:user/appflow-export</Arn>\
+<UserId>AIDAEMULATOR</UserId><Account>{account}</Account></GetCallerIdentityResult>\
+<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>\
+</GetCallerIdentityResponse>"
+        ),
+    )
 }
 
 /// Drops members whose value is null: AWS leaves absent members out.

@@ -65,6 +65,8 @@ pub struct AddRuns {
 }
 
 pub(crate) struct State {
+    /// The account the emulated service belongs to (STS `GetCallerIdentity`).
+    pub account: String,
     pub flows: BTreeMap<String, Flow>,
     pub faults: Faults,
     pub counters: Counters,
@@ -81,11 +83,11 @@ pub struct Emulator {
 impl Emulator {
     /// An emulator serving the history generated from `cfg`.
     pub fn generate(cfg: &GenConfig) -> Self {
-        Self::from_flows(generate::generate(cfg), cfg.seed)
+        Self::from_flows(generate::generate(cfg), cfg.seed, &cfg.account)
     }
 
-    /// An emulator serving the given flows.
-    pub fn from_flows(flows: Vec<Flow>, seed: u64) -> Self {
+    /// An emulator of `account` serving the given flows.
+    pub fn from_flows(flows: Vec<Flow>, seed: u64, account: &str) -> Self {
         let flows = flows
             .into_iter()
             .map(|mut f| {
@@ -95,6 +97,7 @@ impl Emulator {
             .collect();
         Emulator {
             state: Arc::new(Mutex::new(State {
+                account: account.to_string(),
                 flows,
                 faults: Faults::default(),
                 counters: Counters::default(),

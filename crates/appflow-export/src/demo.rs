@@ -7,6 +7,7 @@ use anyhow::{Context, anyhow};
 use appflow_emulator::{AddRuns, DEFAULT_REGION, Emulator, GenConfig, loopback, now_millis};
 use appflow_extract::{FlowSelection, IncrementalPolicy};
 use appflow_load::{Destination, S3Options};
+use appflow_transform::Table;
 use aws_config::Region;
 use aws_sdk_appflow::config::Credentials;
 
@@ -32,7 +33,8 @@ fn prepare(dir: &Path) -> Result<(), Failure> {
                 ),
             ));
         }
-        for sub in ["executions", "catalog_registrations", "_state"] {
+        let folders = Table::ALL.iter().map(|t| t.name()).chain(["_state"]);
+        for sub in folders {
             let path = dir.join(sub);
             if path.exists() {
                 fs::remove_dir_all(&path)
@@ -84,6 +86,10 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         .load()
         .await;
     let dir = args.dir.display().to_string();
+    // The binary as it was started (`target/debug/appflow-export` under `make run`).
+    let exe = std::env::args()
+        .next()
+        .unwrap_or_else(|| "appflow-export".to_string());
     let plan = Plan {
         dest: Destination::Local(args.dir.clone()),
         dest_text: dir.clone(),
@@ -122,7 +128,7 @@ count(*) FILTER (execution_status = 'Error') AS errors, round(avg(duration_secon
 sum(bytes_written) AS bytes_written FROM read_parquet('{dir}/executions/*/*.parquet', hive_partitioning = true) \
 GROUP BY flow_name ORDER BY errors DESC LIMIT 10\"\n\n\
 Or load the three tables as views and ask the questions in schemas/queries/:\n\n  \
-appflow-export schema --format duckdb --dest {dir} > views.sql\n  \
+{exe} schema --format duckdb --dest {dir} > views.sql\n  \
 duckdb -init views.sql -c \".read schemas/queries/daily_runs_and_failure_rate.sql\"\n"
     );
     Ok(())

@@ -262,28 +262,7 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
             .await
             .map_err(dest_failure)?;
     }
-    // The flows table: every listed flow, whichever were selected, so a flow
-    // missing from the listing really is gone.
-    let mut snapshots: BTreeMap<(&str, &str), Vec<FlowDetails>> = BTreeMap::new();
-    for details in &listing.details {
-        let key = (
-            details.flow.account_id.as_str(),
-            details.flow.region.as_str(),
-        );
-        snapshots.entry(key).or_default().push(details.clone());
-    }
-    for ((account, region), flows) in snapshots {
-        let batch = appflow_transform::flows_batch(&flows, now)
-            .with_context(|| format!("the flows table of {account} {region}"))
-            .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
-        let wrote = loader
-            .commit_flows(account, region, batch, now)
-            .await
-            .map_err(dest_failure)?;
-        report.flows_table.files_written += wrote.files_written;
-        report.flows_table.files_unchanged += wrote.files_unchanged;
-        report.flows_table.conflicts += wrote.conflicts;
-    }
+    report.flows_table = commit_flows_table(&loader, sdk, &listing.details, now).await?;
     report.duration = started.elapsed();
     tracing::info!(
         flows = report.flows_exported,
@@ -293,6 +272,47 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
         files_unchanged = report.commit.files_unchanged,
         "run finished"
     );
+    Ok(report)
+}
+
+/// Merges the listing into the flows table: every listed flow, whichever were
+/// selected, so a flow missing from the listing really is gone. An empty listing
+/// carries no ARN to read the account from; STS names it, so the account's last
+/// flows are marked deleted too.
+async fn commit_flows_table(
+    loader: &Loader,
+    sdk: &SdkConfig,
+    listed: &[FlowDetails],
+    now: i64,
+) -> Result<CommitReport, Failure> {
+    let mut snapshots: BTreeMap<(String, String), Vec<FlowDetails>> = BTreeMap::new();
+    for details in listed {
+        let key = (details.flow.account_id.clone(), details.flow.region.clone());
+        snapshots.entry(key).or_default().push(details.clone());
+    }
+    if snapshots.is_empty()
+        && let Some(region) = sdk.region()
+    {
+        match aws::caller_account(sdk).await {
+            Ok(account) => {
+                snapshots.insert((account, region.to_string()), Vec::new());
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "ListFlows returned no flow and the account is unknown: flows deleted since the last run are not marked deleted"
+            ),
+        }
+    }
+    let mut report = CommitReport::default();
+    for ((account, region), flows) in snapshots {
+        let batch = appflow_transform::flows_batch(&flows, now)
+            .with_context(|| format!("the flows table of {account} {region}"))
+            .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
+        report += loader
+            .commit_flows(&account, &region, batch, now)
+            .await
+            .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
+    }
     Ok(report)
 }
 

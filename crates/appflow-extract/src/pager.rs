@@ -22,8 +22,8 @@ pub struct Extractor {
 #[derive(Debug, Default)]
 pub struct FlowListing {
     pub flows: Vec<FlowInfo>,
-    /// Every flow listed, selected or not (the `flows` table), sorted by account,
-    /// region and name; flows whose ARN cannot be used are left out.
+    /// Every flow listed, selected or not (the `flows` table), in `FlowInfo` order,
+    /// one per name; flows whose ARN cannot be used are left out.
     pub details: Vec<FlowDetails>,
     /// Selected names that do not exist, or flows whose ARN cannot be used.
     pub problems: Vec<Error>,

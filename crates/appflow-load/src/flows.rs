@@ -11,6 +11,14 @@
 //!   this run's snapshot time the first time it is missed;
 //! - a stored row another writer took from a newer listing (its `snapshot_at` or
 //!   `deleted_at` later than this run's) is kept: the newest view of a flow wins.
+//!   (`snapshot_at` is when a row's values were first seen, so a newer run that saw
+//!   no change leaves an older time: an older listing can then replace the row only
+//!   with values that were current after it was written, which listings only move
+//!   forward from.)
+//!
+//! A file of an older schema version reads with nulls in the newer columns, so the
+//! first run of a new version gives every row a new `snapshot_at`: its values did
+//! change (the new columns got theirs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,7 +35,7 @@ const SNAPSHOT: &str = "snapshot_at";
 const DELETED: &str = "deleted_at";
 
 /// `flows/123456789012_us-east-1.parquet`.
-pub fn flows_key(account_id: &str, region: &str) -> String {
+pub(crate) fn flows_key(account_id: &str, region: &str) -> String {
     format!("flows/{account_id}_{region}.parquet")
 }
 

@@ -20,7 +20,6 @@ mod store;
 
 pub use dest::{Destination, S3Options};
 pub use error::{Error, Result};
-pub use flows::flows_key;
 pub use loader::{CommitReport, Loader};
 pub use parquet_io::{decode, encode};
 pub use stage::{PartitionKey, Stage};

@@ -42,11 +42,13 @@ pub struct Loader {
 enum Wrote {
     Written,
     Unchanged,
+    /// Nothing stored and nothing to store (an empty listing, no flows file yet).
+    Absent,
 }
 
 /// The merge of one object's stored rows (first argument) with this run's: the new
-/// content, `None` when the stored object is up to date (never `None` when nothing
-/// is stored). The second argument is the context object of the
+/// content, `None` when the stored object is up to date (or nothing is stored and
+/// there is nothing to store). The second argument is the context object of the
 /// same day as stored now, when the upsert asks for one.
 type MergeFn = dyn Fn(
         Option<&RecordBatch>,
@@ -81,10 +83,7 @@ impl Loader {
             let Some(done) = tasks.join_next().await else {
                 break;
             };
-            let part = done.map_err(|e| Error::write(self.store.location(""), e))??;
-            report.files_written += part.files_written;
-            report.files_unchanged += part.files_unchanged;
-            report.conflicts += part.conflicts;
+            report += done.map_err(|e| Error::write(self.store.location(""), e))??;
         }
         Ok(report)
     }
@@ -185,7 +184,11 @@ impl Loader {
             .await
             .map_err(|e| Error::write(location.clone(), e))??;
             let Some(body) = body else {
-                return Ok(Wrote::Unchanged);
+                return Ok(if existing.is_some() {
+                    Wrote::Unchanged
+                } else {
+                    Wrote::Absent
+                });
             };
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
             match self.store.put(object_key, body, mode).await? {
@@ -250,11 +253,20 @@ impl Loader {
     }
 }
 
+impl std::ops::AddAssign for CommitReport {
+    fn add_assign(&mut self, other: CommitReport) {
+        self.files_written += other.files_written;
+        self.files_unchanged += other.files_unchanged;
+        self.conflicts += other.conflicts;
+    }
+}
+
 impl CommitReport {
     fn count(&mut self, wrote: Wrote) {
         match wrote {
             Wrote::Written => self.files_written += 1,
             Wrote::Unchanged => self.files_unchanged += 1,
+            Wrote::Absent => {}
         }
     }
 }
