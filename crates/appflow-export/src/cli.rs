@@ -111,6 +111,15 @@ pub struct RunArgs {
     /// Path-style S3 addressing (automatic for IP and localhost endpoints).
     #[arg(long)]
     pub s3_path_style: bool,
+    /// Export only the flows of shard i of N (`i/N`, 0-based), so N processes split
+    /// an account's flows; `auto` reads AWS_BATCH_JOB_ARRAY_INDEX and
+    /// AWS_BATCH_JOB_ARRAY_SIZE (an AWS Batch array job).
+    #[arg(long, value_name = "i/N|auto")]
+    pub shard: Option<String>,
+    /// List the flows this run would export and where each one's read would stop;
+    /// read the state, write nothing, read no run history.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use appflow_emulator::{AddRuns, DEFAULT_REGION, Emulator, GenConfig, loopback, now_millis};
-use appflow_extract::{FlowSelection, IncrementalPolicy};
+use appflow_extract::{FlowSelection, IncrementalPolicy, Shard};
 use appflow_load::{Destination, S3Options};
 use appflow_transform::Table;
 use aws_config::Region;
@@ -98,6 +98,8 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         concurrency: 8,
         appflow_endpoint: Some(running.endpoint().to_string()),
         s3: S3Options::default(),
+        shard: Shard::default(),
+        dry_run: false,
     };
 
     println!("\n1. First export: the whole retained history");

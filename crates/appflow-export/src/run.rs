@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use appflow_extract::{
-    ExtractJob, Extractor, FlowDetails, FlowExtract, FlowSelection, IncrementalPolicy, Resume,
-    cutoff,
+    ExtractJob, Extractor, FlowDetails, FlowExtract, FlowInfo, FlowListing, FlowSelection,
+    IncrementalPolicy, Resume, Shard, cutoff,
 };
 use appflow_load::{CommitReport, Destination, FlowUpdate, Loader, S3Options, Stage, StateFile};
 use aws_config::SdkConfig;
@@ -26,6 +26,35 @@ pub struct Plan {
     pub concurrency: usize,
     pub appflow_endpoint: Option<String>,
     pub s3: S3Options,
+    pub shard: Shard,
+    pub dry_run: bool,
+}
+
+/// `--shard i/N`, or `auto` from AWS Batch's array job variables.
+fn parse_shard(arg: Option<&str>) -> anyhow::Result<Shard> {
+    const INDEX: &str = "AWS_BATCH_JOB_ARRAY_INDEX";
+    const SIZE: &str = "AWS_BATCH_JOB_ARRAY_SIZE";
+    match arg {
+        None => Ok(Shard::default()),
+        Some("auto") => {
+            let var = |name: &str| -> anyhow::Result<u32> {
+                let value = std::env::var(name).map_err(|_| {
+                    anyhow!("--shard auto needs {name} (set by AWS Batch in an array job)")
+                })?;
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("--shard auto: {name}='{value}' is not a whole number"))
+            };
+            let (index, size) = (var(INDEX)?, var(SIZE)?);
+            Ok(Shard::new(
+                index,
+                size,
+                &format!("auto ({INDEX}={index}, {SIZE}={size})"),
+            )?)
+        }
+        Some(text) => Ok(Shard::parse(text)?),
+    }
 }
 
 impl Plan {
@@ -57,6 +86,8 @@ impl Plan {
             concurrency: usize::from(args.concurrency),
             appflow_endpoint: args.appflow_endpoint.clone(),
             s3: S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style),
+            shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
+            dry_run: args.dry_run,
         })
     }
 }
@@ -70,6 +101,9 @@ pub struct RunReport {
     pub list_pages: u64,
     pub describe_pages: u64,
     pub records: u64,
+    /// `--shard`, and how many of the selected flows it owns.
+    pub shard: Shard,
+    pub flows_selected: usize,
     pub commit: CommitReport,
     /// Flows `ListFlows` returned (all of them, selected or not).
     pub flows_listed: usize,
@@ -93,6 +127,15 @@ impl fmt::Display for RunReport {
             "  API calls  {} ListFlows, {} DescribeFlowExecutionRecords",
             self.list_pages, self.describe_pages
         )?;
+        if self.shard.is_split() {
+            writeln!(
+                f,
+                "  shard      {}: {} of {} selected flows",
+                self.shard,
+                self.flows_exported + self.failures.len(),
+                self.flows_selected
+            )?;
+        }
         writeln!(f, "  records    {} read", self.records)?;
         writeln!(
             f,
@@ -136,21 +179,34 @@ pub async fn command(args: RunArgs) -> Result<(), Failure> {
             anyhow!("no AWS region: pass --region or set AWS_REGION"),
         ));
     }
+    if plan.dry_run {
+        let prepared = prepare(&plan, &sdk, now_ms(), false).await?;
+        print!("{}", DryRun(&plan, &prepared));
+        return Ok(());
+    }
     let report = execute(&plan, &sdk).await?;
     print!("{report}");
     report.into_result()
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// What a run will do, worked out before it reads any run history: the flows this
+/// shard owns, each with the state it resumes from and its cutoff.
+pub struct Prepared {
+    loader: Loader,
+    extractor: Extractor,
+    listing: FlowListing,
+    jobs: Vec<(ExtractJob, Resume)>,
 }
 
-/// Runs one export with the given AWS configuration.
-pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure> {
-    let started = Instant::now();
-    let now = now_ms();
+/// Opens the destination (`check`: that it can be written), lists the flows, reads
+/// the state of the owned flows' accounts and regions and derives each cutoff.
+async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<Prepared, Failure> {
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
-    let store = plan.dest.open(sdk, &plan.s3).await.map_err(dest_failure)?;
+    let store = if check {
+        plan.dest.open(sdk, &plan.s3).await.map_err(dest_failure)?
+    } else {
+        plan.dest.store(sdk, &plan.s3)
+    };
     let loader = Loader::new(store);
     let region = sdk
         .region()
@@ -159,24 +215,17 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
         aws::appflow_client(sdk, plan.appflow_endpoint.as_deref()),
         region,
     );
-
     let listing = extractor
         .list_flows(&plan.selection)
         .await
         .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
-    let mut report = RunReport {
-        dest: plan.dest_text.clone(),
-        list_pages: listing.pages,
-        flows_listed: listing.details.len(),
-        ..Default::default()
-    };
-    for problem in &listing.problems {
-        tracing::error!(error = %problem, "flow skipped");
-        report.failures.push(problem.to_string());
-    }
-
-    let regions: BTreeSet<(String, String)> = listing
+    let owned: Vec<&FlowInfo> = listing
         .flows
+        .iter()
+        .filter(|f| plan.shard.owns(f))
+        .collect();
+
+    let regions: BTreeSet<(String, String)> = owned
         .iter()
         .map(|f| (f.account_id.clone(), f.region.clone()))
         .collect();
@@ -188,9 +237,8 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
             .map_err(dest_failure)?;
         states.insert(key, state);
     }
-    let jobs: Vec<ExtractJob> = listing
-        .flows
-        .iter()
+    let jobs = owned
+        .into_iter()
         .map(|flow| {
             let state = states
                 .get(&(flow.account_id.clone(), flow.region.clone()))
@@ -199,13 +247,97 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
                 watermark: state.and_then(|s| s.watermark_ms),
                 oldest_open: state.and_then(|s| s.oldest_open_ms),
             };
-            ExtractJob {
+            let job = ExtractJob {
                 flow: flow.clone(),
                 cutoff: cutoff(resume, plan.policy, now),
                 full_scan: state.is_some_and(|s| !s.pages_sorted),
-            }
+            };
+            (job, resume)
         })
         .collect();
+    Ok(Prepared {
+        loader,
+        extractor,
+        listing,
+        jobs,
+    })
+}
+
+/// `run --dry-run`'s listing: one line per flow the run would export.
+struct DryRun<'a>(&'a Plan, &'a Prepared);
+
+impl fmt::Display for DryRun<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (plan, prepared) = (self.0, self.1);
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+                || format!("{ms} ms"),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+        };
+        write!(
+            f,
+            "dry run: would export {} flows to {}",
+            prepared.jobs.len(),
+            plan.dest_text
+        )?;
+        if plan.shard.is_split() {
+            write!(
+                f,
+                " (shard {} of {} selected flows)",
+                plan.shard,
+                prepared.listing.flows.len()
+            )?;
+        }
+        writeln!(f, "; nothing is written")?;
+        writeln!(f, "  FLOW  WATERMARK  READS BACK TO")?;
+        for (job, resume) in &prepared.jobs {
+            let watermark = resume.watermark.map_or_else(|| "-".to_string(), time);
+            let reads_to = match (job.cutoff, job.full_scan) {
+                (None, _) => "(whole history: never exported)".to_string(),
+                (Some(c), false) => time(c),
+                (Some(c), true) => format!(
+                    "{} (whole history: its pages were not newest-first last time)",
+                    time(c)
+                ),
+            };
+            writeln!(f, "  {}  {watermark}  {reads_to}", job.flow.name)?;
+        }
+        for problem in &prepared.listing.problems {
+            writeln!(f, "  not exported: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs one export with the given AWS configuration.
+pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure> {
+    let started = Instant::now();
+    let now = now_ms();
+    let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
+    let Prepared {
+        loader,
+        extractor,
+        listing,
+        jobs,
+    } = prepare(plan, sdk, now, true).await?;
+    let mut report = RunReport {
+        dest: plan.dest_text.clone(),
+        list_pages: listing.pages,
+        flows_listed: listing.details.len(),
+        shard: plan.shard,
+        flows_selected: listing.flows.len(),
+        ..Default::default()
+    };
+    for problem in &listing.problems {
+        tracing::error!(error = %problem, "flow skipped");
+        report.failures.push(problem.to_string());
+    }
+    let jobs: Vec<ExtractJob> = jobs.into_iter().map(|(job, _)| job).collect();
 
     let mut stage = Stage::new().map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
     let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();

@@ -24,6 +24,8 @@ pub enum Error {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+    #[error("--shard '{shard}' is not valid: {why}")]
+    BadShard { shard: String, why: String },
     #[error("flow '{flow}': malformed execution record: {what}")]
     Malformed { flow: String, what: String },
 }

@@ -10,9 +10,11 @@ mod error;
 mod flows;
 mod pager;
 mod record;
+mod shard;
 
 pub use cutoff::{IncrementalPolicy, Resume, cutoff};
 pub use error::{Error, Result};
 pub use flows::{FlowDetails, FlowInfo, FlowSelection};
 pub use pager::{ExtractJob, Extractor, FlowExtract, FlowListing};
 pub use record::{CatalogDetail, ExecutionRecord, RegistrationOutput, is_finished, is_open};
+pub use shard::Shard;

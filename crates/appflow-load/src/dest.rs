@@ -96,14 +96,24 @@ impl Destination {
         sdk_config: &aws_config::SdkConfig,
         s3: &S3Options,
     ) -> Result<Arc<dyn ObjectStore>> {
-        let store: Arc<dyn ObjectStore> = match self {
+        let store = self.store(sdk_config, s3);
+        store.check().await?;
+        Ok(store)
+    }
+
+    /// The store without the check that it can be written (which writes a probe to
+    /// a local folder): for reading only, as `run --dry-run` does.
+    pub fn store(
+        &self,
+        sdk_config: &aws_config::SdkConfig,
+        s3: &S3Options,
+    ) -> Arc<dyn ObjectStore> {
+        match self {
             Destination::S3 { bucket, prefix } => {
                 Arc::new(S3Store::new(sdk_config, s3, bucket, prefix))
             }
             Destination::Local(path) => Arc::new(LocalStore::new(path.clone())),
-        };
-        store.check().await?;
-        Ok(store)
+        }
     }
 }
 
