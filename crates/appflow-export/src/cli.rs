@@ -30,6 +30,9 @@ pub enum Command {
     /// Runs the bundled AppFlow emulator and exports from it twice into a local
     /// folder, with no AWS account.
     Demo(DemoArgs),
+    /// Shows what the exports into a destination did and where each flow stands:
+    /// watermarks, open runs, lag, and the last runs' manifests. Reads only.
+    Status(StatusArgs),
     /// Prints the tables' Arrow schema, Athena DDL, Glue tables or DuckDB views for a
     /// destination.
     Schema(SchemaArgs),
@@ -105,12 +108,8 @@ pub struct RunArgs {
     /// AppFlow endpoint URL (default: AWS_ENDPOINT_URL_APPFLOW or AWS's).
     #[arg(long)]
     pub appflow_endpoint: Option<String>,
-    /// S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 or AWS's).
-    #[arg(long)]
-    pub s3_endpoint: Option<String>,
-    /// Path-style S3 addressing (automatic for IP and localhost endpoints).
-    #[arg(long)]
-    pub s3_path_style: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Export only the flows of shard i of N (`i/N`, 0-based), so N processes split
     /// an account's flows; `auto` reads AWS_BATCH_JOB_ARRAY_INDEX and
     /// AWS_BATCH_JOB_ARRAY_SIZE (an AWS Batch array job).
@@ -120,6 +119,46 @@ pub struct RunArgs {
     /// read the state, write nothing, read no run history.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run manifests (`_state/runs/<run-id>.json`) kept: older ones are removed after
+    /// each run. Data is never removed.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub keep_manifests: u32,
+}
+
+/// How to reach S3 (for an `s3://` destination).
+#[derive(Args, Debug, Clone)]
+pub struct S3Args {
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 or AWS's).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (automatic for IP and localhost endpoints).
+    #[arg(long)]
+    pub s3_path_style: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StatusFormat {
+    /// Aligned columns, for a terminal.
+    Table,
+    /// One JSON document (flows and runs), for scripts and dashboards.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The export to inspect: s3://bucket/prefix or a local folder.
+    #[arg(long)]
+    pub dest: String,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+    /// How many of the newest run manifests to show.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// AWS region of the bucket's client (default: AWS_REGION or the profile's).
+    #[arg(long)]
+    pub region: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Args, Debug)]

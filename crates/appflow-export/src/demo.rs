@@ -12,7 +12,7 @@ use aws_config::Region;
 use aws_sdk_appflow::config::Credentials;
 
 use crate::cli::DemoArgs;
-use crate::run::{Plan, execute};
+use crate::run::{Plan, run_recorded};
 use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
 
 /// Marks a folder as the demo's, so a later demo may replace its content.
@@ -100,10 +100,12 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         s3: S3Options::default(),
         shard: Shard::default(),
         dry_run: false,
+        keep_manifests: 500,
     };
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
 
     println!("\n1. First export: the whole retained history");
-    let first = execute(&plan, &sdk).await?;
+    let first = run_recorded(&plan, &sdk, arguments.clone()).await?;
     print!("{first}");
     first.into_result()?;
 
@@ -119,7 +121,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
     );
 
     println!("\n3. Second export: incremental, from each flow's watermark");
-    let second = execute(&plan, &sdk).await?;
+    let second = run_recorded(&plan, &sdk, arguments).await?;
     print!("{second}");
     second.into_result()?;
     running.stop().await;

@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod run;
 mod schema;
+mod status;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::command(args).await,
             Command::Demo(args) => demo::command(args).await,
             Command::Schema(args) => schema::command(&args),
+            Command::Status(args) => status::command(args).await,
         }
     });
     match result {

@@ -9,11 +9,14 @@ use appflow_extract::{
     ExtractJob, Extractor, FlowDetails, FlowExtract, FlowInfo, FlowListing, FlowSelection,
     IncrementalPolicy, Resume, Shard, cutoff,
 };
-use appflow_load::{CommitReport, Destination, FlowUpdate, Loader, S3Options, Stage, StateFile};
+use appflow_load::{
+    CommitReport, Destination, FlowRun, FlowUpdate, Loader, RunManifest, S3Options, Stage,
+    StateFile, run_id,
+};
 use aws_config::SdkConfig;
 use futures::StreamExt;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, S3Args};
 use crate::{EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_USAGE, Failure, aws};
 
 /// A validated `run`: everything checked before any API call.
@@ -28,6 +31,17 @@ pub struct Plan {
     pub s3: S3Options,
     pub shard: Shard,
     pub dry_run: bool,
+    /// Run manifests kept under `_state/runs/`.
+    pub keep_manifests: usize,
+}
+
+/// The S3 addressing of `--s3-endpoint`, `--s3-path-style` and the environment.
+pub fn s3_options(args: &S3Args) -> S3Options {
+    let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok()
+        .filter(|s| !s.is_empty());
+    S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style)
 }
 
 /// `--shard i/N`, or `auto` from AWS Batch's array job variables.
@@ -71,10 +85,6 @@ impl Plan {
             (_, Some(glob)) => FlowSelection::pattern(glob).map_err(|e| usage(e.into()))?,
             _ => FlowSelection::All,
         };
-        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-            .ok()
-            .filter(|s| !s.is_empty());
         Ok(Plan {
             dest,
             dest_text: args.dest.clone(),
@@ -85,17 +95,23 @@ impl Plan {
             },
             concurrency: usize::from(args.concurrency),
             appflow_endpoint: args.appflow_endpoint.clone(),
-            s3: S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style),
+            s3: s3_options(&args.s3),
             shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
             dry_run: args.dry_run,
+            keep_manifests: args.keep_manifests as usize,
         })
     }
 }
 
-/// What a run did, printed at its end.
+/// What a run did, printed at its end and recorded in its manifest.
 #[derive(Debug, Default)]
 pub struct RunReport {
+    pub run_id: String,
+    /// When the run started, epoch ms.
+    pub started_ms: i64,
     pub dest: String,
+    /// Every flow the run tried.
+    pub flows: Vec<FlowRun>,
     pub flows_exported: usize,
     pub failures: Vec<String>,
     pub list_pages: u64,
@@ -156,6 +172,51 @@ impl fmt::Display for RunReport {
 }
 
 impl RunReport {
+    /// A run of `plan` starting now.
+    pub fn start(plan: &Plan) -> Self {
+        let started_ms = now_ms();
+        RunReport {
+            run_id: run_id(started_ms),
+            started_ms,
+            dest: plan.dest_text.clone(),
+            shard: plan.shard,
+            ..Default::default()
+        }
+    }
+
+    /// The manifest of this run: `arguments` as given, the exit code, and the error
+    /// that ended the run early, if one did.
+    pub fn manifest(
+        &self,
+        arguments: Vec<String>,
+        exit_code: u8,
+        fatal: Option<&Failure>,
+    ) -> RunManifest {
+        let mut errors = self.failures.clone();
+        errors.extend(fatal.map(|f| format!("{:#}", f.error)));
+        RunManifest {
+            run_id: self.run_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            arguments,
+            dest: self.dest.clone(),
+            shard: self.shard.to_string(),
+            started_at: iso(self.started_ms),
+            finished_at: iso(self.started_ms + self.duration.as_millis() as i64),
+            duration_seconds: self.duration.as_secs_f64(),
+            exit_code,
+            list_flows_calls: self.list_pages,
+            describe_calls: self.describe_pages,
+            records: self.records,
+            files_written: self.commit.files_written,
+            files_unchanged: self.commit.files_unchanged,
+            conflicts: self.commit.conflicts + self.flows_table.conflicts,
+            flows_listed: self.flows_listed as u64,
+            flows_table_written: self.flows_table.files_written,
+            flows: self.flows.clone(),
+            errors,
+        }
+    }
+
     /// Ok, or the failed flows as one error (exit code 1).
     pub fn into_result(self) -> Result<(), Failure> {
         if self.failures.is_empty() {
@@ -184,9 +245,56 @@ pub async fn command(args: RunArgs) -> Result<(), Failure> {
         print!("{}", DryRun(&plan, &prepared));
         return Ok(());
     }
-    let report = execute(&plan, &sdk).await?;
+    let arguments = std::env::args().skip(1).collect();
+    let report = run_recorded(&plan, &sdk, arguments).await?;
     print!("{report}");
     report.into_result()
+}
+
+/// One run, then its manifest under `_state/runs/` (also when the run failed, as far
+/// as the destination can still be written), keeping the newest `keep_manifests`.
+pub async fn run_recorded(
+    plan: &Plan,
+    sdk: &SdkConfig,
+    arguments: Vec<String>,
+) -> Result<RunReport, Failure> {
+    let mut report = RunReport::start(plan);
+    let started = Instant::now();
+    let result = execute(plan, sdk, &mut report).await;
+    report.duration = started.elapsed();
+    let exit_code = match &result {
+        Ok(()) if report.failures.is_empty() => 0,
+        Ok(()) => EXIT_FLOWS_FAILED,
+        Err(f) => f.code,
+    };
+    let manifest = report.manifest(arguments, exit_code, result.as_ref().err());
+    let loader = Loader::new(plan.dest.store(sdk, &plan.s3));
+    let written = loader.write_manifest(&manifest, plan.keep_manifests).await;
+    match (result, written) {
+        (Ok(()), Ok(removed)) => {
+            tracing::info!(run_id = %report.run_id, removed, "run manifest written");
+            Ok(report)
+        }
+        (Ok(()), Err(e)) => Err(Failure::new(
+            EXIT_DESTINATION,
+            anyhow::Error::new(e).context(format!(
+                "the run's data and state were written, but its manifest {} was not",
+                manifest.key()
+            )),
+        )),
+        (Err(f), Ok(_)) => Err(f),
+        (Err(f), Err(e)) => {
+            tracing::warn!(error = %e, "the failed run's manifest could not be written");
+            Err(f)
+        }
+    }
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
 }
 
 /// What a run will do, worked out before it reads any run history: the flows this
@@ -315,9 +423,9 @@ fn now_ms() -> i64 {
 }
 
 /// Runs one export with the given AWS configuration.
-pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure> {
+pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Result<(), Failure> {
     let started = Instant::now();
-    let now = now_ms();
+    let now = report.started_ms;
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let Prepared {
         loader,
@@ -325,14 +433,9 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
         listing,
         jobs,
     } = prepare(plan, sdk, now, true).await?;
-    let mut report = RunReport {
-        dest: plan.dest_text.clone(),
-        list_pages: listing.pages,
-        flows_listed: listing.details.len(),
-        shard: plan.shard,
-        flows_selected: listing.flows.len(),
-        ..Default::default()
-    };
+    report.list_pages = listing.pages;
+    report.flows_listed = listing.details.len();
+    report.flows_selected = listing.flows.len();
     for problem in &listing.problems {
         tracing::error!(error = %problem, "flow skipped");
         report.failures.push(problem.to_string());
@@ -344,6 +447,13 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
     let mut flows = std::pin::pin!(extractor.extract(jobs, plan.concurrency));
     while let Some((job, result)) = flows.next().await {
         let name = job.flow.name.clone();
+        let mut flow_run = FlowRun {
+            account_id: job.flow.account_id.clone(),
+            region: job.flow.region.clone(),
+            flow_name: name.clone(),
+            cutoff: job.cutoff.map(iso),
+            ..Default::default()
+        };
         let batches = result.map_err(anyhow::Error::from).and_then(|ex| {
             let b = appflow_transform::to_batches(&ex.job.flow, &ex.records, now)
                 .with_context(|| format!("flow '{}'", ex.job.flow.name))?;
@@ -362,6 +472,9 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
                 report.flows_exported += 1;
                 report.describe_pages += ex.pages;
                 report.records += ex.records.len() as u64;
+                flow_run.describe_calls = ex.pages;
+                flow_run.records = ex.records.len() as u64;
+                report.flows.push(flow_run);
                 let key = (job.flow.account_id.clone(), job.flow.region.clone());
                 updates
                     .entry(key)
@@ -371,6 +484,8 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
             Err(e) => {
                 tracing::error!(flow = %name, error = format!("{e:#}"), "flow not exported");
                 report.failures.push(format!("{e:#}"));
+                flow_run.error = Some(format!("{e:#}"));
+                report.flows.push(flow_run);
             }
         }
     }
@@ -404,7 +519,7 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig) -> Result<RunReport, Failure>
         files_unchanged = report.commit.files_unchanged,
         "run finished"
     );
-    Ok(report)
+    Ok(())
 }
 
 /// Merges the listing into the flows table: every listed flow, whichever were

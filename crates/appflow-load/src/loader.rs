@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::flows::{flows_key, merge_flows};
+use crate::manifest::{RUNS_PREFIX, RunManifest, is_manifest};
 use crate::merge::{current_with_catalog, merge_catalog, merge_executions};
 use crate::parquet_io::{decode, encode};
 use crate::stage::{PartitionKey, Stage};
@@ -204,6 +205,71 @@ impl Loader {
             location,
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Writes a run's manifest, then removes all but the newest `keep` manifests.
+    /// Returns how many were removed.
+    pub async fn write_manifest(&self, manifest: &RunManifest, keep: usize) -> Result<usize> {
+        let key = manifest.key();
+        let body = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::write(self.store.location(&key), e))?;
+        // A run id is unique: a conflict could only be a retried put that went through.
+        self.store
+            .put(&key, Bytes::from(body), PutMode::Create)
+            .await?;
+        let mut runs: Vec<String> = self
+            .store
+            .list(RUNS_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|k| is_manifest(k))
+            .collect();
+        runs.sort();
+        let old = runs.len().saturating_sub(keep);
+        for key in &runs[..old] {
+            self.store.delete(key).await?;
+        }
+        Ok(old)
+    }
+
+    /// The newest `limit` run manifests, newest first.
+    pub async fn manifests(&self, limit: usize) -> Result<Vec<RunManifest>> {
+        let mut runs: Vec<String> = self
+            .store
+            .list(RUNS_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|k| is_manifest(k))
+            .collect();
+        runs.sort();
+        let mut out = Vec::new();
+        for key in runs.iter().rev().take(limit) {
+            // Pruned by another writer between the listing and now: skip it.
+            let Some(obj) = self.store.get(key).await? else {
+                continue;
+            };
+            out.push(
+                serde_json::from_slice(&obj.body).map_err(|source| Error::Corrupt {
+                    location: self.store.location(key),
+                    what: "run manifest",
+                    source: source.into(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every state file: `(account, region, state)`, sorted.
+    pub async fn states(&self) -> Result<Vec<(String, String, StateFile)>> {
+        let mut out = Vec::new();
+        for key in self.store.list(StateFile::PREFIX).await? {
+            let Some((account, region)) = StateFile::parse_key(&key) else {
+                continue;
+            };
+            let stored = self.store.get(&key).await?;
+            out.push((account, region, self.parse_state(&key, stored.as_ref())?));
+        }
+        Ok(out)
     }
 
     /// The stored state of an account and region (empty when there is none yet).
@@ -643,6 +709,9 @@ mod tests {
         async fn list(&self, prefix: &str) -> Result<Vec<String>> {
             self.inner.list(prefix).await
         }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
         async fn check(&self) -> Result<()> {
             Ok(())
         }
@@ -682,6 +751,38 @@ mod tests {
             ["Successful", "Successful"],
             "the newer version's catalog rows"
         );
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_manifests_are_kept() {
+        let l = loader();
+        for i in 0..5 {
+            let m = RunManifest {
+                run_id: crate::manifest::run_id(T0 + i * 1000),
+                records: i as u64,
+                ..Default::default()
+            };
+            let removed = l.write_manifest(&m, 3).await.unwrap();
+            assert_eq!(removed, usize::from(i >= 3));
+        }
+        // A file that is not a manifest is neither counted nor removed.
+        l.store()
+            .put(
+                "_state/runs/notes.txt",
+                Bytes::from_static(b"x"),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        let kept: Vec<u64> = l
+            .manifests(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.records)
+            .collect();
+        assert_eq!(kept, [4, 3, 2], "newest first");
+        assert_eq!(l.store().list(RUNS_PREFIX).await.unwrap().len(), 4);
     }
 
     #[tokio::test]

@@ -51,9 +51,20 @@ pub struct StateFile {
 pub(crate) const STATE_VERSION: u32 = 1;
 
 impl StateFile {
+    /// Where the state files are.
+    pub const PREFIX: &str = "_state/flows/";
+
     /// `_state/flows/123456789012_us-east-1.json`.
     pub fn key(account_id: &str, region: &str) -> String {
-        format!("_state/flows/{account_id}_{region}.json")
+        format!("{}{account_id}_{region}.json", Self::PREFIX)
+    }
+
+    /// `(account, region)` of a state file's key (account ids are digits, so the
+    /// first `_` ends them).
+    pub fn parse_key(key: &str) -> Option<(String, String)> {
+        let name = key.strip_prefix(Self::PREFIX)?.strip_suffix(".json")?;
+        let (account, region) = name.split_once('_')?;
+        Some((account.to_string(), region.to_string()))
     }
 
     /// Applies a run's updates on top of what is stored (which may be newer than

@@ -140,6 +140,12 @@ pub async fn run(store: Arc<dyn ObjectStore>) {
     );
     assert!(store.list("nothing/").await.unwrap().is_empty());
 
+    // Delete removes the object; deleting a missing key is not an error.
+    store.delete("_state/flows/a.json").await.unwrap();
+    assert!(store.get("_state/flows/a.json").await.unwrap().is_none());
+    assert!(store.list("_state/flows/").await.unwrap().is_empty());
+    store.delete("_state/flows/a.json").await.unwrap();
+
     // Racing writers: exactly one create wins; exactly one replace of a version wins.
     let race = "catalog_registrations/dt=2026-01-03/race.parquet";
     let creates = racing_puts(&store, race, 0, || PutMode::Create).await;

@@ -153,6 +153,18 @@ impl ObjectStore for LocalStore {
         Ok(keys)
     }
 
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        let remove = move || match fs::remove_file(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        tokio::task::spawn_blocking(remove)
+            .await
+            .map_err(|e| Error::write(self.location(key), e))?
+            .map_err(|e| Error::write(self.location(key), e))
+    }
+
     async fn check(&self) -> Result<()> {
         let root = self.root.clone();
         let probe = move || -> std::io::Result<()> {

@@ -59,6 +59,15 @@ impl ObjectStore for MemoryStore {
             .collect())
     }
 
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .remove(key);
+        Ok(())
+    }
+
     async fn check(&self) -> Result<()> {
         Ok(())
     }

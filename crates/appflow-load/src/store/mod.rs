@@ -61,6 +61,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome>;
     /// Every key under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Removes the object at `key`; a missing key is not an error (two writers may
+    /// prune the same old run manifests). Used only under `_state/runs/`: data is
+    /// never deleted.
+    async fn delete(&self, key: &str) -> Result<()>;
     /// Fails with a clear error when the destination cannot be reached or written.
     async fn check(&self) -> Result<()>;
     /// Where `key` is, for messages (`s3://bucket/prefix/key`, `/path/key`).

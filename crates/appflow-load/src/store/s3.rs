@@ -141,6 +141,17 @@ impl ObjectStore for S3Store {
         Ok(keys)
     }
 
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::write(self.location(key), context(e)))
+    }
+
     async fn check(&self) -> Result<()> {
         let dest = format!("s3://{}/{}", self.bucket, self.prefix);
         self.client

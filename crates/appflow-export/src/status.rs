@@ -1,0 +1,199 @@
+//! `appflow-export status`: where each flow of an export stands and what the last
+//! runs did, from `_state/` (the watermarks and the run manifests). Reads only.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use appflow_load::{Destination, Loader, RunManifest};
+use serde::Serialize;
+
+use crate::cli::{StatusArgs, StatusFormat};
+use crate::run::s3_options;
+use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
+
+/// One flow's line.
+#[derive(Debug, Serialize)]
+struct FlowStatus {
+    account_id: String,
+    region: String,
+    flow_name: String,
+    /// The newest `started_at` exported.
+    watermark: Option<String>,
+    /// The oldest run that was still open at the last export.
+    oldest_open: Option<String>,
+    last_export: String,
+    /// Execution records read from AppFlow for this flow, over all runs.
+    records_read: u64,
+    /// Whether its pages came newest-first in the last run (else the next run reads
+    /// the whole history).
+    pages_sorted: bool,
+    /// Now minus the watermark, in seconds.
+    lag_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    dest: String,
+    now: String,
+    flows: Vec<FlowStatus>,
+    /// The newest run manifests, newest first.
+    runs: Vec<RunManifest>,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+pub async fn command(args: StatusArgs) -> Result<(), Failure> {
+    let dest = Destination::parse(&args.dest).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    // A local folder needs no AWS configuration (and no credential or region lookup).
+    let sdk = match dest {
+        Destination::S3 { .. } => aws::from_env(3, args.region.clone()).await,
+        Destination::Local(_) => aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build(),
+    };
+    let loader = Loader::new(dest.store(&sdk, &s3_options(&args.s3)));
+    let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
+    let states = loader.states().await.map_err(dest_failure)?;
+    let runs = loader.manifests(args.runs).await.map_err(dest_failure)?;
+    if states.is_empty() && runs.is_empty() {
+        return Err(Failure::new(
+            EXIT_DESTINATION,
+            anyhow!(
+                "{} holds no export: no watermarks under _state/flows/ and no run manifests under _state/runs/",
+                args.dest
+            ),
+        ));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let flows = states
+        .into_iter()
+        .flat_map(|(account, region, state)| {
+            state.flows.into_iter().map(move |(name, f)| FlowStatus {
+                account_id: account.clone(),
+                region: region.clone(),
+                flow_name: name,
+                watermark: f.watermark_ms.map(iso),
+                oldest_open: f.oldest_open_ms.map(iso),
+                last_export: iso(f.last_export_ms),
+                records_read: f.records_read,
+                pages_sorted: f.pages_sorted,
+                lag_seconds: f.watermark_ms.map(|w| (now - w) / 1000),
+            })
+        })
+        .collect();
+    let status = Status {
+        dest: args.dest.clone(),
+        now: iso(now),
+        flows,
+        runs,
+    };
+    match args.format {
+        StatusFormat::Json => {
+            let text = serde_json::to_string_pretty(&status)
+                .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
+            println!("{text}");
+        }
+        StatusFormat::Table => print!("{}", table(&status)),
+    }
+    Ok(())
+}
+
+/// Rows as columns padded to the widest cell.
+fn columns(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str("  ");
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn table(status: &Status) -> String {
+    let dash = || "-".to_string();
+    let mut flows = vec![
+        [
+            "ACCOUNT",
+            "REGION",
+            "FLOW",
+            "WATERMARK",
+            "LAG",
+            "OLDEST OPEN",
+            "LAST EXPORT",
+            "RECORDS",
+            "SORTED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for f in &status.flows {
+        flows.push(vec![
+            f.account_id.clone(),
+            f.region.clone(),
+            f.flow_name.clone(),
+            f.watermark.clone().unwrap_or_else(dash),
+            f.lag_seconds.map_or_else(dash, |s| {
+                humantime::format_duration(Duration::from_secs(s.max(0) as u64 / 60 * 60))
+                    .to_string()
+            }),
+            f.oldest_open.clone().unwrap_or_else(dash),
+            f.last_export.clone(),
+            f.records_read.to_string(),
+            if f.pages_sorted { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    let mut runs = vec![
+        [
+            "RUN",
+            "EXIT",
+            "SECONDS",
+            "FLOWS",
+            "FAILED",
+            "RECORDS",
+            "WRITTEN",
+            "UNCHANGED",
+            "ARGUMENTS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &status.runs {
+        runs.push(vec![
+            r.run_id.clone(),
+            r.exit_code.to_string(),
+            format!("{:.1}", r.duration_seconds),
+            r.flows
+                .iter()
+                .filter(|f| f.error.is_none())
+                .count()
+                .to_string(),
+            r.errors.len().to_string(),
+            r.records.to_string(),
+            r.files_written.to_string(),
+            r.files_unchanged.to_string(),
+            r.arguments.join(" "),
+        ]);
+    }
+    format!(
+        "{} at {}\n\nflows ({})\n{}\nlast runs ({}, newest first)\n{}",
+        status.dest,
+        status.now,
+        status.flows.len(),
+        columns(&flows),
+        status.runs.len(),
+        columns(&runs),
+    )
+}
