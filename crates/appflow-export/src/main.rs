@@ -38,9 +38,13 @@ impl Failure {
     }
 }
 
+/// Without `RUST_LOG`: warnings of every crate, and this binary's own info lines
+/// (the phases of a run and its final `run finished` summary).
+const DEFAULT_LOG_FILTER: &str = "warn,appflow_export=info";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -270,10 +270,28 @@ pub async fn run_recorded(
     let manifest = report.manifest(arguments, exit_code, result.as_ref().err());
     let loader = Loader::new(plan.dest.store(sdk, &plan.s3));
     let written = loader.write_manifest(&manifest, plan.keep_manifests).await;
-    match (result, written) {
+    // The last log line of every run, in text or JSON: the summary, key by key.
+    let summary = |exit_code: u8| {
+        tracing::info!(
+            run_id = %manifest.run_id,
+            exit_code,
+            flows_exported = report.flows_exported,
+            flows_failed = report.failures.len(),
+            list_flows_calls = report.list_pages,
+            describe_calls = report.describe_pages,
+            records = report.records,
+            files_written = report.commit.files_written,
+            files_unchanged = report.commit.files_unchanged,
+            conflicts = manifest.conflicts,
+            flows_listed = report.flows_listed,
+            seconds = report.duration.as_secs_f64(),
+            "run finished"
+        )
+    };
+    let outcome = match (result, written) {
         (Ok(()), Ok(removed)) => {
-            tracing::info!(run_id = %report.run_id, removed, "run manifest written");
-            Ok(report)
+            tracing::debug!(run_id = %report.run_id, removed, "run manifest written");
+            Ok(())
         }
         (Ok(()), Err(e)) => Err(Failure::new(
             EXIT_DESTINATION,
@@ -285,6 +303,16 @@ pub async fn run_recorded(
         (Err(f), Ok(_)) => Err(f),
         (Err(f), Err(e)) => {
             tracing::warn!(error = %e, "the failed run's manifest could not be written");
+            Err(f)
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            summary(exit_code);
+            Ok(report)
+        }
+        Err(f) => {
+            summary(f.code);
             Err(f)
         }
     }
@@ -511,14 +539,6 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
     }
     report.flows_table = commit_flows_table(&loader, sdk, &listing.details, now).await?;
     report.duration = started.elapsed();
-    tracing::info!(
-        flows = report.flows_exported,
-        failed = report.failures.len(),
-        records = report.records,
-        files_written = report.commit.files_written,
-        files_unchanged = report.commit.files_unchanged,
-        "run finished"
-    );
     Ok(())
 }
 
