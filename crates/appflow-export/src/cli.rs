@@ -30,6 +30,8 @@ pub enum Command {
     /// Runs the bundled AppFlow emulator and exports from it twice into a local
     /// folder, with no AWS account.
     Demo(DemoArgs),
+    /// Prints the effective options of `run` (defaults, --config file, flags) as TOML.
+    Config(ConfigArgs),
     /// Shows what the exports into a destination did and where each flow stands:
     /// watermarks, open runs, lag, and the last runs' manifests. Reads only.
     Status(StatusArgs),
@@ -78,6 +80,10 @@ pub struct SchemaArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// Options from a TOML file (keys: these flags' names in snake_case, see
+    /// jobs/config.toml); a flag given here overrides the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where to write: s3://bucket/prefix or a local folder.
     #[arg(long)]
     pub dest: String,
@@ -123,6 +129,15 @@ pub struct RunArgs {
     /// each run. Data is never removed.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub keep_manifests: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Print the effective options (the only action of `config`).
+    #[arg(long, required = true)]
+    pub print: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// How to reach S3 (for an `s3://` destination).

@@ -4,6 +4,7 @@
 
 mod aws;
 mod cli;
+mod config;
 mod demo;
 mod run;
 mod schema;
@@ -57,7 +58,14 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            return ExitCode::from(f.code);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::command(args).await,
             Command::Schema(args) => schema::command(&args),
             Command::Status(args) => status::command(args).await,
+            Command::Config(_) => config::print(cli.log_format, &cli.command),
         }
     });
     match result {

@@ -231,7 +231,45 @@ impl RunReport {
     }
 }
 
+/// Flags and the config file win over the AWS environment; where both are set and
+/// differ, say so instead of ignoring the environment silently.
+fn warn_overridden_env(args: &RunArgs) {
+    let attempts = args.max_attempts.to_string();
+    let chosen = [
+        ("AWS_REGION", args.region.as_deref(), "--region"),
+        ("AWS_DEFAULT_REGION", args.region.as_deref(), "--region"),
+        (
+            "AWS_ENDPOINT_URL_APPFLOW",
+            args.appflow_endpoint.as_deref(),
+            "--appflow-endpoint",
+        ),
+        (
+            "AWS_ENDPOINT_URL_S3",
+            args.s3.s3_endpoint.as_deref(),
+            "--s3-endpoint",
+        ),
+        (
+            "AWS_MAX_ATTEMPTS",
+            Some(attempts.as_str()),
+            "--max-attempts",
+        ),
+    ];
+    for (var, value, flag) in chosen {
+        if let (Ok(env), Some(value)) = (std::env::var(var), value)
+            && env != value
+        {
+            tracing::warn!(
+                variable = var,
+                ignored = %env,
+                used = value,
+                "{var} is ignored: {flag} (or its key in --config) sets {value}"
+            );
+        }
+    }
+}
+
 pub async fn command(args: RunArgs) -> Result<(), Failure> {
+    warn_overridden_env(&args);
     let plan = Plan::from_args(&args)?;
     let sdk = aws::from_env(args.max_attempts, args.region.clone()).await;
     if sdk.region().is_none() {

@@ -1,0 +1,72 @@
+"""`--config FILE` (TOML) and `appflow-export config --print`: keys are the flags,
+flags override the file, unknown keys and bad values are refused naming the file."""
+
+from __future__ import annotations
+
+import tomllib
+
+from conftest import REPO, assert_exit, export, read_output, run_export, truth
+
+
+def effective(*args: str, env: dict | None = None) -> dict:
+    result = run_export(["config", "--print", *args], env)
+    assert_exit(result, 0)
+    return tomllib.loads(result.stdout)
+
+
+def test_the_example_config_is_valid():
+    shown = effective("--config", str(REPO / "jobs" / "config.toml"))
+    assert shown["dest"] == "s3://my-data-lake/appflow-runs"
+    assert shown["region"] == "eu-west-1" and shown["log_format"] == "json"
+    assert shown["lookback"] == "1h" and shown["keep_manifests"] == 500
+
+
+def test_flags_override_the_file_and_defaults_fill_the_rest(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('dest = "/data/x"\nconcurrency = 4\nlookback = "2h"\nflows = ["a", "b"]\n')
+    shown = effective("--config", str(config), "--concurrency", "6", "--log-format", "json")
+    assert shown["concurrency"] == 6, "the flag wins"
+    assert shown["lookback"] == "2h" and shown["flows"] == ["a", "b"] and shown["dest"] == "/data/x"
+    assert shown["max_attempts"] == 20 and shown["max_open_age"] == "7days", "defaults"
+    assert shown["log_format"] == "json"
+    # Without the file: the flags alone.
+    assert effective("--dest", "/d")["concurrency"] == 8
+
+
+def test_a_run_takes_its_options_from_the_file(emulator, local_dest, tmp_path):
+    config = tmp_path / "job.toml"
+    config.write_text(f'dest = "{local_dest.uri}"\nappflow_endpoint = "{emulator.url}"\n'
+                      f'flows = ["{emulator.flow_names()[0]}"]\n')
+    result = run_export(["run", "--config", str(config)])
+    assert_exit(result, 0)
+    exported = {row["flow_name"] for row in read_output(local_dest.path).executions.values()}
+    assert exported == {emulator.flow_names()[0]}
+    expected = truth(emulator).only(emulator.flow_names()[0])
+    assert len(read_output(local_dest.path).executions) == len(expected.executions)
+
+
+def test_the_environment_does_not_silently_override_the_file(emulator, local_dest, tmp_path):
+    config = tmp_path / "job.toml"
+    config.write_text('region = "eu-west-2"\n')
+    result = export(emulator, local_dest, "--config", str(config), "--dry-run")
+    assert_exit(result, 0)
+    assert "AWS_REGION is ignored" in result.stderr and "eu-west-2" in result.stderr, result.stderr
+
+
+def test_bad_files_are_usage_errors_naming_the_file(emulator, tmp_path):
+    cases = {
+        'dest = "x"\nlookbak = "1h"\n': "unknown field `lookbak`",
+        'dest = "x"\nconcurrency = 0\n': "--concurrency",
+        'dest = "x"\nlookback = "soon"\n': "--lookback",
+        'dest = "x"\nconcurrency = "eight"\n': "concurrency",
+        "dest = \n": "TOML parse error",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        config = tmp_path / f"bad{i}.toml"
+        config.write_text(text)
+        result = run_export(["run", "--config", str(config)], {"AWS_ENDPOINT_URL_APPFLOW": emulator.url})
+        assert_exit(result, 2)
+        assert str(config) in result.stderr and message in result.stderr, (text, result.stderr)
+    missing = run_export(["run", "--config", str(tmp_path / "none.toml")])
+    assert_exit(missing, 2)
+    assert "none.toml" in missing.stderr
