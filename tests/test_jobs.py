@@ -1,0 +1,112 @@
+"""`jobs/`: each recipe parses, fits the AWS API it is for (botocore's official model),
+and runs a command the CLI accepts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+
+import botocore.session
+import pytest
+from botocore.validate import validate_parameters
+
+from conftest import REPO, assert_exit, run_export
+
+JOBS = REPO / "jobs"
+IMAGE_CONFIG = "/etc/appflow-export/config.toml"
+
+
+def accepted(command: list[str]) -> dict:
+    """`command` (the arguments after the program) as `appflow-export` parses them:
+    `config --print` takes exactly `run`'s flags. The image's config path is this
+    repository's jobs/config.toml, which the Dockerfile copies there."""
+    assert command[0] == "run", command
+    args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
+    result = run_export(["config", "--print", *args])
+    assert_exit(result, 0)
+    return tomllib.loads(result.stdout)
+
+
+def check_request(service: str, operation: str, path) -> dict:
+    request = json.loads(path.read_text())
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    validate_parameters(request, model.input_shape)
+    return request
+
+
+def test_crontab_line():
+    lines = [l for l in (JOBS / "crontab").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert len(lines) == 1
+    fields = lines[0].split(None, 5)
+    for field, (low, high) in zip(fields[:5], [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]):
+        assert re.fullmatch(r"\*(/\d+)?|\d+(-\d+)?(,\d+)*", field), field
+        assert all(low <= int(n) <= high for n in re.findall(r"\d+", field.split("/")[0])), field
+    command = shlex.split(fields[5].split(">>")[0])
+    assert command[0].endswith("appflow-export")
+    assert accepted(command[1:])["dest"]
+
+
+def test_ecs_task_definition():
+    task = check_request("ecs", "RegisterTaskDefinition", JOBS / "ecs" / "task-definition.json")
+    assert task["requiresCompatibilities"] == ["FARGATE"] and task["taskRoleArn"]
+    [container] = task["containerDefinitions"]
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    shown = accepted(container["command"])
+    assert shown["log_format"] == "json" and shown["dest"] == "s3://my-data-lake/appflow-runs"
+
+
+def test_eventbridge_schedule_targets_the_task():
+    schedule = check_request("scheduler", "CreateSchedule", JOBS / "eventbridge" / "schedule.json")
+    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    assert schedule["Target"]["EcsParameters"]["TaskDefinitionArn"].endswith(f"task-definition/{task['family']}")
+    assert schedule["ScheduleExpression"].startswith("rate(")
+
+
+def test_batch_array_job_shards_the_flows():
+    definition = check_request("batch", "RegisterJobDefinition", JOBS / "batch" / "job-definition.json")
+    job = check_request("batch", "SubmitJob", JOBS / "batch" / "array-job.json")
+    assert job["jobDefinition"] == definition["jobDefinitionName"]
+    assert job["arrayProperties"]["size"] >= 2
+    for command in (definition["containerProperties"]["command"], job["containerOverrides"]["command"]):
+        assert accepted(command)["shard"] == "auto"
+
+
+def test_iam_policy_grants_what_the_job_does():
+    policy = json.loads((JOBS / "iam-policy.json").read_text())
+    assert policy["Version"] == "2012-10-17"
+    granted = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and statement["Resource"]
+        for action in statement["Action"]:
+            granted[action] = statement["Resource"]
+    assert set(granted) == {"appflow:ListFlows", "appflow:DescribeFlowExecutionRecords", "s3:ListBucket",
+                            "s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+    assert granted["s3:DeleteObject"].endswith("/_state/runs/*"), "only old run manifests are deleted"
+    # The README's permission table names the same actions.
+    readme = (REPO / "README.md").read_text()
+    assert all(f"`{action}`" in readme for action in granted)
+
+
+def test_dockerfile():
+    """Checked as text: no image can be built here (no daemon, no registry)."""
+    text = (REPO / "Dockerfile").read_text()
+    instructions = [l.split(None, 1) for l in text.replace("\\\n", " ").splitlines() if l.strip() and not l.startswith("#")]
+    stages = [args for op, args in instructions if op == "FROM"]
+    assert len(stages) == 2 and " AS build" in stages[0], "multi-stage"
+    rust = re.search(r"rust:(\d+)\.(\d+)", stages[0])
+    wanted = re.search(r'rust-version = "(\d+)\.(\d+)"', (REPO / "Cargo.toml").read_text())
+    assert (int(rust[1]), int(rust[2])) >= (int(wanted[1]), int(wanted[2])), "the build image's Rust is new enough"
+    assert any(op == "RUN" and "--release" in args and "--locked" in args for op, args in instructions)
+    final = instructions[[i for i, (op, _) in enumerate(instructions) if op == "FROM"][1]:]
+    assert any(op == "RUN" and "ca-certificates" in args for op, args in final)
+    user = [args for op, args in final if op == "USER"]
+    assert user and not user[-1].startswith(("root", "0")), "runs as non-root"
+    entrypoint = json.loads(next(args for op, args in final if op == "ENTRYPOINT"))
+    cmd = json.loads(next(args for op, args in final if op == "CMD"))
+    assert entrypoint == ["/usr/local/bin/appflow-export"]
+    copied = [args for op, args in final if op == "COPY" and IMAGE_CONFIG in args]
+    assert copied == [f"jobs/config.toml {IMAGE_CONFIG}"]
+    accepted(cmd)
+    assert "docker build -t appflow-export ." in (REPO / "README.md").read_text()
