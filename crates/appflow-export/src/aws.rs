@@ -31,6 +31,32 @@ pub async fn from_env(max_attempts: u32, region: Option<String>) -> SdkConfig {
     loader.load().await
 }
 
+/// The configuration of one account and region to export: the environment's
+/// credentials, or those of `role_arn` assumed through STS (aws-config's
+/// `AssumeRoleProvider`, which refreshes them before they expire).
+pub async fn for_target(
+    max_attempts: u32,
+    region: Option<&str>,
+    role_arn: Option<&str>,
+) -> SdkConfig {
+    let base = from_env(max_attempts, region.map(str::to_string)).await;
+    let Some(role_arn) = role_arn else {
+        return base;
+    };
+    let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name("appflow-export")
+        .configure(&base);
+    if let Some(region) = base.region() {
+        provider = provider.region(region.clone());
+    }
+    let provider = provider.build().await;
+    let mut loader = loader(max_attempts).credentials_provider(provider);
+    if let Some(region) = base.region() {
+        loader = loader.region(region.clone());
+    }
+    loader.load().await
+}
+
 /// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`.
 pub fn appflow_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_appflow::Client {
     let mut config = aws_sdk_appflow::config::Builder::from(sdk);

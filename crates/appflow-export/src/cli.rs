@@ -108,9 +108,15 @@ pub struct RunArgs {
     /// minutes (lower this to fail faster).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
-    /// AWS region (default: AWS_REGION or the profile's region).
-    #[arg(long)]
-    pub region: Option<String>,
+    /// AWS regions to export, each in turn (comma-separated; default: AWS_REGION or
+    /// the profile's region).
+    #[arg(long, value_delimiter = ',')]
+    pub region: Vec<String>,
+    /// Assume this IAM role (through STS) to export its account; repeat it (or list
+    /// several, comma-separated) to export several accounts into one --dest. Default:
+    /// the credentials of the environment.
+    #[arg(long, value_name = "ARN", value_delimiter = ',')]
+    pub role_arn: Vec<String>,
     /// AppFlow endpoint URL (default: AWS_ENDPOINT_URL_APPFLOW or AWS's).
     #[arg(long)]
     pub appflow_endpoint: Option<String>,

@@ -34,8 +34,10 @@ pub struct ConfigFile {
     pub concurrency: Option<u16>,
     /// Attempts per AWS call (`--max-attempts`).
     pub max_attempts: Option<u32>,
-    /// AWS region (`--region`).
-    pub region: Option<String>,
+    /// AWS regions to export, one or a list (`--region`).
+    pub region: Option<OneOrMany>,
+    /// IAM roles to assume, one per account to export (`--role-arn`).
+    pub role_arn: Option<OneOrMany>,
     /// AppFlow endpoint URL (`--appflow-endpoint`).
     pub appflow_endpoint: Option<String>,
     /// S3 endpoint URL (`--s3-endpoint`).
@@ -48,6 +50,31 @@ pub struct ConfigFile {
     pub keep_manifests: Option<u32>,
     /// `text` or `json` (`--log-format`).
     pub log_format: Option<String>,
+}
+
+/// A key that takes one value or a list (`region = "eu-west-1"` or `region = ["a", "b"]`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn joined(&self) -> String {
+        match self {
+            OneOrMany::One(v) => v.clone(),
+            OneOrMany::Many(v) => v.join(","),
+        }
+    }
+
+    fn of(values: &[String]) -> Option<Self> {
+        match values {
+            [] => None,
+            [one] => Some(OneOrMany::One(one.clone())),
+            many => Some(OneOrMany::Many(many.to_vec())),
+        }
+    }
 }
 
 impl ConfigFile {
@@ -75,7 +102,8 @@ impl ConfigFile {
         value("max-open-age", self.max_open_age.clone());
         value("concurrency", self.concurrency.map(|n| n.to_string()));
         value("max-attempts", self.max_attempts.map(|n| n.to_string()));
-        value("region", self.region.clone());
+        value("region", self.region.as_ref().map(OneOrMany::joined));
+        value("role-arn", self.role_arn.as_ref().map(OneOrMany::joined));
         value("appflow-endpoint", self.appflow_endpoint.clone());
         value("s3-endpoint", self.s3_endpoint.clone());
         value("shard", self.shard.clone());
@@ -98,7 +126,8 @@ impl ConfigFile {
             max_open_age: Some(duration(args.max_open_age)),
             concurrency: Some(args.concurrency),
             max_attempts: Some(args.max_attempts),
-            region: args.region.clone(),
+            region: OneOrMany::of(&args.region),
+            role_arn: OneOrMany::of(&args.role_arn),
             appflow_endpoint: args.appflow_endpoint.clone(),
             s3_endpoint: args.s3.s3_endpoint.clone(),
             s3_path_style: Some(args.s3.s3_path_style),

@@ -101,6 +101,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         shard: Shard::default(),
         dry_run: false,
         keep_manifests: 500,
+        target: Default::default(),
     };
     let arguments: Vec<String> = std::env::args().skip(1).collect();
 

@@ -20,7 +20,7 @@ use crate::cli::{RunArgs, S3Args};
 use crate::{EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_USAGE, Failure, aws};
 
 /// A validated `run`: everything checked before any API call.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub dest: Destination,
     pub dest_text: String,
@@ -33,6 +33,15 @@ pub struct Plan {
     pub dry_run: bool,
     /// Run manifests kept under `_state/runs/`.
     pub keep_manifests: usize,
+    /// The account (role) and region this run exports, for its manifest.
+    pub target: Target,
+}
+
+/// The role and region one run uses (`None`: the environment's).
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub region: Option<String>,
+    pub role_arn: Option<String>,
 }
 
 /// The S3 addressing of `--s3-endpoint`, `--s3-path-style` and the environment.
@@ -99,6 +108,7 @@ impl Plan {
             shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
             dry_run: args.dry_run,
             keep_manifests: args.keep_manifests as usize,
+            target: Target::default(),
         })
     }
 }
@@ -117,6 +127,8 @@ pub struct RunReport {
     pub list_pages: u64,
     pub describe_pages: u64,
     pub records: u64,
+    /// The role and region of this run.
+    pub target: Target,
     /// `--shard`, and how many of the selected flows it owns.
     pub shard: Shard,
     pub flows_selected: usize,
@@ -180,6 +192,7 @@ impl RunReport {
             started_ms,
             dest: plan.dest_text.clone(),
             shard: plan.shard,
+            target: plan.target.clone(),
             ..Default::default()
         }
     }
@@ -200,6 +213,8 @@ impl RunReport {
             arguments,
             dest: self.dest.clone(),
             shard: self.shard.to_string(),
+            region: self.target.region.clone(),
+            role_arn: self.target.role_arn.clone(),
             started_at: iso(self.started_ms),
             finished_at: iso(self.started_ms + self.duration.as_millis() as i64),
             duration_seconds: self.duration.as_secs_f64(),
@@ -236,8 +251,16 @@ impl RunReport {
 fn warn_overridden_env(args: &RunArgs) {
     let attempts = args.max_attempts.to_string();
     let chosen = [
-        ("AWS_REGION", args.region.as_deref(), "--region"),
-        ("AWS_DEFAULT_REGION", args.region.as_deref(), "--region"),
+        (
+            "AWS_REGION",
+            args.region.first().map(String::as_str),
+            "--region",
+        ),
+        (
+            "AWS_DEFAULT_REGION",
+            args.region.first().map(String::as_str),
+            "--region",
+        ),
         (
             "AWS_ENDPOINT_URL_APPFLOW",
             args.appflow_endpoint.as_deref(),
@@ -268,25 +291,91 @@ fn warn_overridden_env(args: &RunArgs) {
     }
 }
 
+/// Each (role, region) pair to export: every `--region` of every `--role-arn`.
+fn targets(args: &RunArgs) -> Vec<(Option<&str>, Option<&str>)> {
+    let roles: Vec<Option<&str>> = if args.role_arn.is_empty() {
+        vec![None]
+    } else {
+        args.role_arn.iter().map(|r| Some(r.as_str())).collect()
+    };
+    let regions: Vec<Option<&str>> = if args.region.is_empty() {
+        vec![None]
+    } else {
+        args.region.iter().map(|r| Some(r.as_str())).collect()
+    };
+    roles
+        .iter()
+        .flat_map(|role| regions.iter().map(move |region| (*role, *region)))
+        .collect()
+}
+
 pub async fn command(args: RunArgs) -> Result<(), Failure> {
     warn_overridden_env(&args);
     let plan = Plan::from_args(&args)?;
-    let sdk = aws::from_env(args.max_attempts, args.region.clone()).await;
-    if sdk.region().is_none() {
+    if let Some(bad) = args.role_arn.iter().find(|r| !r.starts_with("arn:")) {
         return Err(Failure::new(
             EXIT_USAGE,
-            anyhow!("no AWS region: pass --region or set AWS_REGION"),
+            anyhow!("--role-arn '{bad}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
         ));
     }
-    if plan.dry_run {
-        let prepared = prepare(&plan, &sdk, now_ms(), false).await?;
-        print!("{}", DryRun(&plan, &prepared));
-        return Ok(());
+    let targets = targets(&args);
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    // The worst outcome wins: a destination failure stops the rest (they would fail
+    // alike); a failed account or region does not.
+    let mut worst: Option<Failure> = None;
+    for (role, region) in targets.iter().copied() {
+        let sdk = aws::for_target(args.max_attempts, region, role).await;
+        let Some(region) = sdk.region().map(|r| r.to_string()) else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                anyhow!("no AWS region: pass --region or set AWS_REGION"),
+            ));
+        };
+        if targets.len() > 1 {
+            println!(
+                "== {}, {region}",
+                role.unwrap_or("the environment's account")
+            );
+        }
+        let mut plan = plan.clone();
+        plan.target = Target {
+            region: Some(region),
+            role_arn: role.map(str::to_string),
+        };
+        let outcome = if plan.dry_run {
+            prepare(&plan, &sdk, now_ms(), false)
+                .await
+                .map(|prepared| print!("{}", DryRun(&plan, &prepared)))
+        } else {
+            match run_recorded(&plan, &sdk, arguments.clone()).await {
+                Ok(report) => {
+                    print!("{report}");
+                    report.into_result()
+                }
+                Err(f) => Err(f),
+            }
+        };
+        if let Err(f) = outcome {
+            let stop = f.code == EXIT_DESTINATION;
+            if targets.len() > 1 {
+                eprintln!("error: {:#}", f.error);
+            }
+            if worst.as_ref().is_none_or(|w| f.code > w.code) {
+                worst = Some(f);
+            }
+            if stop {
+                break;
+            }
+        }
     }
-    let arguments = std::env::args().skip(1).collect();
-    let report = run_recorded(&plan, &sdk, arguments).await?;
-    print!("{report}");
-    report.into_result()
+    match worst {
+        None => Ok(()),
+        Some(f) if targets.len() > 1 => Err(Failure::new(
+            f.code,
+            anyhow!("some accounts or regions were not fully exported (see above)"),
+        )),
+        Some(f) => Err(f),
+    }
 }
 
 /// One run, then its manifest under `_state/runs/` (also when the run failed, as far

@@ -20,6 +20,10 @@ pub struct RunManifest {
     pub dest: String,
     /// `i/N` (`0/1` when not sharded).
     pub shard: String,
+    /// The region the run exported.
+    pub region: Option<String>,
+    /// The role it assumed to do so (`None`: the environment's credentials).
+    pub role_arn: Option<String>,
     pub started_at: String,
     pub finished_at: String,
     pub duration_seconds: f64,
