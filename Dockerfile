@@ -15,7 +15,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home appflow
+ && groupadd --system --gid 10001 appflow \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home appflow
 COPY --from=build /appflow-export /usr/local/bin/appflow-export
 # The default config: override it with a mounted file, or with flags.
 COPY jobs/config.toml /etc/appflow-export/config.toml

@@ -70,3 +70,15 @@ def test_bad_files_are_usage_errors_naming_the_file(emulator, tmp_path):
     missing = run_export(["run", "--config", str(tmp_path / "none.toml")])
     assert_exit(missing, 2)
     assert "none.toml" in missing.stderr
+
+
+def test_a_selection_flag_overrides_the_file_s_other_selection(tmp_path):
+    """`--flows` and `--flow-pattern` exclude each other: either on the command line
+    replaces both keys of the file."""
+    config = tmp_path / "c.toml"
+    config.write_text('dest = "/d"\nflows = ["a", "b"]\n')
+    shown = effective("--config", str(config), "--flow-pattern", "sales*")
+    assert shown["flow_pattern"] == "sales*" and "flows" not in shown
+    config.write_text('dest = "/d"\nflow_pattern = "sales*"\n')
+    shown = effective("--config", str(config), "--flows", "x")
+    assert shown["flows"] == ["x"] and "flow_pattern" not in shown

@@ -88,3 +88,15 @@ def test_dry_run_of_a_shard_lists_its_flows_only(emulator, local_dest):
     assert_exit(result, 0)
     assert set(listed(result.stdout)) == owned(emulator, 1, 2)
     assert f"(shard 1/2 of {len(emulator.flow_names())} selected flows)" in result.stdout
+
+
+def test_dry_run_of_a_missing_flow_fails_like_the_run(emulator, local_dest):
+    result = export(emulator, local_dest, "--dry-run", "--flows", f"{emulator.flow_names()[0]},no-such-flow")
+    assert_exit(result, 1)
+    assert "no-such-flow" in result.stdout and "no-such-flow" in result.stderr
+    assert set(listed_lines(result.stdout)) == {emulator.flow_names()[0]}
+    assert not list(local_dest.path.rglob("*"))
+
+
+def listed_lines(stdout: str) -> list[str]:
+    return [line.split()[0] for line in stdout.splitlines()[2:] if not line.strip().startswith("not exported")]

@@ -64,6 +64,15 @@ def test_eventbridge_schedule_targets_the_task():
     assert schedule["ScheduleExpression"].startswith("rate(")
 
 
+def test_scheduler_policy_lets_the_schedule_start_the_task():
+    policy = json.loads((JOBS / "iam-scheduler-policy.json").read_text())
+    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    schedule = json.loads((JOBS / "eventbridge" / "schedule.json").read_text())
+    grants = {a: s["Resource"] for s in policy["Statement"] for a in s["Action"]}
+    assert grants["ecs:RunTask"].startswith(schedule["Target"]["EcsParameters"]["TaskDefinitionArn"] + ":")
+    assert set(grants["iam:PassRole"]) == {task["taskRoleArn"], task["executionRoleArn"]}
+
+
 def test_batch_array_job_shards_the_flows():
     definition = check_request("batch", "RegisterJobDefinition", JOBS / "batch" / "job-definition.json")
     job = check_request("batch", "SubmitJob", JOBS / "batch" / "array-job.json")

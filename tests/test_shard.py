@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from conftest import (HISTORY, assert_exit, assert_export, export, read_output, run_export, start_export,
-                      truth)
+from conftest import (HISTORY, assert_exit, assert_export, export, read_flows, read_output, run_export,
+                      start_export, truth)
 
 FLOWS = 12
 
@@ -36,7 +36,7 @@ def watermarks(dest) -> dict:
         state = json.loads((dest.path / key).read_text())
     else:
         state = json.loads(dest.client.get_object(Bucket=dest.bucket, Key=f"{dest.prefix}/{key}")["Body"].read())
-    return {name: f["watermark_ms"] for name, f in state["flows"].items()}
+    return {name: (f["watermark_ms"], f["oldest_open_ms"], f["pages_sorted"]) for name, f in state["flows"].items()}
 
 
 def test_four_shards_at_once_equal_one_run(start_emulator, make_dest, dest):
@@ -56,6 +56,10 @@ def test_four_shards_at_once_equal_one_run(start_emulator, make_dest, dest):
     assert_exit(export(emulator, single), 0)
     assert without_exported_at(read_output(single.local_copy())) == without_exported_at(sharded)
     assert watermarks(dest) == watermarks(single)
+    # The flows table: the same rows (snapshot_at is when each copy listed).
+    flows = [{k: {c: v for c, v in row.items() if c != "snapshot_at"} for k, row in read_flows(d.local_copy()).items()}
+             for d in (dest, single)]
+    assert flows[0] == flows[1] and len(flows[0]) == FLOWS
 
     # Four shards again: nothing new, nothing written.
     before = dest.snapshot()
@@ -77,11 +81,18 @@ def test_shard_auto_reads_the_batch_array_variables(start_emulator, local_dest):
     assert exported == mine
 
 
+def test_shard_auto_outside_an_array_job_exports_every_flow(emulator, local_dest):
+    result = run_export(["run", "--dest", local_dest.uri, "--shard", "auto"],
+                        {"AWS_ENDPOINT_URL_APPFLOW": emulator.url})
+    assert_exit(result, 0)
+    exported = {row["flow_name"] for row in read_output(local_dest.path).executions.values()}
+    assert exported == set(emulator.flow_names())
+
+
 @pytest.mark.parametrize("shard, env, message", [
     ("4/4", {}, "'4/4'"),
     ("1/0", {}, "'1/0'"),
     ("two/4", {}, "'two'"),
-    ("auto", {}, "AWS_BATCH_JOB_ARRAY_INDEX"),
     ("auto", {"AWS_BATCH_JOB_ARRAY_INDEX": "0"}, "AWS_BATCH_JOB_ARRAY_SIZE"),
     ("auto", {"AWS_BATCH_JOB_ARRAY_INDEX": "3", "AWS_BATCH_JOB_ARRAY_SIZE": "3"}, "numbered 0 to 2"),
 ])

@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Cli, Command, LogFormat, RunArgs};
+use crate::cli::{Cli, ConfigArgs, LogFormat, RunArgs};
 use crate::{EXIT_USAGE, Failure};
 
 /// The options of `appflow-export run`, as a config file holds them. Every key is
@@ -175,10 +175,16 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, Failure> {
             anyhow!("the config file {} is not valid: {why}", path.display()),
         ));
     }
-    let given = |flag: &str| {
+    let on_command_line = |flag: &str| {
         argv.iter()
             .filter_map(|a| a.to_str())
             .any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")))
+    };
+    // `--flows` and `--flow-pattern` exclude each other: either one on the command
+    // line overrides both keys of the file.
+    let given = |flag: &str| match flag {
+        "flows" | "flow-pattern" => on_command_line("flows") || on_command_line("flow-pattern"),
+        _ => on_command_line(flag),
     };
     let from_file = file.to_args(&given);
     let mut out: Vec<OsString> = argv[..=sub].to_vec();
@@ -191,14 +197,16 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, Failure> {
 fn config_path(args: &[OsString]) -> Option<PathBuf> {
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
-        let arg = arg.to_str()?;
         if arg == "--" {
             return None;
         }
         if arg == "--config" {
             return iter.next().map(PathBuf::from);
         }
-        if let Some(path) = arg.strip_prefix("--config=") {
+        // `--config=FILE`: a path that is not UTF-8 is read lossily, then not found,
+        // which is an error naming it (never silently ignored).
+        let text = arg.to_string_lossy();
+        if let Some(path) = text.strip_prefix("--config=") {
             return Some(PathBuf::from(path));
         }
     }
@@ -206,10 +214,7 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 }
 
 /// `appflow-export config --print`: the effective options as TOML.
-pub fn print(cli_log_format: LogFormat, command: &Command) -> Result<(), Failure> {
-    let Command::Config(args) = command else {
-        return Ok(());
-    };
+pub fn print(cli_log_format: LogFormat, args: &ConfigArgs) -> Result<(), Failure> {
     let effective = ConfigFile::effective(&args.run, cli_log_format);
     let text = toml::to_string(&effective).map_err(|e| Failure::new(EXIT_USAGE, e))?;
     print!("# the effective options of `appflow-export run`\n{text}");

@@ -87,9 +87,10 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         .await;
     let dir = args.dir.display().to_string();
     // The binary as it was started (`target/debug/appflow-export` under `make run`).
-    let exe = std::env::args()
-        .next()
-        .unwrap_or_else(|| "appflow-export".to_string());
+    let exe = std::env::args_os().next().map_or_else(
+        || "appflow-export".to_string(),
+        |a| a.to_string_lossy().into_owned(),
+    );
     let plan = Plan {
         dest: Destination::Local(args.dir.clone()),
         dest_text: dir.clone(),
@@ -103,7 +104,10 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         keep_manifests: 500,
         target: Default::default(),
     };
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let arguments: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
 
     println!("\n1. First export: the whole retained history");
     let first = run_recorded(&plan, &sdk, arguments.clone()).await?;

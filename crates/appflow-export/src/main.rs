@@ -39,9 +39,10 @@ impl Failure {
     }
 }
 
-/// Without `RUST_LOG`: warnings of every crate, and this binary's own info lines
-/// (the phases of a run and its final `run finished` summary).
-const DEFAULT_LOG_FILTER: &str = "warn,appflow_export=info";
+/// Without `RUST_LOG`: warnings of every crate, this binary's own info lines (the
+/// phases of a run and its final `run finished` summary) and the load stage's (each
+/// write that lost a race to another writer and was merged again).
+const DEFAULT_LOG_FILTER: &str = "warn,appflow_export=info,appflow_load=info";
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::command(args).await,
             Command::Schema(args) => schema::command(&args),
             Command::Status(args) => status::command(args).await,
-            Command::Config(_) => config::print(cli.log_format, &cli.command),
+            Command::Config(args) => config::print(cli.log_format, &args),
         }
     });
     match result {

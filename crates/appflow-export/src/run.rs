@@ -59,6 +59,11 @@ fn parse_shard(arg: Option<&str>) -> anyhow::Result<Shard> {
     const SIZE: &str = "AWS_BATCH_JOB_ARRAY_SIZE";
     match arg {
         None => Ok(Shard::default()),
+        Some("auto") if std::env::var_os(INDEX).is_none() && std::env::var_os(SIZE).is_none() => {
+            // Not an array job (AWS Batch sets both only for its children): one shard.
+            tracing::info!("--shard auto outside an AWS Batch array job: exporting every flow");
+            Ok(Shard::default())
+        }
         Some("auto") => {
             let var = |name: &str| -> anyhow::Result<u32> {
                 let value = std::env::var(name).map_err(|_| {
@@ -160,7 +165,7 @@ impl fmt::Display for RunReport {
                 f,
                 "  shard      {}: {} of {} selected flows",
                 self.shard,
-                self.flows_exported + self.failures.len(),
+                self.flows.len(),
                 self.flows_selected
             )?;
         }
@@ -232,6 +237,16 @@ impl RunReport {
         }
     }
 
+    /// The run ended early: flows read but not yet committed are not exported (the
+    /// next run reads them again, their watermarks did not move).
+    fn abandon(&mut self) {
+        for flow in self.flows.iter_mut().filter(|f| f.error.is_none()) {
+            flow.error =
+                Some("read, but the run ended before its rows and state were committed".into());
+        }
+        self.flows_exported = 0;
+    }
+
     /// Ok, or the failed flows as one error (exit code 1).
     pub fn into_result(self) -> Result<(), Failure> {
         if self.failures.is_empty() {
@@ -249,7 +264,6 @@ impl RunReport {
 /// Flags and the config file win over the AWS environment; where both are set and
 /// differ, say so instead of ignoring the environment silently.
 fn warn_overridden_env(args: &RunArgs) {
-    let attempts = args.max_attempts.to_string();
     let chosen = [
         (
             "AWS_REGION",
@@ -271,12 +285,16 @@ fn warn_overridden_env(args: &RunArgs) {
             args.s3.s3_endpoint.as_deref(),
             "--s3-endpoint",
         ),
-        (
-            "AWS_MAX_ATTEMPTS",
-            Some(attempts.as_str()),
-            "--max-attempts",
-        ),
     ];
+    if let Ok(env) = std::env::var("AWS_MAX_ATTEMPTS") {
+        tracing::warn!(
+            variable = "AWS_MAX_ATTEMPTS",
+            ignored = %env,
+            used = args.max_attempts,
+            "AWS_MAX_ATTEMPTS is ignored: --max-attempts (default 20) sets the attempts per call, here {}",
+            args.max_attempts
+        );
+    }
     for (var, value, flag) in chosen {
         if let (Ok(env), Some(value)) = (std::env::var(var), value)
             && env != value
@@ -319,7 +337,10 @@ pub async fn command(args: RunArgs) -> Result<(), Failure> {
         ));
     }
     let targets = targets(&args);
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let arguments: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     // The worst outcome wins: a destination failure stops the rest (they would fail
     // alike); a failed account or region does not.
     let mut worst: Option<Failure> = None;
@@ -345,7 +366,23 @@ pub async fn command(args: RunArgs) -> Result<(), Failure> {
         let outcome = if plan.dry_run {
             prepare(&plan, &sdk, now_ms(), false)
                 .await
-                .map(|prepared| print!("{}", DryRun(&plan, &prepared)))
+                .and_then(|prepared| {
+                    print!("{}", DryRun(&plan, &prepared));
+                    // A real run would fail these flows: so does the dry run.
+                    let problems = &prepared.listing.problems;
+                    if problems.is_empty() {
+                        return Ok(());
+                    }
+                    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    Err(Failure::new(
+                        EXIT_FLOWS_FAILED,
+                        anyhow!(
+                            "{} flow(s) would not be exported:\n  {}",
+                            list.len(),
+                            list.join("\n  ")
+                        ),
+                    ))
+                })
         } else {
             match run_recorded(&plan, &sdk, arguments.clone()).await {
                 Ok(report) => {
@@ -392,11 +429,25 @@ pub async fn run_recorded(
     let exit_code = match &result {
         Ok(()) if report.failures.is_empty() => 0,
         Ok(()) => EXIT_FLOWS_FAILED,
-        Err(f) => f.code,
+        Err(f) => {
+            report.abandon();
+            f.code
+        }
     };
     let manifest = report.manifest(arguments, exit_code, result.as_ref().err());
     let loader = Loader::new(plan.dest.store(sdk, &plan.s3));
-    let written = loader.write_manifest(&manifest, plan.keep_manifests).await;
+    let written = loader.write_manifest(&manifest).await;
+    if written.is_ok() {
+        // Old manifests are housekeeping: failing to remove them (say, without
+        // s3:DeleteObject) is worth a warning, not a failed run.
+        match loader.prune_manifests(plan.keep_manifests).await {
+            Ok(removed) => tracing::debug!(removed, "old run manifests removed"),
+            Err(e) => tracing::warn!(
+                error = format!("{:#}", anyhow::Error::new(e)),
+                "old run manifests could not be removed (s3:DeleteObject on _state/runs/?)"
+            ),
+        }
+    }
     // The last log line of every run, in text or JSON: the summary, key by key.
     let summary = |exit_code: u8| {
         tracing::info!(
@@ -416,10 +467,7 @@ pub async fn run_recorded(
         )
     };
     let outcome = match (result, written) {
-        (Ok(()), Ok(removed)) => {
-            tracing::debug!(run_id = %report.run_id, removed, "run manifest written");
-            Ok(())
-        }
+        (Ok(()), Ok(())) => Ok(()),
         (Ok(()), Err(e)) => Err(Failure::new(
             EXIT_DESTINATION,
             anyhow::Error::new(e).context(format!(
@@ -445,7 +493,8 @@ pub async fn run_recorded(
     }
 }
 
-fn iso(ms: i64) -> String {
+/// Epoch milliseconds as RFC 3339 UTC with milliseconds, as manifests and `status` show times.
+pub fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(
         || format!("{ms} ms"),
         |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -532,12 +581,7 @@ struct DryRun<'a>(&'a Plan, &'a Prepared);
 impl fmt::Display for DryRun<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (plan, prepared) = (self.0, self.1);
-        let time = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-                || format!("{ms} ms"),
-                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            )
-        };
+        let time = iso;
         write!(
             f,
             "dry run: would export {} flows to {}",
@@ -659,10 +703,12 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
         "day files committed"
     );
     for ((account, region), flows) in &updates {
-        loader
-            .update_state(account, region, flows, now)
-            .await
-            .map_err(dest_failure)?;
+        report.commit.conflicts += u64::from(
+            loader
+                .update_state(account, region, flows, now)
+                .await
+                .map_err(dest_failure)?,
+        );
     }
     report.flows_table = commit_flows_table(&loader, sdk, &listing.details, now).await?;
     report.duration = started.elapsed();

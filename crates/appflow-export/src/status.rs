@@ -8,7 +8,7 @@ use appflow_load::{Destination, Loader, RunManifest};
 use serde::Serialize;
 
 use crate::cli::{StatusArgs, StatusFormat};
-use crate::run::s3_options;
+use crate::run::{iso, s3_options};
 use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
 
 /// One flow's line.
@@ -38,13 +38,6 @@ struct Status {
     flows: Vec<FlowStatus>,
     /// The newest run manifests, newest first.
     runs: Vec<RunManifest>,
-}
-
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || format!("{ms} ms"),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
 }
 
 pub async fn command(args: StatusArgs) -> Result<(), Failure> {
@@ -180,7 +173,11 @@ fn table(status: &Status) -> String {
                 .filter(|f| f.error.is_none())
                 .count()
                 .to_string(),
-            r.errors.len().to_string(),
+            r.flows
+                .iter()
+                .filter(|f| f.error.is_some())
+                .count()
+                .to_string(),
             r.records.to_string(),
             r.files_written.to_string(),
             r.files_unchanged.to_string(),

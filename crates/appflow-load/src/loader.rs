@@ -17,8 +17,9 @@ use crate::state::{FlowUpdate, StateFile};
 use crate::store::{Object, ObjectStore, PutMode, PutOutcome};
 use appflow_transform::{Batches, Table, schema_for};
 
-/// Attempts at one object when other writers keep replacing it first.
-const MAX_ATTEMPTS: u32 = 25;
+/// Attempts at one object when other writers keep replacing it first: with the
+/// backoff below, about two minutes of patience (dozens of shards on one account).
+const MAX_ATTEMPTS: u32 = 80;
 /// Day files merged and written at the same time (merging is CPU work, writing is IO).
 const DAY_FILES_IN_FLIGHT: usize = 2;
 
@@ -207,24 +208,28 @@ impl Loader {
         })
     }
 
-    /// Writes a run's manifest, then removes all but the newest `keep` manifests.
-    /// Returns how many were removed.
-    pub async fn write_manifest(&self, manifest: &RunManifest, keep: usize) -> Result<usize> {
+    /// Writes a run's manifest (its run id is new: an object already there is an
+    /// error, never overwritten).
+    pub async fn write_manifest(&self, manifest: &RunManifest) -> Result<()> {
         let key = manifest.key();
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| Error::write(self.store.location(&key), e))?;
-        // A run id is unique: a conflict could only be a retried put that went through.
-        self.store
-            .put(&key, Bytes::from(body), PutMode::Create)
-            .await?;
-        let mut runs: Vec<String> = self
+        match self
             .store
-            .list(RUNS_PREFIX)
+            .put(&key, Bytes::from(body), PutMode::Create)
             .await?
-            .into_iter()
-            .filter(|k| is_manifest(k))
-            .collect();
-        runs.sort();
+        {
+            PutOutcome::Written { .. } => Ok(()),
+            PutOutcome::Conflict => Err(Error::write(
+                self.store.location(&key),
+                "another run manifest has this run id",
+            )),
+        }
+    }
+
+    /// Removes all but the newest `keep` run manifests; returns how many it removed.
+    pub async fn prune_manifests(&self, keep: usize) -> Result<usize> {
+        let runs = self.manifest_keys().await?;
         let old = runs.len().saturating_sub(keep);
         for key in &runs[..old] {
             self.store.delete(key).await?;
@@ -232,8 +237,8 @@ impl Loader {
         Ok(old)
     }
 
-    /// The newest `limit` run manifests, newest first.
-    pub async fn manifests(&self, limit: usize) -> Result<Vec<RunManifest>> {
+    /// The keys of the stored run manifests, oldest first.
+    async fn manifest_keys(&self) -> Result<Vec<String>> {
         let mut runs: Vec<String> = self
             .store
             .list(RUNS_PREFIX)
@@ -242,6 +247,12 @@ impl Loader {
             .filter(|k| is_manifest(k))
             .collect();
         runs.sort();
+        Ok(runs)
+    }
+
+    /// The newest `limit` run manifests, newest first.
+    pub async fn manifests(&self, limit: usize) -> Result<Vec<RunManifest>> {
+        let runs = self.manifest_keys().await?;
         let mut out = Vec::new();
         for key in runs.iter().rev().take(limit) {
             // Pruned by another writer between the listing and now: skip it.
@@ -291,14 +302,14 @@ impl Loader {
     }
 
     /// Records a run's progress for some flows of an account and region, on top of
-    /// whatever another writer stored meanwhile.
+    /// whatever another writer stored meanwhile. Returns the conflicts it re-merged.
     pub async fn update_state(
         &self,
         account_id: &str,
         region: &str,
         updates: &BTreeMap<String, FlowUpdate>,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let key = StateFile::key(account_id, region);
         for attempt in 1..=MAX_ATTEMPTS {
             let existing = self.store.get(&key).await?;
@@ -308,8 +319,11 @@ impl Loader {
                 .map_err(|e| Error::write(self.store.location(&key), e))?;
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
             match self.store.put(&key, Bytes::from(body), mode).await? {
-                PutOutcome::Written { .. } => return Ok(()),
-                PutOutcome::Conflict => tokio::time::sleep(backoff(attempt)).await,
+                PutOutcome::Written { .. } => return Ok(attempt - 1),
+                PutOutcome::Conflict => {
+                    tracing::info!(object = %self.store.location(&key), attempt, "another writer changed the state first; merging again");
+                    tokio::time::sleep(backoff(attempt)).await
+                }
             }
         }
         Err(Error::Contention {
@@ -348,12 +362,13 @@ fn decoded(body: Option<Bytes>, table: Table, location: &str) -> Result<Option<R
         })
 }
 
-/// A short, growing, jittered pause before re-reading a contended object.
+/// A growing, jittered pause before re-reading a contended object (20 ms more each
+/// attempt, up to 1.6 s, plus up to 0.4 s of jitter).
 fn backoff(attempt: u32) -> Duration {
     let jitter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos() % 40));
-    Duration::from_millis(10 * u64::from(attempt.min(20)) + jitter)
+    Duration::from_millis(20 * u64::from(attempt.min(80)) + jitter * 10)
 }
 
 #[cfg(test)]
@@ -762,8 +777,13 @@ mod tests {
                 records: i as u64,
                 ..Default::default()
             };
-            let removed = l.write_manifest(&m, 3).await.unwrap();
+            l.write_manifest(&m).await.unwrap();
+            let removed = l.prune_manifests(3).await.unwrap();
             assert_eq!(removed, usize::from(i >= 3));
+            assert!(
+                l.write_manifest(&m).await.is_err(),
+                "a run id is written once"
+            );
         }
         // A file that is not a manifest is neither counted nor removed.
         l.store()
