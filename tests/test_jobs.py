@@ -12,21 +12,38 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from conftest import REPO, assert_exit, run_export
+from conftest import HISTORY, REPO, Emulator, assert_exit, run_export
 
 JOBS = REPO / "jobs"
 IMAGE_CONFIG = "/etc/appflow-export/config.toml"
 
 
-def accepted(command: list[str]) -> dict:
-    """`command` (the arguments after the program) as `appflow-export` parses them:
-    `config --print` takes exactly `run`'s flags. The image's config path is this
-    repository's jobs/config.toml, which the Dockerfile copies there."""
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory):
+    """An emulator for the jobs' commands to run against (as dry runs)."""
+    emu = Emulator(tmp_path_factory.mktemp("emulator"), **{**HISTORY, "flows": 3, "runs_per_flow": 5})
+    yield emu
+    emu.stop()
+
+
+def accepted(command: list[str], aws, tmp_path, env: dict | None = None) -> dict:
+    """`command` (the arguments after the program) is a run the CLI accepts: run as a
+    dry run against the emulator, with the destination swapped for a local folder;
+    returns its effective options (`config --print`). The image's config path is
+    this repository's jobs/config.toml, which the Dockerfile copies there."""
     assert command[0] == "run", command
     args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
-    result = run_export(["config", "--print", *args])
-    assert_exit(result, 0)
-    return tomllib.loads(result.stdout)
+    shown = run_export(["config", "--print", *args])
+    assert_exit(shown, 0)
+    local = str(tmp_path / "dest")
+    if "--dest" in args:
+        args[args.index("--dest") + 1] = local
+    else:
+        args += ["--dest", local]
+    dry = run_export(["run", *args, "--dry-run"], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, **(env or {})})
+    assert_exit(dry, 0)
+    assert dry.stdout.startswith("dry run: would export ")
+    return tomllib.loads(shown.stdout)
 
 
 def check_request(service: str, operation: str, path) -> dict:
@@ -36,7 +53,7 @@ def check_request(service: str, operation: str, path) -> dict:
     return request
 
 
-def test_crontab_line():
+def test_crontab_line(aws, tmp_path):
     lines = [l for l in (JOBS / "crontab").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert len(lines) == 1
     fields = lines[0].split(None, 5)
@@ -45,15 +62,15 @@ def test_crontab_line():
         assert all(low <= int(n) <= high for n in re.findall(r"\d+", field.split("/")[0])), field
     command = shlex.split(fields[5].split(">>")[0])
     assert command[0].endswith("appflow-export")
-    assert accepted(command[1:])["dest"]
+    assert accepted(command[1:], aws, tmp_path)["dest"]
 
 
-def test_ecs_task_definition():
+def test_ecs_task_definition(aws, tmp_path):
     task = check_request("ecs", "RegisterTaskDefinition", JOBS / "ecs" / "task-definition.json")
     assert task["requiresCompatibilities"] == ["FARGATE"] and task["taskRoleArn"]
     [container] = task["containerDefinitions"]
     assert container["logConfiguration"]["logDriver"] == "awslogs"
-    shown = accepted(container["command"])
+    shown = accepted(container["command"], aws, tmp_path)
     assert shown["log_format"] == "json" and shown["dest"] == "s3://my-data-lake/appflow-runs"
 
 
@@ -73,13 +90,14 @@ def test_scheduler_policy_lets_the_schedule_start_the_task():
     assert set(grants["iam:PassRole"]) == {task["taskRoleArn"], task["executionRoleArn"]}
 
 
-def test_batch_array_job_shards_the_flows():
+def test_batch_array_job_shards_the_flows(aws, tmp_path):
     definition = check_request("batch", "RegisterJobDefinition", JOBS / "batch" / "job-definition.json")
     job = check_request("batch", "SubmitJob", JOBS / "batch" / "array-job.json")
     assert job["jobDefinition"] == definition["jobDefinitionName"]
     assert job["arrayProperties"]["size"] >= 2
     for command in (definition["containerProperties"]["command"], job["containerOverrides"]["command"]):
-        assert accepted(command)["shard"] == "auto"
+        batch_child = {"AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": str(job["arrayProperties"]["size"])}
+        assert accepted(command, aws, tmp_path, batch_child)["shard"] == "auto"
 
 
 def test_iam_policy_grants_what_the_job_does():
@@ -98,7 +116,7 @@ def test_iam_policy_grants_what_the_job_does():
     assert all(f"`{action}`" in readme for action in granted)
 
 
-def test_dockerfile():
+def test_dockerfile(aws, tmp_path):
     """Checked as text: no image can be built here (no daemon, no registry)."""
     text = (REPO / "Dockerfile").read_text()
     instructions = [l.split(None, 1) for l in text.replace("\\\n", " ").splitlines() if l.strip() and not l.startswith("#")]
@@ -117,5 +135,5 @@ def test_dockerfile():
     assert entrypoint == ["/usr/local/bin/appflow-export"]
     copied = [args for op, args in final if op == "COPY" and IMAGE_CONFIG in args]
     assert copied == [f"jobs/config.toml {IMAGE_CONFIG}"]
-    accepted(cmd)
+    accepted(cmd, aws, tmp_path)
     assert "docker build -t appflow-export ." in (REPO / "README.md").read_text()
