@@ -19,7 +19,7 @@ for _ in $(seq 1 600); do grep -q '^listening on ' "$emu_out" && break; sleep 0.
 endpoint=$(sed -n 's/^listening on //p' "$emu_out")
 [ -n "$endpoint" ] || { echo "the emulator did not start:" >&2; cat "$emu_out" >&2; exit 1; }
 
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true RUST_LOG=warn
 measure() { # $1 label
   /usr/bin/time -v -o "$work/time.txt" ./target/release/appflow-export run --dest "$work/dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
   local wall rss records

@@ -67,6 +67,29 @@ pub struct FlowDetails {
 }
 
 impl FlowDetails {
+    /// A flow of which nothing but its identity is known (for fixtures: fill in the
+    /// rest with struct update syntax).
+    pub fn new(flow: FlowInfo) -> Self {
+        FlowDetails {
+            flow,
+            description: None,
+            flow_status: None,
+            source_connector_type: None,
+            source_connector_label: None,
+            destination_connector_type: None,
+            destination_connector_label: None,
+            trigger_type: None,
+            created_at: None,
+            created_by: None,
+            last_updated_at: None,
+            last_updated_by: None,
+            tags: BTreeMap::new(),
+            last_run_status: None,
+            last_run_at: None,
+            last_run_message: None,
+        }
+    }
+
     pub(crate) fn from_sdk(flow: FlowInfo, def: &FlowDefinition) -> Self {
         let text = |s: Option<&str>| s.map(str::to_string);
         let last = def.last_run_execution_details();

@@ -83,27 +83,15 @@ mod tests {
     use super::*;
 
     fn details(name: &str, tags: &[(&str, &str)]) -> FlowDetails {
+        let arn = format!("arn:aws:appflow:eu-west-1:1:flow/{name}");
         FlowDetails {
-            flow: FlowInfo::from_arn(name, &format!("arn:aws:appflow:eu-west-1:1:flow/{name}"))
-                .unwrap(),
-            description: None,
             flow_status: Some("Active".into()),
-            source_connector_type: Some("Salesforce".into()),
-            source_connector_label: None,
-            destination_connector_type: Some("S3".into()),
-            destination_connector_label: None,
-            trigger_type: Some("Scheduled".into()),
             created_at: Some(1_700_000_000_123),
-            created_by: None,
-            last_updated_at: None,
-            last_updated_by: None,
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-            last_run_status: None,
-            last_run_at: None,
-            last_run_message: None,
+            ..FlowDetails::new(FlowInfo::from_arn(name, &arn).unwrap())
         }
     }
 
