@@ -416,6 +416,11 @@ class Dataset:
         return Dataset({k: r for k, r in self.executions.items() if keep(k[0])},
                        {k: r for k, r in self.catalog.items() if keep(k[0])})
 
+    def select_rows(self, keep) -> Dataset:
+        """The rows (of both tables) for which `keep(row)` holds."""
+        return Dataset({k: r for k, r in self.executions.items() if keep(r)},
+                       {k: r for k, r in self.catalog.items() if keep(r)})
+
     def only(self, *flows: str) -> Dataset:
         return self.select(lambda name: name in flows)
 

@@ -27,6 +27,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Exports what is new since the last run (the scheduled job).
     Run(RunArgs),
+    /// Re-reads each flow's whole retained history and merges the runs started in
+    /// --since..=--until into the export (no duplicates; watermarks never move back).
+    Backfill(BackfillArgs),
     /// Runs the bundled AppFlow emulator and exports from it twice into a local
     /// folder, with no AWS account.
     Demo(DemoArgs),
@@ -144,6 +147,25 @@ pub struct ConfigArgs {
     pub print: bool,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    /// First UTC day (YYYY-MM-DD) of the runs to merge, by their start.
+    #[arg(long, value_parser = parse_day)]
+    pub since: chrono::NaiveDate,
+    /// Last UTC day, inclusive (default: no end).
+    #[arg(long, value_parser = parse_day)]
+    pub until: Option<chrono::NaiveDate>,
+    /// Every option of `run` (--lookback and --max-open-age do not apply: a backfill
+    /// reads each flow's whole history).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+fn parse_day(text: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|e| format!("'{text}' is not a date YYYY-MM-DD ({e})"))
 }
 
 /// How to reach S3 (for an `s3://` destination).

@@ -145,7 +145,7 @@ impl ConfigFile {
 }
 
 /// The subcommands that take `--config`.
-const WITH_CONFIG: [&str; 2] = ["run", "config"];
+const WITH_CONFIG: [&str; 3] = ["run", "backfill", "config"];
 
 /// The command line with the config file's flags put in: `prog [..] run <file's
 /// flags> <user's flags>`. Unchanged when there is no `--config`.

@@ -81,6 +81,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::command(args).await,
+            Command::Backfill(args) => run::backfill(args).await,
             Command::Demo(args) => demo::command(args).await,
             Command::Schema(args) => schema::command(&args),
             Command::Status(args) => status::command(args).await,

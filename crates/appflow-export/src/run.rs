@@ -16,7 +16,7 @@ use appflow_load::{
 use aws_config::SdkConfig;
 use futures::StreamExt;
 
-use crate::cli::{RunArgs, S3Args};
+use crate::cli::{BackfillArgs, RunArgs, S3Args};
 use crate::{EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_USAGE, Failure, aws};
 
 /// A validated `run`: everything checked before any API call.
@@ -35,6 +35,16 @@ pub struct Plan {
     pub keep_manifests: usize,
     /// The account (role) and region this run exports, for its manifest.
     pub target: Target,
+    /// `backfill`: read each flow's whole history and keep the runs started in this
+    /// window; `None` for an incremental `run`.
+    pub window: Option<Window>,
+}
+
+/// The runs a backfill merges: started in `[since_ms, until_ms)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub since_ms: i64,
+    pub until_ms: i64,
 }
 
 /// The role and region one run uses (`None`: the environment's).
@@ -114,6 +124,7 @@ impl Plan {
             dry_run: args.dry_run,
             keep_manifests: args.keep_manifests as usize,
             target: Target::default(),
+            window: None,
         })
     }
 }
@@ -328,8 +339,38 @@ fn targets(args: &RunArgs) -> Vec<(Option<&str>, Option<&str>)> {
 }
 
 pub async fn command(args: RunArgs) -> Result<(), Failure> {
-    warn_overridden_env(&args);
     let plan = Plan::from_args(&args)?;
+    run_targets(&args, plan).await
+}
+
+/// `appflow-export backfill`: the runs of `--since..=--until`, from every flow's whole
+/// retained history.
+pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
+    let start = |day: chrono::NaiveDate| {
+        day.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    };
+    let since_ms = start(args.since);
+    let until_ms = match args.until {
+        Some(until) if until < args.since => {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                anyhow!("--until {until} is before --since {}", args.since),
+            ));
+        }
+        Some(until) => until.succ_opt().map_or(i64::MAX, start),
+        None => i64::MAX,
+    };
+    let mut plan = Plan::from_args(&args.run)?;
+    plan.window = Some(Window { since_ms, until_ms });
+    run_targets(&args.run, plan).await
+}
+
+/// One run of `plan` per (role, region) pair of `args`.
+async fn run_targets(args: &RunArgs, plan: Plan) -> Result<(), Failure> {
+    let args = args.clone();
+    warn_overridden_env(&args);
     if let Some(bad) = args.role_arn.iter().find(|r| !r.starts_with("arn:")) {
         return Err(Failure::new(
             EXIT_USAGE,
@@ -559,10 +600,18 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
                 watermark: state.and_then(|s| s.watermark_ms),
                 oldest_open: state.and_then(|s| s.oldest_open_ms),
             };
-            let job = ExtractJob {
-                flow: flow.clone(),
-                cutoff: cutoff(resume, plan.policy, now),
-                full_scan: state.is_some_and(|s| !s.pages_sorted),
+            let job = match plan.window {
+                // A backfill pages to the end: no early stop at any watermark.
+                Some(w) => ExtractJob {
+                    flow: flow.clone(),
+                    cutoff: Some(w.since_ms),
+                    full_scan: true,
+                },
+                None => ExtractJob {
+                    flow: flow.clone(),
+                    cutoff: cutoff(resume, plan.policy, now),
+                    full_scan: state.is_some_and(|s| !s.pages_sorted),
+                },
             };
             (job, resume)
         })
@@ -601,6 +650,7 @@ impl fmt::Display for DryRun<'_> {
         for (job, resume) in &prepared.jobs {
             let watermark = resume.watermark.map_or_else(|| "-".to_string(), time);
             let reads_to = match (job.cutoff, job.full_scan) {
+                _ if plan.window.is_some() => "(whole history: backfill)".to_string(),
                 (None, _) => "(whole history: never exported)".to_string(),
                 (Some(c), false) => time(c),
                 (Some(c), true) => format!(
@@ -653,6 +703,12 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
             cutoff: job.cutoff.map(iso),
             ..Default::default()
         };
+        let result = result.map(|mut ex| {
+            if let Some(w) = plan.window {
+                ex.records.retain(|r| r.started_at < w.until_ms);
+            }
+            ex
+        });
         let batches = result.map_err(anyhow::Error::from).and_then(|ex| {
             let b = appflow_transform::to_batches(&ex.job.flow, &ex.records, now)
                 .with_context(|| format!("flow '{}'", ex.job.flow.name))?;
@@ -678,7 +734,7 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
                 updates
                     .entry(key)
                     .or_default()
-                    .insert(name, update_of(&ex, now));
+                    .insert(name, update_of(&ex, now, plan.window.is_some()));
             }
             Err(e) => {
                 tracing::error!(flow = %name, error = format!("{e:#}"), "flow not exported");
@@ -757,9 +813,12 @@ async fn commit_flows_table(
 }
 
 /// What this run learned of a flow; `now` is when the run started, before it read.
-fn update_of(ex: &FlowExtract, now: i64) -> FlowUpdate {
+/// A backfill (whose window may end in the past) moves the watermark only forwards,
+/// as any run does, and leaves the open-run and page-order state to the incremental
+/// runs: its `read_started_ms` is older than any run's.
+fn update_of(ex: &FlowExtract, now: i64, backfill: bool) -> FlowUpdate {
     FlowUpdate {
-        read_started_ms: now,
+        read_started_ms: if backfill { i64::MIN } else { now },
         flow_arn: ex.job.flow.arn.clone(),
         newest_started_ms: ex.records.iter().map(|r| r.started_at).max(),
         oldest_open_ms: ex
