@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod config;
 mod demo;
+mod progress;
 mod run;
 mod schema;
 mod status;

@@ -17,6 +17,7 @@ use aws_config::SdkConfig;
 use futures::StreamExt;
 
 use crate::cli::{BackfillArgs, RunArgs, S3Args};
+use crate::progress::Progress;
 use crate::{EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_USAGE, Failure, aws};
 
 /// A validated `run`: everything checked before any API call.
@@ -693,6 +694,7 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
 
     let mut stage = Stage::new().map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
     let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
+    let progress = Progress::new(jobs.len());
     let mut flows = std::pin::pin!(extractor.extract(jobs, plan.concurrency));
     while let Some((job, result)) = flows.next().await {
         let name = job.flow.name.clone();
@@ -743,7 +745,9 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
                 report.flows.push(flow_run);
             }
         }
+        progress.flow_done(report.records);
     }
+    progress.reading_done();
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         records = report.records,
@@ -752,7 +756,11 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
 
     // Data first, watermarks last: a crash in between only means redoing work.
     let committing = Instant::now();
-    report.commit = loader.commit(&mut stage).await.map_err(dest_failure)?;
+    report.commit = loader
+        .commit_with(&mut stage, &|key, total| progress.day(key, total))
+        .await
+        .map_err(dest_failure)?;
+    progress.finish();
     tracing::info!(
         seconds = committing.elapsed().as_secs_f64(),
         files_written = report.commit.files_written,

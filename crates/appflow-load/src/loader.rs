@@ -71,6 +71,16 @@ impl Loader {
     /// Reads, merges and (when its rows changed) writes each day file the stage
     /// touches, executions before catalog registrations, several days at a time.
     pub async fn commit(&self, stage: &mut Stage) -> Result<CommitReport> {
+        self.commit_with(stage, &|_, _| {}).await
+    }
+
+    /// [`Loader::commit`], telling `on_day` of each day file (partition) as its merge
+    /// starts, with the number of partitions: for a progress bar.
+    pub async fn commit_with(
+        &self,
+        stage: &mut Stage,
+        on_day: &(dyn Fn(&PartitionKey, usize) + Sync),
+    ) -> Result<CommitReport> {
         let mut report = CommitReport::default();
         let mut tasks = tokio::task::JoinSet::new();
         let keys = stage.partitions()?;
@@ -78,6 +88,7 @@ impl Loader {
         loop {
             while tasks.len() < DAY_FILES_IN_FLIGHT {
                 let Some(key) = partitions.next() else { break };
+                on_day(key, keys.len());
                 let incoming = stage.read(key)?;
                 let (loader, key) = (self.clone(), key.clone());
                 tasks.spawn(async move { loader.commit_partition(key, incoming).await });

@@ -1,0 +1,59 @@
+//! Progress bars on a terminal (never when stderr is a file or a pipe, as under cron,
+//! ECS or CI): flows read, with their records, then the day files being merged.
+
+use std::io::IsTerminal;
+
+use appflow_load::PartitionKey;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Progress {
+    flows: ProgressBar,
+    days: ProgressBar,
+}
+
+impl Progress {
+    /// Bars drawn on stderr if it is a terminal, hidden otherwise.
+    pub fn new(flows: usize) -> Self {
+        let target = || {
+            if std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            }
+        };
+        let style = |template: &str| {
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ")
+        };
+        let bar = ProgressBar::with_draw_target(Some(flows as u64), target());
+        bar.set_style(style("reading  [{bar:30}] {pos}/{len} flows, {msg}"));
+        bar.set_message("0 records");
+        let days = ProgressBar::with_draw_target(None, target());
+        days.set_style(style("merging  [{bar:30}] {pos}/{len} day files, {msg}"));
+        Progress { flows: bar, days }
+    }
+
+    /// A flow is read (or failed); `records` so far in the run.
+    pub fn flow_done(&self, records: u64) {
+        self.flows.set_message(format!("{records} records"));
+        self.flows.inc(1);
+    }
+
+    /// All flows are read.
+    pub fn reading_done(&self) {
+        self.flows.finish();
+    }
+
+    /// A day file's merge starts.
+    pub fn day(&self, key: &PartitionKey, total: usize) {
+        self.days.set_length(total as u64);
+        self.days
+            .set_message(format!("dt={} {}_{}", key.day, key.account_id, key.region));
+        self.days.inc(1);
+    }
+
+    pub fn finish(&self) {
+        self.days.finish();
+    }
+}
