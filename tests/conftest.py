@@ -386,6 +386,10 @@ TABLES = {
 }
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def ms(seconds: float | None) -> int | None:
     """An API timestamp (epoch seconds with 3 decimals) as integer milliseconds."""
     return None if seconds is None else round(seconds * 1000)

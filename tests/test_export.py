@@ -8,13 +8,9 @@ import time
 import pytest
 
 from conftest import (
-    DAY_MS, HISTORY, OPEN_STATUSES, assert_exit, assert_export, export, read_output,
+    DAY_MS, HISTORY, OPEN_STATUSES, assert_exit, assert_export, export, now_ms, read_output,
     run_export, start_export, truth,
 )
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def changes(before: dict, after: dict) -> str:

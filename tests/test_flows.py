@@ -3,17 +3,11 @@ returned, rewritten only when a row changed, deleted flows kept with `deleted_at
 
 from __future__ import annotations
 
-import time
-
 import duckdb
 
-from conftest import (assert_exit, export, flow_truth, read_flows, run_export, HISTORY)
+from conftest import HISTORY, assert_exit, export, flow_truth, now_ms, read_flows, run_export
 
 FLOWS_FILE = f"flows/{HISTORY['account']}_{HISTORY['region']}.parquet"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def assert_flows(actual: dict, expected: dict) -> None:

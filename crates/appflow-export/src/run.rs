@@ -370,15 +370,14 @@ pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
 
 /// One run of `plan` per (role, region) pair of `args`.
 async fn run_targets(args: &RunArgs, plan: Plan) -> Result<(), Failure> {
-    let args = args.clone();
-    warn_overridden_env(&args);
+    warn_overridden_env(args);
     if let Some(bad) = args.role_arn.iter().find(|r| !r.starts_with("arn:")) {
         return Err(Failure::new(
             EXIT_USAGE,
             anyhow!("--role-arn '{bad}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
         ));
     }
-    let targets = targets(&args);
+    let targets = targets(args);
     let arguments: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
@@ -631,7 +630,6 @@ struct DryRun<'a>(&'a Plan, &'a Prepared);
 impl fmt::Display for DryRun<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (plan, prepared) = (self.0, self.1);
-        let time = iso;
         write!(
             f,
             "dry run: would export {} flows to {}",
@@ -649,14 +647,14 @@ impl fmt::Display for DryRun<'_> {
         writeln!(f, "; nothing is written")?;
         writeln!(f, "  FLOW  WATERMARK  READS BACK TO")?;
         for (job, resume) in &prepared.jobs {
-            let watermark = resume.watermark.map_or_else(|| "-".to_string(), time);
+            let watermark = resume.watermark.map_or_else(|| "-".to_string(), iso);
             let reads_to = match (job.cutoff, job.full_scan) {
                 _ if plan.window.is_some() => "(whole history: backfill)".to_string(),
                 (None, _) => "(whole history: never exported)".to_string(),
-                (Some(c), false) => time(c),
+                (Some(c), false) => iso(c),
                 (Some(c), true) => format!(
                     "{} (whole history: its pages were not newest-first last time)",
-                    time(c)
+                    iso(c)
                 ),
             };
             writeln!(f, "  {}  {watermark}  {reads_to}", job.flow.name)?;
@@ -668,7 +666,7 @@ impl fmt::Display for DryRun<'_> {
     }
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -775,7 +773,6 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
         );
     }
     report.flows_table = commit_flows_table(&loader, sdk, &listing.details, now).await?;
-    report.duration = started.elapsed();
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use appflow_load::{Destination, Loader, RunManifest};
 use serde::Serialize;
 
 use crate::cli::{StatusArgs, StatusFormat};
-use crate::run::{iso, s3_options};
+use crate::run::{iso, now_ms, s3_options};
 use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
 
 /// One flow's line.
@@ -62,7 +62,7 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
             ),
         ));
     }
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = now_ms();
     let flows = states
         .into_iter()
         .flat_map(|(account, region, state)| {
