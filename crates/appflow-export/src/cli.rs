@@ -157,6 +157,15 @@ pub struct BackfillArgs {
     /// Last UTC day, inclusive (default: no end).
     #[arg(long, value_parser = parse_day)]
     pub until: Option<chrono::NaiveDate>,
+    /// Commit what was read (rows, watermarks, and which flows are done) at least this
+    /// often: an interrupted backfill, run again with the same --since and --until,
+    /// skips the flows it completed and loses at most this much reading.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub checkpoint_every: Duration,
+    /// Read every flow again, even those an earlier run of this backfill (same
+    /// --since and --until) completed.
+    #[arg(long)]
+    pub restart: bool,
     /// Every option of `run` (--lookback and --max-open-age do not apply: a backfill
     /// reads each flow's whole history).
     #[command(flatten)]

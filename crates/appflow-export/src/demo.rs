@@ -103,7 +103,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         dry_run: false,
         keep_manifests: 500,
         target: Default::default(),
-        window: None,
+        backfill: None,
     };
     let arguments: Vec<String> = std::env::args_os()
         .skip(1)

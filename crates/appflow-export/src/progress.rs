@@ -34,15 +34,25 @@ impl Progress {
         Progress { flows: bar, days }
     }
 
+    /// Records read so far in the run (page by page).
+    pub fn records(&self, records: u64) {
+        self.flows.set_message(format!("{records} records"));
+    }
+
     /// A flow is read (or failed); `records` so far in the run.
     pub fn flow_done(&self, records: u64) {
-        self.flows.set_message(format!("{records} records"));
+        self.records(records);
         self.flows.inc(1);
     }
 
     /// All flows are read.
     pub fn reading_done(&self) {
         self.flows.finish();
+    }
+
+    /// A commit starts (a backfill commits every `--checkpoint-every`).
+    pub fn merging(&self) {
+        self.days.set_position(0);
     }
 
     /// A day file's merge starts.

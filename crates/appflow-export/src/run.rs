@@ -1,17 +1,20 @@
 //! `appflow-export run`: list flows, read what is new, stage, commit, record state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use appflow_extract::{
-    ExtractJob, Extractor, FlowDetails, FlowExtract, FlowInfo, FlowListing, FlowSelection,
-    IncrementalPolicy, Resume, Shard, cutoff,
+    ExtractJob, Extractor, FlowDetails, FlowEvent, FlowInfo, FlowListing, FlowSelection,
+    FlowSummary, IncrementalPolicy, Resume, Shard, cutoff,
 };
 use appflow_load::{
-    CommitReport, Destination, FlowRun, FlowUpdate, Loader, RunManifest, S3Options, Stage,
-    StateFile, run_id,
+    AddId, BackfillId, BackfilledFlow, CommitReport, Destination, FlowRun, FlowUpdate, Loader,
+    RunManifest, S3Options, Stage, StateFile, run_id,
 };
 use aws_config::SdkConfig;
 use futures::StreamExt;
@@ -36,16 +39,23 @@ pub struct Plan {
     pub keep_manifests: usize,
     /// The account (role) and region this run exports, for its manifest.
     pub target: Target,
-    /// `backfill`: read each flow's whole history and keep the runs started in this
+    /// `backfill`: read each flow's whole history and keep the runs started in its
     /// window; `None` for an incremental `run`.
-    pub window: Option<Window>,
+    pub backfill: Option<Backfill>,
 }
 
-/// The runs a backfill merges: started in `[since_ms, until_ms)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
+/// A backfill: the runs it merges (started in `[since_ms, until_ms)`), and how it
+/// keeps its progress.
+#[derive(Clone, Debug)]
+pub struct Backfill {
     pub since_ms: i64,
     pub until_ms: i64,
+    /// The window as given; names the progress files of the flows it completed.
+    pub id: BackfillId,
+    /// Commit what was read at least this often.
+    pub checkpoint_every: Duration,
+    /// Read even the flows an earlier run of this backfill completed.
+    pub restart: bool,
 }
 
 /// The role and region one run uses (`None`: the environment's).
@@ -125,7 +135,7 @@ impl Plan {
             dry_run: args.dry_run,
             keep_manifests: args.keep_manifests as usize,
             target: Target::default(),
-            window: None,
+            backfill: None,
         })
     }
 }
@@ -140,6 +150,10 @@ pub struct RunReport {
     /// Every flow the run tried.
     pub flows: Vec<FlowRun>,
     pub flows_exported: usize,
+    /// Of `flows`, those whose rows and state are committed (the first ones).
+    pub flows_committed: usize,
+    /// Flows an earlier run of this backfill completed, not read again.
+    pub flows_already_backfilled: usize,
     pub failures: Vec<String>,
     pub list_pages: u64,
     pub describe_pages: u64,
@@ -179,6 +193,13 @@ impl fmt::Display for RunReport {
                 self.shard,
                 self.flows.len(),
                 self.flows_selected
+            )?;
+        }
+        if self.flows_already_backfilled > 0 {
+            writeln!(
+                f,
+                "  resumed    {} flows already backfilled by an earlier run of this backfill, not read again (--restart reads them)",
+                self.flows_already_backfilled
             )?;
         }
         writeln!(f, "  records    {} read", self.records)?;
@@ -252,11 +273,12 @@ impl RunReport {
     /// The run ended early: flows read but not yet committed are not exported (the
     /// next run reads them again, their watermarks did not move).
     fn abandon(&mut self) {
-        for flow in self.flows.iter_mut().filter(|f| f.error.is_none()) {
+        let uncommitted = self.flows.iter_mut().skip(self.flows_committed);
+        for flow in uncommitted.filter(|f| f.error.is_none()) {
             flow.error =
                 Some("read, but the run ended before its rows and state were committed".into());
+            self.flows_exported -= 1;
         }
-        self.flows_exported = 0;
     }
 
     /// Ok, or the failed flows as one error (exit code 1).
@@ -364,7 +386,16 @@ pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
         None => i64::MAX,
     };
     let mut plan = Plan::from_args(&args.run)?;
-    plan.window = Some(Window { since_ms, until_ms });
+    plan.backfill = Some(Backfill {
+        since_ms,
+        until_ms,
+        id: BackfillId {
+            since: args.since.to_string(),
+            until: args.until.map(|d| d.to_string()),
+        },
+        checkpoint_every: args.checkpoint_every,
+        restart: args.restart,
+    });
     run_targets(&args.run, plan).await
 }
 
@@ -549,10 +580,13 @@ pub struct Prepared {
     extractor: Extractor,
     listing: FlowListing,
     jobs: Vec<(ExtractJob, Resume)>,
+    /// Owned flows an earlier run of this backfill completed: not read again.
+    already_backfilled: Vec<FlowInfo>,
 }
 
 /// Opens the destination (`check`: that it can be written), lists the flows, reads
-/// the state of the owned flows' accounts and regions and derives each cutoff.
+/// the state of the owned flows' accounts and regions and derives each cutoff; a
+/// backfill also leaves out the flows an earlier run of it completed.
 async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<Prepared, Failure> {
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let store = if check {
@@ -572,7 +606,7 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         .list_flows(&plan.selection)
         .await
         .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
-    let owned: Vec<&FlowInfo> = listing
+    let mut owned: Vec<&FlowInfo> = listing
         .flows
         .iter()
         .filter(|f| plan.shard.owns(f))
@@ -583,12 +617,24 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         .map(|f| (f.account_id.clone(), f.region.clone()))
         .collect();
     let mut states: BTreeMap<(String, String), StateFile> = BTreeMap::new();
+    let mut already_backfilled = Vec::new();
     for key in regions {
         let state = loader
             .read_state(&key.0, &key.1)
             .await
             .map_err(dest_failure)?;
-        states.insert(key, state);
+        states.insert(key.clone(), state);
+        if let Some(backfill) = plan.backfill.as_ref().filter(|b| !b.restart) {
+            let progress = loader
+                .read_backfill(&backfill.id, &key.0, &key.1)
+                .await
+                .map_err(dest_failure)?;
+            let (done, rest): (Vec<&FlowInfo>, Vec<&FlowInfo>) = owned.into_iter().partition(|f| {
+                (&f.account_id, &f.region) == (&key.0, &key.1) && progress.completed(&f.name)
+            });
+            already_backfilled.extend(done.into_iter().cloned());
+            owned = rest;
+        }
     }
     let jobs = owned
         .into_iter()
@@ -600,16 +646,18 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
                 watermark: state.and_then(|s| s.watermark_ms),
                 oldest_open: state.and_then(|s| s.oldest_open_ms),
             };
-            let job = match plan.window {
+            let job = match &plan.backfill {
                 // A backfill pages to the end: no early stop at any watermark.
-                Some(w) => ExtractJob {
+                Some(b) => ExtractJob {
                     flow: flow.clone(),
-                    cutoff: Some(w.since_ms),
+                    cutoff: Some(b.since_ms),
+                    until: (b.until_ms < i64::MAX).then_some(b.until_ms),
                     full_scan: true,
                 },
                 None => ExtractJob {
                     flow: flow.clone(),
                     cutoff: cutoff(resume, plan.policy, now),
+                    until: None,
                     full_scan: state.is_some_and(|s| !s.pages_sorted),
                 },
             };
@@ -621,6 +669,7 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         extractor,
         listing,
         jobs,
+        already_backfilled,
     })
 }
 
@@ -649,7 +698,7 @@ impl fmt::Display for DryRun<'_> {
         for (job, resume) in &prepared.jobs {
             let watermark = resume.watermark.map_or_else(|| "-".to_string(), iso);
             let reads_to = match (job.cutoff, job.full_scan) {
-                _ if plan.window.is_some() => "(whole history: backfill)".to_string(),
+                _ if plan.backfill.is_some() => "(whole history: backfill)".to_string(),
                 (None, _) => "(whole history: never exported)".to_string(),
                 (Some(c), false) => iso(c),
                 (Some(c), true) => format!(
@@ -658,6 +707,13 @@ impl fmt::Display for DryRun<'_> {
                 ),
             };
             writeln!(f, "  {}  {watermark}  {reads_to}", job.flow.name)?;
+        }
+        for flow in &prepared.already_backfilled {
+            writeln!(
+                f,
+                "  {}  (already backfilled by an earlier run of this backfill: skipped; --restart reads it)",
+                flow.name
+            )?;
         }
         for problem in &prepared.listing.problems {
             writeln!(f, "  not exported: {problem}")?;
@@ -670,9 +726,11 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Runs one export with the given AWS configuration.
+/// Runs one export with the given AWS configuration: rounds of reading and
+/// committing until every job is done. An incremental run is one round; a backfill
+/// ends a round (stops starting flows, lets those in flight finish) every
+/// `--checkpoint-every`, so an interruption costs at most that much reading.
 pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Result<(), Failure> {
-    let started = Instant::now();
     let now = report.started_ms;
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let Prepared {
@@ -680,90 +738,214 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
         extractor,
         listing,
         jobs,
+        already_backfilled,
     } = prepare(plan, sdk, now, true).await?;
     report.list_pages = listing.pages;
     report.flows_listed = listing.details.len();
     report.flows_selected = listing.flows.len();
+    report.flows_already_backfilled = already_backfilled.len();
     for problem in &listing.problems {
         tracing::error!(error = %problem, "flow skipped");
         report.failures.push(problem.to_string());
     }
-    let jobs: Vec<ExtractJob> = jobs.into_iter().map(|(job, _)| job).collect();
-
-    let mut stage = Stage::new().map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
-    let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
-    let progress = Progress::new(jobs.len());
-    let mut flows = std::pin::pin!(extractor.extract(jobs, plan.concurrency));
-    while let Some((job, result)) = flows.next().await {
-        let name = job.flow.name.clone();
-        let mut flow_run = FlowRun {
-            account_id: job.flow.account_id.clone(),
-            region: job.flow.region.clone(),
-            flow_name: name.clone(),
-            cutoff: job.cutoff.map(iso),
-            ..Default::default()
-        };
-        let result = result.map(|mut ex| {
-            if let Some(w) = plan.window {
-                ex.records.retain(|r| r.started_at < w.until_ms);
-            }
-            ex
-        });
-        let batches = result.map_err(anyhow::Error::from).and_then(|ex| {
-            let b = appflow_transform::to_batches(&ex.job.flow, &ex.records, now)
-                .with_context(|| format!("flow '{}'", ex.job.flow.name))?;
-            Ok((ex, b))
-        });
-        match batches {
-            Ok((ex, b)) => {
-                // A staging failure (the local temporary disk) leaves the stage
-                // unusable: stop before any data or state is written.
-                stage
-                    .add(&b)
-                    .with_context(|| {
-                        format!("staging the rows of flow '{name}' in a temporary folder")
-                    })
-                    .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
-                report.flows_exported += 1;
-                report.describe_pages += ex.pages;
-                report.records += ex.records.len() as u64;
-                flow_run.describe_calls = ex.pages;
-                flow_run.records = ex.records.len() as u64;
-                report.flows.push(flow_run);
-                let key = (job.flow.account_id.clone(), job.flow.region.clone());
-                updates
-                    .entry(key)
-                    .or_default()
-                    .insert(name, update_of(&ex, now, plan.window.is_some()));
-            }
-            Err(e) => {
-                tracing::error!(flow = %name, error = format!("{e:#}"), "flow not exported");
-                report.failures.push(format!("{e:#}"));
-                flow_run.error = Some(format!("{e:#}"));
-                report.flows.push(flow_run);
+    if let Some(backfill) = &plan.backfill {
+        if !already_backfilled.is_empty() {
+            tracing::info!(
+                flows = already_backfilled.len(),
+                "flows completed by an earlier run of this backfill are not read again (--restart reads them)"
+            );
+        }
+        if backfill.restart {
+            let regions: BTreeSet<(&str, &str)> = jobs
+                .iter()
+                .map(|(j, _)| (j.flow.account_id.as_str(), j.flow.region.as_str()))
+                .collect();
+            for (account, region) in regions {
+                loader
+                    .record_backfill(&backfill.id, account, region, &BTreeMap::new(), Some(now))
+                    .await
+                    .map_err(dest_failure)?;
             }
         }
-        progress.flow_done(report.records);
     }
-    progress.reading_done();
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        records = report.records,
-        "flows read and staged"
-    );
+    let progress = Progress::new(jobs.len());
+    let queue: Arc<Mutex<VecDeque<ExtractJob>>> =
+        Arc::new(Mutex::new(jobs.into_iter().map(|(job, _)| job).collect()));
+    loop {
+        let reading = Instant::now();
+        let mut round = read_round(plan, &extractor, &queue, now, report, &progress).await?;
+        tracing::info!(
+            seconds = reading.elapsed().as_secs_f64(),
+            flows = round.flows.len(),
+            records = report.records,
+            "flows read and staged"
+        );
+        let more = queue.lock().is_ok_and(|q| !q.is_empty());
+        if !more {
+            progress.reading_done();
+        }
+        commit_round(plan, &loader, &mut round, report, &progress).await?;
+        if !more {
+            break;
+        }
+    }
+    progress.finish();
+    report.flows_table = commit_flows_table(&loader, sdk, &listing.details, now).await?;
+    Ok(())
+}
 
-    // Data first, watermarks last: a crash in between only means redoing work.
+/// The flows one round read to their end, and their staged rows.
+struct Round {
+    stage: Stage,
+    /// `(flow, summary)` of each flow read whole, in the order they ended.
+    flows: Vec<(FlowInfo, FlowSummary)>,
+}
+
+/// Reads flows from `queue` until it is empty or, in a backfill, the round has
+/// lasted `--checkpoint-every` (then no flow is started and those in flight end).
+/// A flow's pages are staged as they come; a flow that fails half-way has its
+/// pages discarded, so nothing of it is committed.
+async fn read_round(
+    plan: &Plan,
+    extractor: &Extractor,
+    queue: &Arc<Mutex<VecDeque<ExtractJob>>>,
+    now: i64,
+    report: &mut RunReport,
+    progress: &Progress,
+) -> Result<Round, Failure> {
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let jobs = futures::stream::poll_fn({
+        let (queue, stop) = (queue.clone(), stop.clone());
+        move |_| {
+            if stop.load(Ordering::Relaxed) {
+                return Poll::Ready(None);
+            }
+            Poll::Ready(queue.lock().ok().and_then(|mut q| q.pop_front()))
+        }
+    });
+    let mut events = extractor.extract(jobs, plan.concurrency);
+    let mut round = Round {
+        stage: Stage::new().map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?,
+        flows: Vec::new(),
+    };
+    // The adds of each flow being read; a flow whose page could not be converted
+    // is failed at once and its later events ignored.
+    let mut reading: HashMap<FlowInfo, Vec<AddId>> = HashMap::new();
+    let mut failed: HashMap<FlowInfo, String> = HashMap::new();
+    let mut records_seen = report.records;
+    while let Some((job, event)) = events.next().await {
+        let flow = &job.flow;
+        let fail = match event {
+            _ if failed.contains_key(flow) => None,
+            FlowEvent::Page(records) => {
+                records_seen += records.len() as u64;
+                progress.records(records_seen);
+                match appflow_transform::to_batches(flow, &records, now)
+                    .with_context(|| format!("flow '{}'", flow.name))
+                {
+                    Ok(batches) => {
+                        // A staging failure (the local temporary disk) leaves the
+                        // stage unusable: stop before any data or state is written.
+                        let id = round
+                            .stage
+                            .add(&batches)
+                            .with_context(|| {
+                                format!(
+                                    "staging the rows of flow '{}' in a temporary folder",
+                                    flow.name
+                                )
+                            })
+                            .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
+                        reading.entry(flow.clone()).or_default().push(id);
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            }
+            FlowEvent::Done(summary) => {
+                reading.remove(flow);
+                report.flows_exported += 1;
+                report.describe_pages += summary.pages;
+                report.records += summary.records;
+                records_seen = records_seen.max(report.records);
+                report.flows.push(FlowRun {
+                    describe_calls: summary.pages,
+                    records: summary.records,
+                    ..flow_run(&job)
+                });
+                round.flows.push((flow.clone(), summary));
+                progress.flow_done(records_seen);
+                let checkpoint = plan.backfill.as_ref().map(|b| b.checkpoint_every);
+                if checkpoint.is_some_and(|every| started.elapsed() >= every) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+            FlowEvent::Failed(e) => Some(anyhow::Error::from(e)),
+        };
+        if let Some(e) = fail {
+            round
+                .stage
+                .discard(reading.remove(flow).unwrap_or_default());
+            let message = format!("{e:#}");
+            tracing::error!(flow = %flow.name, error = %message, "flow not exported");
+            report.failures.push(message.clone());
+            report.flows.push(FlowRun {
+                error: Some(message.clone()),
+                ..flow_run(&job)
+            });
+            failed.insert(flow.clone(), message);
+            progress.flow_done(records_seen);
+        }
+    }
+    Ok(round)
+}
+
+/// A flow's line in the run manifest, before it is read.
+fn flow_run(job: &ExtractJob) -> FlowRun {
+    FlowRun {
+        account_id: job.flow.account_id.clone(),
+        region: job.flow.region.clone(),
+        flow_name: job.flow.name.clone(),
+        cutoff: job.cutoff.map(iso),
+        ..Default::default()
+    }
+}
+
+/// Commits a round: its day files first, then its flows' watermarks, then (in a
+/// backfill) that those flows are done. A crash in between only means redoing work.
+async fn commit_round(
+    plan: &Plan,
+    loader: &Loader,
+    round: &mut Round,
+    report: &mut RunReport,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let now = report.started_ms;
+    let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let committing = Instant::now();
-    report.commit = loader
-        .commit_with(&mut stage, &|key, total| progress.day(key, total))
+    progress.merging();
+    let files = loader
+        .commit_with(&mut round.stage, &|key, total| progress.day(key, total))
         .await
         .map_err(dest_failure)?;
-    progress.finish();
     tracing::info!(
         seconds = committing.elapsed().as_secs_f64(),
-        files_written = report.commit.files_written,
+        files_written = files.files_written,
         "day files committed"
     );
+    report.commit += files;
+    let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
+    for (flow, summary) in &round.flows {
+        updates
+            .entry((flow.account_id.clone(), flow.region.clone()))
+            .or_default()
+            .insert(
+                flow.name.clone(),
+                update_of(flow, summary, now, plan.backfill.is_some()),
+            );
+    }
     for ((account, region), flows) in &updates {
         report.commit.conflicts += u64::from(
             loader
@@ -772,7 +954,29 @@ pub async fn execute(plan: &Plan, sdk: &SdkConfig, report: &mut RunReport) -> Re
                 .map_err(dest_failure)?,
         );
     }
-    report.flows_table = commit_flows_table(&loader, sdk, &listing.details, now).await?;
+    if let Some(backfill) = &plan.backfill {
+        let completed_ms = now_ms();
+        for ((account, region), flows) in &updates {
+            let done = flows
+                .iter()
+                .map(|(name, u)| {
+                    let flow = BackfilledFlow {
+                        completed_ms,
+                        records: u.records_read,
+                        run_id: report.run_id.clone(),
+                    };
+                    (name.clone(), flow)
+                })
+                .collect();
+            report.commit.conflicts += u64::from(
+                loader
+                    .record_backfill(&backfill.id, account, region, &done, None)
+                    .await
+                    .map_err(dest_failure)?,
+            );
+        }
+    }
+    report.flows_committed = report.flows.len();
     Ok(())
 }
 
@@ -821,18 +1025,13 @@ async fn commit_flows_table(
 /// A backfill (whose window may end in the past) moves the watermark only forwards,
 /// as any run does, and leaves the open-run and page-order state to the incremental
 /// runs: its `read_started_ms` is older than any run's.
-fn update_of(ex: &FlowExtract, now: i64, backfill: bool) -> FlowUpdate {
+fn update_of(flow: &FlowInfo, summary: &FlowSummary, now: i64, backfill: bool) -> FlowUpdate {
     FlowUpdate {
         read_started_ms: if backfill { i64::MIN } else { now },
-        flow_arn: ex.job.flow.arn.clone(),
-        newest_started_ms: ex.records.iter().map(|r| r.started_at).max(),
-        oldest_open_ms: ex
-            .records
-            .iter()
-            .filter(|r| r.is_open())
-            .map(|r| r.started_at)
-            .min(),
-        pages_sorted: ex.pages_sorted,
-        records_read: ex.records.len() as u64,
+        flow_arn: flow.arn.clone(),
+        newest_started_ms: summary.newest_started,
+        oldest_open_ms: summary.oldest_open,
+        pages_sorted: summary.pages_sorted,
+        records_read: summary.records,
     }
 }

@@ -15,6 +15,8 @@ mod shard;
 pub use cutoff::{IncrementalPolicy, Resume, cutoff};
 pub use error::{Error, Result};
 pub use flows::{FlowDetails, FlowInfo, FlowSelection};
-pub use pager::{ExtractJob, Extractor, FlowExtract, FlowListing};
+pub use pager::{
+    ExtractJob, Extractor, FlowEvent, FlowExtract, FlowListing, FlowReader, FlowSummary,
+};
 pub use record::{CatalogDetail, ExecutionRecord, RegistrationOutput, is_finished, is_open};
 pub use shard::Shard;

@@ -1,8 +1,12 @@
 //! Paging `DescribeFlowExecutionRecords` for many flows at once.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use aws_sdk_appflow::Client;
 use aws_sdk_appflow::error::DisplayErrorContext;
-use futures::stream::{self, Stream, StreamExt};
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
 
 use crate::error::{Error, Result};
 use crate::flows::{FlowDetails, FlowInfo, FlowSelection};
@@ -37,22 +41,101 @@ pub struct ExtractJob {
     pub flow: FlowInfo,
     /// Keep runs with `startedAt >= cutoff` (epoch ms); `None` keeps every run.
     pub cutoff: Option<i64>,
+    /// Keep only runs with `startedAt < until` (a backfill's window); `None`: no end.
+    pub until: Option<i64>,
     /// Page to the end even when the cutoff is passed (the flow's pages were not
-    /// newest-first last time, so an early stop could miss runs).
+    /// newest-first last time, so an early stop could miss runs; or a backfill).
     pub full_scan: bool,
 }
 
-/// What was read of one flow.
+/// What the reading of one flow yields, in this order: its pages, then its end.
 #[derive(Debug)]
-pub struct FlowExtract {
-    pub job: ExtractJob,
-    /// Runs at or after the cutoff, in the order the API returned them.
-    pub records: Vec<ExecutionRecord>,
+pub enum FlowEvent {
+    /// The runs of one page that the job keeps, in the order the API returned them.
+    /// A run may come again on a later page (pages shift while runs start), in the
+    /// same or a newer version.
+    Page(Vec<ExecutionRecord>),
+    /// The flow was read to its end or its cutoff: nothing more comes.
+    Done(FlowSummary),
+    /// The flow could not be read: nothing more comes, and the pages it yielded
+    /// must not be used (a flow is exported whole or not at all).
+    Failed(Error),
+}
+
+/// What was read of one flow, folded page by page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowSummary {
     /// `DescribeFlowExecutionRecords` pages received.
     pub pages: u64,
     /// Whether every page read came newest-first (by `startedAt`); when one did not,
     /// the read went on to the end of the history.
     pub pages_sorted: bool,
+    /// Runs kept (a run read twice counts twice).
+    pub records: u64,
+    /// The newest `startedAt` kept.
+    pub newest_started: Option<i64>,
+    /// The oldest `startedAt` of a kept run that is still open in its newest version.
+    pub oldest_open: Option<i64>,
+}
+
+/// A whole flow, read into memory (for tests and small reads; `run` streams).
+#[derive(Debug)]
+pub struct FlowExtract {
+    pub job: ExtractJob,
+    /// Runs kept, in the order read (a run read twice is here twice).
+    pub records: Vec<ExecutionRecord>,
+    pub summary: FlowSummary,
+}
+
+/// The summary of a flow being read. Open runs are tracked by id, so a run read
+/// open and then again finished (a later page, a newer version) is not open.
+#[derive(Debug)]
+struct Fold {
+    summary: FlowSummary,
+    /// Runs seen open: id -> (last updated, started, open in the newest version).
+    open: HashMap<String, (Option<i64>, i64, bool)>,
+}
+
+impl Fold {
+    fn new() -> Self {
+        Fold {
+            summary: FlowSummary {
+                pages_sorted: true,
+                ..FlowSummary::default()
+            },
+            open: HashMap::new(),
+        }
+    }
+
+    fn kept(&mut self, rec: &ExecutionRecord) {
+        let s = &mut self.summary;
+        s.records += 1;
+        s.newest_started = s.newest_started.max(Some(rec.started_at));
+        // The newest version wins, on a tie the one read last (as in the stage).
+        match self.open.get_mut(&rec.execution_id) {
+            Some(seen) if rec.last_updated_at >= seen.0 => {
+                *seen = (rec.last_updated_at, rec.started_at, rec.is_open());
+            }
+            Some(_) => {}
+            None if rec.is_open() => {
+                self.open.insert(
+                    rec.execution_id.clone(),
+                    (rec.last_updated_at, rec.started_at, true),
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(mut self) -> FlowSummary {
+        self.summary.oldest_open = self
+            .open
+            .values()
+            .filter(|(_, _, open)| *open)
+            .map(|(_, started, _)| *started)
+            .min();
+        self.summary
+    }
 }
 
 impl Extractor {
@@ -120,122 +203,196 @@ impl Extractor {
         })
     }
 
-    /// Reads the jobs, at most `concurrency` flows at a time, yielding each flow's
-    /// result as soon as it is complete (never a partial flow). Each flow is a task
-    /// of its own, so paging goes on while the caller processes finished flows.
+    /// Reads the jobs, at most `concurrency` flows at a time, each in a task of its
+    /// own, yielding every flow's pages as they arrive and then its end
+    /// ([`FlowEvent`]). Jobs are taken from `jobs` only when a flow finishes, so a
+    /// caller can stop feeding it (end the stream) and see the flows in flight end.
+    /// At most a few pages wait for the caller: paging pauses while it is busy.
     pub fn extract(
         &self,
-        jobs: Vec<ExtractJob>,
+        jobs: impl Stream<Item = ExtractJob> + Send + 'static,
         concurrency: usize,
-    ) -> impl Stream<Item = (ExtractJob, Result<FlowExtract>)> + use<> {
+    ) -> mpsc::Receiver<(Arc<ExtractJob>, FlowEvent)> {
+        let concurrency = concurrency.max(1);
+        let (tx, rx) = mpsc::channel(concurrency);
         let this = self.clone();
-        stream::iter(jobs)
-            .map(move |job| {
-                // buffer_unordered asks for the next job only when there is room,
-                // so at most `concurrency` tasks exist at once.
+        tokio::spawn(jobs.for_each_concurrent(concurrency, move |job| {
+            let (this, mut tx) = (this.clone(), tx.clone());
+            async move {
+                let job = Arc::new(job);
                 let task = tokio::spawn({
-                    let (this, job) = (this.clone(), job.clone());
-                    async move { this.extract_flow(job).await }
+                    let (job, mut tx) = (job.clone(), tx.clone());
+                    async move {
+                        let mut reader = this.reader(&job);
+                        let end = loop {
+                            match reader.next_page().await {
+                                Ok(Some(page)) => {
+                                    let page = (job.clone(), FlowEvent::Page(page));
+                                    if tx.send(page).await.is_err() {
+                                        return; // the caller stopped listening
+                                    }
+                                }
+                                Ok(None) => break FlowEvent::Done(reader.summary()),
+                                Err(e) => break FlowEvent::Failed(e),
+                            }
+                        };
+                        let _ = tx.send((job, end)).await;
+                    }
                 });
-                async move {
-                    let result = task.await.unwrap_or_else(|e| {
-                        Err(Error::Describe {
-                            flow: job.flow.name.clone(),
-                            source: e.to_string().into(),
-                        })
+                if let Err(e) = task.await {
+                    let failed = FlowEvent::Failed(Error::Describe {
+                        flow: job.flow.name.clone(),
+                        source: e.to_string().into(),
                     });
-                    (job, result)
+                    let _ = tx.send((job, failed)).await;
                 }
-            })
-            .buffer_unordered(concurrency.max(1))
+            }
+        }));
+        rx
     }
 
-    /// Pages one flow newest-first and stops after the first page that reaches past
-    /// the cutoff, unless the order is broken (then it reads to the end).
+    /// Reads one whole flow into memory.
     pub async fn extract_flow(&self, job: ExtractJob) -> Result<FlowExtract> {
-        let flow = job.flow.name.clone();
-        let mut pages = self
-            .client
-            .describe_flow_execution_records()
-            .flow_name(&flow)
-            .max_results(PAGE_SIZE)
-            .into_paginator()
-            .send();
-        let mut out = FlowExtract {
-            job,
-            records: Vec::new(),
-            pages: 0,
-            pages_sorted: true,
-        };
-        let cutoff = out.job.cutoff.unwrap_or(i64::MIN);
-        let mut previous: Option<i64> = None;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Error::Describe {
-                flow: flow.clone(),
-                source: DisplayErrorContext(e).to_string().into(),
-            })?;
-            out.pages += 1;
-            let mut oldest_on_page = None;
-            for raw in page.flow_executions() {
-                let rec = ExecutionRecord::from_sdk(&flow, raw)?;
-                if previous.is_some_and(|p| rec.started_at > p) && out.pages_sorted {
-                    tracing::warn!(flow = %flow, "runs are not newest-first; reading the whole history of this flow");
-                    out.pages_sorted = false;
-                }
-                previous = Some(rec.started_at);
-                oldest_on_page =
-                    Some(oldest_on_page.map_or(rec.started_at, |o: i64| o.min(rec.started_at)));
-                if rec.started_at >= cutoff {
-                    out.records.push(rec);
-                }
-            }
-            let passed_cutoff = oldest_on_page.is_some_and(|o| o < cutoff);
-            if passed_cutoff && out.pages_sorted && !out.job.full_scan {
-                break;
-            }
+        let mut reader = self.reader(&job);
+        let mut records = Vec::new();
+        while let Some(page) = reader.next_page().await? {
+            records.extend(page);
         }
-        dedupe(&mut out.records);
-        tracing::debug!(flow = %flow, pages = out.pages, records = out.records.len(), "flow read");
-        Ok(out)
+        Ok(FlowExtract {
+            summary: reader.summary(),
+            job,
+            records,
+        })
+    }
+
+    /// A reader of one flow's pages.
+    pub fn reader(&self, job: &ExtractJob) -> FlowReader {
+        FlowReader {
+            client: self.client.clone(),
+            flow: job.flow.name.clone(),
+            cutoff: job.cutoff.unwrap_or(i64::MIN),
+            until: job.until.unwrap_or(i64::MAX),
+            full_scan: job.full_scan,
+            token: None,
+            finished: false,
+            previous: None,
+            fold: Fold::new(),
+        }
     }
 }
 
-/// Keeps one record per execution id (the newest `lastUpdatedAt`; the later one read
-/// on a tie), in first-seen order: pages that shift while they are read may return
-/// a run twice.
-fn dedupe(records: &mut Vec<ExecutionRecord>) {
-    let mut seen: std::collections::HashMap<String, usize> =
-        std::collections::HashMap::with_capacity(records.len());
-    let mut kept: Vec<ExecutionRecord> = Vec::with_capacity(records.len());
-    for rec in records.drain(..) {
-        match seen.get(&rec.execution_id) {
-            Some(&i) if rec.last_updated_at >= kept[i].last_updated_at => kept[i] = rec,
-            Some(_) => {}
-            None => {
-                seen.insert(rec.execution_id.clone(), kept.len());
-                kept.push(rec);
+/// Pages one flow newest-first, one page per [`FlowReader::next_page`], and stops
+/// after the first page that reaches past the cutoff, unless the order is broken or
+/// the job asks for a full scan (then it reads to the end).
+#[derive(Debug)]
+pub struct FlowReader {
+    client: Client,
+    flow: String,
+    cutoff: i64,
+    until: i64,
+    full_scan: bool,
+    /// The next page's token (`None` before the first page).
+    token: Option<String>,
+    finished: bool,
+    /// The `startedAt` of the last run read, to check the order.
+    previous: Option<i64>,
+    fold: Fold,
+}
+
+impl FlowReader {
+    /// The runs of the next page that the job keeps (pages that keep none are
+    /// skipped); `None` once the flow is read.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ExecutionRecord>>> {
+        while !self.finished {
+            let response = self
+                .client
+                .describe_flow_execution_records()
+                .flow_name(&self.flow)
+                .max_results(PAGE_SIZE)
+                .set_next_token(self.token.clone())
+                .send()
+                .await
+                .map_err(|e| Error::Describe {
+                    flow: self.flow.clone(),
+                    source: DisplayErrorContext(e).to_string().into(),
+                })?;
+            self.fold.summary.pages += 1;
+            let mut oldest_on_page: Option<i64> = None;
+            let mut kept = Vec::with_capacity(response.flow_executions().len());
+            for raw in response.flow_executions() {
+                let rec = ExecutionRecord::from_sdk(&self.flow, raw)?;
+                if self.previous.is_some_and(|p| rec.started_at > p)
+                    && self.fold.summary.pages_sorted
+                {
+                    tracing::warn!(flow = %self.flow, "runs are not newest-first; reading the whole history of this flow");
+                    self.fold.summary.pages_sorted = false;
+                }
+                self.previous = Some(rec.started_at);
+                oldest_on_page =
+                    Some(oldest_on_page.map_or(rec.started_at, |o| o.min(rec.started_at)));
+                if (self.cutoff..self.until).contains(&rec.started_at) {
+                    self.fold.kept(&rec);
+                    kept.push(rec);
+                }
+            }
+            // As the SDK's paginators do, a token equal to the last one ends the
+            // read rather than looping on one page.
+            let next = response.next_token().filter(|t| !t.is_empty());
+            let passed_cutoff = oldest_on_page.is_some_and(|o| o < self.cutoff);
+            self.finished = next.is_none()
+                || next == self.token.as_deref()
+                || (passed_cutoff && self.fold.summary.pages_sorted && !self.full_scan);
+            self.token = next.map(str::to_string);
+            if !kept.is_empty() {
+                return Ok(Some(kept));
             }
         }
+        Ok(None)
     }
-    *records = kept;
+
+    /// What was read (call once [`FlowReader::next_page`] returned `None`).
+    pub fn summary(self) -> FlowSummary {
+        let summary = self.fold.finish();
+        tracing::debug!(flow = %self.flow, pages = summary.pages, records = summary.records, "flow read");
+        summary
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_run_read_twice_is_kept_once_in_its_newest_version() {
-        let rec = |id: &str, updated: i64| ExecutionRecord {
+    fn run(id: &str, started: i64, status: &str, updated: i64) -> ExecutionRecord {
+        ExecutionRecord {
+            execution_status: Some(status.into()),
             last_updated_at: Some(updated),
-            ..ExecutionRecord::new(id, 1)
-        };
-        let mut records = vec![rec("a", 5), rec("b", 1), rec("a", 9), rec("a", 7)];
-        dedupe(&mut records);
-        let got: Vec<_> = records
-            .iter()
-            .map(|r| (r.execution_id.as_str(), r.last_updated_at))
-            .collect();
-        assert_eq!(got, [("a", Some(9)), ("b", Some(1))]);
+            ..ExecutionRecord::new(id, started)
+        }
+    }
+
+    #[test]
+    fn a_run_read_open_and_again_finished_is_not_open() {
+        let mut fold = Fold::new();
+        for rec in [
+            run("a", 300, "InProgress", 310),
+            run("b", 200, "InProgress", 210),
+            run("c", 100, "Successful", 110),
+            // A later page repeats a and b: a finished meanwhile, b did not.
+            run("a", 300, "Successful", 400),
+            run("b", 200, "InProgress", 210),
+            // An older version of a read after its newer one changes nothing.
+            run("a", 300, "InProgress", 310),
+        ] {
+            fold.kept(&rec);
+        }
+        let s = fold.finish();
+        assert_eq!(
+            (s.records, s.newest_started, s.oldest_open),
+            (6, Some(300), Some(200))
+        );
+        let mut none_open = Fold::new();
+        none_open.kept(&run("a", 300, "InProgress", 310));
+        none_open.kept(&run("a", 300, "Error", 320));
+        assert_eq!(none_open.finish().oldest_open, None);
     }
 }

@@ -1,10 +1,14 @@
 //! The extractor against the AppFlow emulator, started in-process on loopback.
 
 use appflow_emulator::{Emulator, Faults, GenConfig, RunningEmulator, loopback};
-use appflow_extract::{ExtractJob, Extractor, FlowInfo, FlowSelection};
+use std::collections::BTreeMap;
+
+use appflow_extract::{
+    ExecutionRecord, ExtractJob, Extractor, FlowEvent, FlowInfo, FlowSelection, FlowSummary,
+};
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_appflow::config::Credentials;
-use futures::StreamExt;
+use futures::{StreamExt, stream};
 
 async fn start(flows: usize, runs: usize) -> (Emulator, RunningEmulator, Extractor) {
     let cfg = GenConfig {
@@ -36,8 +40,31 @@ fn job(flow: &FlowInfo, cutoff: Option<i64>) -> ExtractJob {
     ExtractJob {
         flow: flow.clone(),
         cutoff,
+        until: None,
         full_scan: false,
     }
+}
+
+/// Every flow's pages (concatenated) and its end, by flow name, from `extract`.
+type Streamed = BTreeMap<String, (Vec<ExecutionRecord>, Option<Result<FlowSummary, String>>)>;
+
+async fn extract_all(ex: &Extractor, jobs: Vec<ExtractJob>, concurrency: usize) -> Streamed {
+    let mut out = Streamed::new();
+    let mut events = ex.extract(stream::iter(jobs), concurrency);
+    while let Some((job, event)) = events.next().await {
+        let (records, end) = out.entry(job.flow.name.clone()).or_default();
+        assert!(
+            end.is_none(),
+            "{}: an event after the flow's end",
+            job.flow.name
+        );
+        match event {
+            FlowEvent::Page(page) => records.extend(page),
+            FlowEvent::Done(summary) => *end = Some(Ok(summary)),
+            FlowEvent::Failed(e) => *end = Some(Err(e.to_string())),
+        }
+    }
+    out
 }
 
 #[tokio::test]
@@ -46,27 +73,23 @@ async fn reads_every_run_of_every_flow() {
     let listing = ex.list_flows(&FlowSelection::All).await.unwrap();
     assert_eq!(listing.flows.len(), 4);
     let jobs = listing.flows.iter().map(|f| job(f, None)).collect();
-    let results: Vec<_> = ex.extract(jobs, 3).collect().await;
+    let results = extract_all(&ex, jobs, 3).await;
+    assert_eq!(results.len(), 4);
     for flow in emu.snapshot() {
-        let (_, result) = results
-            .iter()
-            .find(|(j, _)| j.flow.name == flow.definition.flow_name)
-            .unwrap();
-        let got = result.as_ref().unwrap();
-        let ids: Vec<_> = got
-            .records
-            .iter()
-            .map(|r| r.execution_id.as_str())
-            .collect();
+        let (records, end) = &results[&flow.definition.flow_name];
+        let ids: Vec<_> = records.iter().map(|r| r.execution_id.as_str()).collect();
         let want: Vec<_> = flow
             .records
             .iter()
             .map(|r| r.execution_id.as_str())
             .collect();
         assert_eq!(ids, want);
-        assert_eq!(got.pages, 3, "230 runs in pages of 100");
-        assert!(got.pages_sorted);
-        let started: Vec<_> = got.records.iter().map(|r| r.started_at).collect();
+        let summary = end.clone().unwrap().unwrap();
+        assert_eq!(summary.pages, 3, "230 runs in pages of 100");
+        assert!(summary.pages_sorted);
+        assert_eq!(summary.records, 230);
+        assert_eq!(summary.newest_started, Some(flow.records[0].started_at.0));
+        let started: Vec<_> = records.iter().map(|r| r.started_at).collect();
         assert_eq!(
             started,
             flow.records
@@ -79,13 +102,37 @@ async fn reads_every_run_of_every_flow() {
 }
 
 #[tokio::test]
+async fn until_keeps_only_the_runs_started_before_it() {
+    let (emu, _running, ex) = start(1, 250).await;
+    let flow = &ex.list_flows(&FlowSelection::All).await.unwrap().flows[0];
+    let records = &emu.snapshot()[0].records;
+    let (until, since) = (records[40].started_at.0, records[180].started_at.0);
+    let got = ex
+        .extract_flow(ExtractJob {
+            until: Some(until),
+            full_scan: true,
+            ..job(flow, Some(since))
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = got.records.iter().map(|r| r.execution_id.clone()).collect();
+    let want: Vec<_> = records[41..=180]
+        .iter()
+        .map(|r| r.execution_id.clone())
+        .collect();
+    assert_eq!(ids, want, "since inclusive, until exclusive");
+    assert_eq!(got.summary.pages, 3, "a full scan reads to the end");
+    assert_eq!(got.summary.newest_started, Some(records[41].started_at.0));
+}
+
+#[tokio::test]
 async fn stops_after_the_page_that_reaches_the_cutoff_and_keeps_it_inclusive() {
     let (emu, _running, ex) = start(1, 450).await;
     let flow = &ex.list_flows(&FlowSelection::All).await.unwrap().flows[0];
     let records = &emu.snapshot()[0].records;
     let cutoff = records[150].started_at.0; // on the second page
     let got = ex.extract_flow(job(flow, Some(cutoff))).await.unwrap();
-    assert_eq!(got.pages, 2);
+    assert_eq!(got.summary.pages, 2);
     assert_eq!(
         got.records.len(),
         151,
@@ -105,8 +152,8 @@ async fn shuffled_pages_fall_back_to_a_full_scan() {
     let records = &emu.snapshot()[0].records;
     let cutoff = records[150].started_at.0;
     let got = ex.extract_flow(job(flow, Some(cutoff))).await.unwrap();
-    assert!(!got.pages_sorted);
-    assert_eq!(got.pages, 5, "read to the end");
+    assert!(!got.summary.pages_sorted);
+    assert_eq!(got.summary.pages, 5, "read to the end");
     let mut ids: Vec<_> = got.records.iter().map(|r| r.execution_id.clone()).collect();
     let mut want: Vec<_> = records[..=150]
         .iter()
@@ -126,15 +173,13 @@ async fn throttling_and_server_errors_are_retried() {
         ..Faults::default()
     });
     let listing = ex.list_flows(&FlowSelection::All).await.unwrap();
-    let results: Vec<_> = ex
-        .extract(listing.flows.iter().map(|f| job(f, None)).collect(), 3)
-        .collect()
-        .await;
-    assert!(
-        results
-            .iter()
-            .all(|(_, r)| r.as_ref().is_ok_and(|x| x.records.len() == 250))
-    );
+    let jobs = listing.flows.iter().map(|f| job(f, None)).collect();
+    let results = extract_all(&ex, jobs, 3).await;
+    assert_eq!(results.len(), 3);
+    for (name, (records, end)) in &results {
+        assert_eq!(records.len(), 250, "{name}");
+        assert_eq!(end.clone().unwrap().unwrap().records, 250, "{name}");
+    }
     let c = emu.counters();
     let describe = &c.operations["DescribeFlowExecutionRecords"];
     assert!(describe.throttled > 0, "{c:?}");
@@ -156,6 +201,18 @@ async fn a_malformed_page_fails_the_flow_by_name() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("'{bad}'")), "{err}");
+    // Streamed, the good first page comes before the failure: the caller must drop it.
+    let jobs = listing.flows.iter().map(|f| job(f, None)).collect();
+    let results = extract_all(&ex, jobs, 2).await;
+    let (pages, end) = &results[&bad];
+    assert_eq!(pages.len(), 100, "the first page, before the malformed one");
+    assert!(
+        end.clone()
+            .unwrap()
+            .unwrap_err()
+            .contains(&format!("'{bad}'"))
+    );
+    assert!(results[&listing.flows[1].name].1.clone().unwrap().is_ok());
     assert_eq!(
         ex.extract_flow(job(&listing.flows[1], None))
             .await

@@ -8,6 +8,7 @@
 //! watermarks afterwards, and [`Loader::commit_flows`] the `flows` table's
 //! snapshot. This crate never calls AppFlow.
 
+mod backfill;
 mod dest;
 mod error;
 mod flows;
@@ -19,12 +20,13 @@ mod stage;
 mod state;
 mod store;
 
+pub use backfill::{BackfillId, BackfillProgress, BackfilledFlow};
 pub use dest::{Destination, S3Options};
 pub use error::{Error, Result};
 pub use loader::{CommitReport, Loader};
 pub use manifest::{FlowRun, RUNS_PREFIX, RunManifest, run_id};
 pub use parquet_io::{decode, encode};
-pub use stage::{PartitionKey, Stage};
+pub use stage::{AddId, PartitionKey, Stage};
 pub use state::{FlowState, FlowUpdate, StateFile};
 pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use crate::backfill::{BackfillId, BackfillProgress, BackfilledFlow};
 use crate::error::{Error, Result};
 use crate::flows::{flows_key, merge_flows};
 use crate::manifest::{RUNS_PREFIX, RunManifest, is_manifest};
@@ -90,6 +93,10 @@ impl Loader {
                 let Some(key) = partitions.next() else { break };
                 on_day(key, keys.len());
                 let incoming = stage.read(key)?;
+                if incoming.executions.num_rows() == 0 {
+                    // Only rows of discarded adds (a flow that failed half-way).
+                    continue;
+                }
                 let (loader, key) = (self.clone(), key.clone());
                 tasks.spawn(async move { loader.commit_partition(key, incoming).await });
             }
@@ -288,28 +295,15 @@ impl Loader {
             let Some((account, region)) = StateFile::parse_key(&key) else {
                 continue;
             };
-            let stored = self.store.get(&key).await?;
-            out.push((account, region, self.parse_state(&key, stored.as_ref())?));
+            out.push((account, region, self.read_json(&key, "state file").await?));
         }
         Ok(out)
     }
 
     /// The stored state of an account and region (empty when there is none yet).
     pub async fn read_state(&self, account_id: &str, region: &str) -> Result<StateFile> {
-        let key = StateFile::key(account_id, region);
-        let stored = self.store.get(&key).await?;
-        self.parse_state(&key, stored.as_ref())
-    }
-
-    fn parse_state(&self, key: &str, stored: Option<&Object>) -> Result<StateFile> {
-        match stored {
-            None => Ok(StateFile::default()),
-            Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
-                location: self.store.location(key),
-                what: "state file",
-                source: source.into(),
-            }),
-        }
+        self.read_json(&StateFile::key(account_id, region), "state file")
+            .await
     }
 
     /// Records a run's progress for some flows of an account and region, on top of
@@ -322,23 +316,96 @@ impl Loader {
         now_ms: i64,
     ) -> Result<u32> {
         let key = StateFile::key(account_id, region);
+        self.upsert_json(&key, "state file", |state: &mut StateFile| {
+            state.apply(updates, now_ms)
+        })
+        .await
+    }
+
+    /// What the backfill `id` completed of an account and region (nothing, when it
+    /// never ran).
+    pub async fn read_backfill(
+        &self,
+        id: &BackfillId,
+        account_id: &str,
+        region: &str,
+    ) -> Result<BackfillProgress> {
+        self.read_json(&id.key(account_id, region), "backfill progress file")
+            .await
+    }
+
+    /// Records flows the backfill `id` completed (rows and state committed), and with
+    /// `restarted_ms`, that it started again from scratch. Returns the conflicts it
+    /// re-merged.
+    pub async fn record_backfill(
+        &self,
+        id: &BackfillId,
+        account_id: &str,
+        region: &str,
+        done: &BTreeMap<String, BackfilledFlow>,
+        restarted_ms: Option<i64>,
+    ) -> Result<u32> {
+        let key = id.key(account_id, region);
+        self.upsert_json(
+            &key,
+            "backfill progress file",
+            |p: &mut BackfillProgress| p.apply(id, done, restarted_ms),
+        )
+        .await
+    }
+
+    /// A JSON object of ours (`what`, for messages); `T::default()` when absent.
+    async fn read_json<T: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<T> {
+        let stored = self.store.get(key).await?;
+        self.parse_json(key, what, stored.as_ref())
+    }
+
+    fn parse_json<T: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+        what: &'static str,
+        stored: Option<&Object>,
+    ) -> Result<T> {
+        match stored {
+            None => Ok(T::default()),
+            Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
+                location: self.store.location(key),
+                what,
+                source: source.into(),
+            }),
+        }
+    }
+
+    /// Read-modify-write of a JSON object of ours until its conditional write
+    /// succeeds: `change` applies to whatever is stored at that moment. Returns the
+    /// conflicts it re-merged.
+    async fn upsert_json<T: Serialize + DeserializeOwned + Default>(
+        &self,
+        key: &str,
+        what: &'static str,
+        change: impl Fn(&mut T),
+    ) -> Result<u32> {
         for attempt in 1..=MAX_ATTEMPTS {
-            let existing = self.store.get(&key).await?;
-            let mut state = self.parse_state(&key, existing.as_ref())?;
-            state.apply(updates, now_ms);
-            let body = serde_json::to_vec_pretty(&state)
-                .map_err(|e| Error::write(self.store.location(&key), e))?;
+            let existing = self.store.get(key).await?;
+            let mut value: T = self.parse_json(key, what, existing.as_ref())?;
+            change(&mut value);
+            let body = serde_json::to_vec_pretty(&value)
+                .map_err(|e| Error::write(self.store.location(key), e))?;
             let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
-            match self.store.put(&key, Bytes::from(body), mode).await? {
+            match self.store.put(key, Bytes::from(body), mode).await? {
                 PutOutcome::Written { .. } => return Ok(attempt - 1),
                 PutOutcome::Conflict => {
-                    tracing::info!(object = %self.store.location(&key), attempt, "another writer changed the state first; merging again");
+                    tracing::info!(object = %self.store.location(key), attempt, "another writer changed the {what} first; merging again");
                     tokio::time::sleep(backoff(attempt)).await
                 }
             }
         }
         Err(Error::Contention {
-            location: self.store.location(&key),
+            location: self.store.location(key),
             attempts: MAX_ATTEMPTS,
         })
     }
@@ -473,6 +540,34 @@ mod tests {
 
     fn loader() -> Loader {
         Loader::new(Arc::new(MemoryStore::new()))
+    }
+
+    #[tokio::test]
+    async fn a_day_of_discarded_rows_only_writes_no_file() {
+        let l = loader();
+        let mut stage = Stage::new().unwrap();
+        let kept = vec![run("a1", T0 + 1000, "Successful", T0 + 2000, 1)];
+        stage
+            .add(&to_batches(&flow("a"), &kept, 7).unwrap())
+            .unwrap();
+        // A flow that failed after a page of another day was staged.
+        let failed = vec![run("b1", T0 - DAY, "Successful", T0, 2)];
+        let id = stage
+            .add(&to_batches(&flow("b"), &failed, 7).unwrap())
+            .unwrap();
+        stage.discard([id]);
+        let r = l.commit(&mut stage).await.unwrap();
+        assert_eq!(r.files_written, 2, "the kept day's two files only");
+        let mut keys = l.store().list("").await.unwrap();
+        keys.sort();
+        let day = crate::stage::day_of(T0).unwrap();
+        assert_eq!(
+            keys,
+            [
+                format!("catalog_registrations/dt={day}/123456789012_us-east-1.parquet"),
+                format!("executions/dt={day}/123456789012_us-east-1.parquet"),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
 
-const KEY: [&str; 4] = ["account_id", "region", "flow_name", "execution_id"];
-const VERSION: &str = "last_updated_at";
+pub(crate) const KEY: [&str; 4] = ["account_id", "region", "flow_name", "execution_id"];
+pub(crate) const VERSION: &str = "last_updated_at";
 const FIRST_WRITTEN: &str = "exported_at";
 
 /// Executions whose stored rows must equal this run's (their catalog rows follow).

@@ -1,20 +1,32 @@
 //! Staging: every flow's rows of a run, kept in local temporary Arrow IPC files and
-//! indexed by (account, region, day), so memory stays bounded by one flow's rows
-//! while reading and one day's rows while merging.
+//! indexed by (account, region, day), so memory stays bounded by the stage's budget
+//! while reading and by one day's rows while merging.
+//!
+//! Rows come in page by page. Each [`Stage::add`] is numbered, and the number is
+//! staged with the rows (a column of the stage's own, never written to the export),
+//! so that when a day is read back
+//! - a run read twice (pages that shifted while they were read) is kept once, in its
+//!   newest version (`last_updated_at`; on a tie, the one added last), with the
+//!   catalog rows of that version only;
+//! - the adds of a flow that failed half-way can be [`Stage::discard`]ed: none of
+//!   its rows reach a day file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, max, min, take_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::compute::{concat_batches, filter_record_batch, max, min, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType, UInt64Type};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use chrono::DateTime;
 
 use crate::error::{Error, Result};
+use crate::merge::{KEY, VERSION, rows};
 use appflow_transform::{Batches, Table, schema_for};
 
 /// One data file of the export: a table's rows of one account, region and UTC day.
@@ -49,6 +61,34 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
 /// Rows kept in memory before they are written to a segment file.
 const MEMORY_BUDGET: usize = 32 << 20;
 
+/// The stage's own column: the number of the [`Stage::add`] that brought the row.
+const ADDED_BY: &str = "_stage_add";
+
+/// The number of one [`Stage::add`], to [`Stage::discard`] it later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddId(u64);
+
+/// A table's schema with the stage's column last.
+fn staged_schema(table: Table) -> SchemaRef {
+    let schema = schema_for(table);
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(ADDED_BY, DataType::UInt64, false)));
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` (of `table`) with the stage's column, every row added by `id`.
+fn tagged(table: Table, batch: &RecordBatch, id: AddId) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from_value(id.0, batch.num_rows())));
+    RecordBatch::try_new(staged_schema(table), columns).map_err(stage_err)
+}
+
+/// `batch` without the stage's column (its last).
+fn untagged(batch: &RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> = (0..batch.num_columns().saturating_sub(1)).collect();
+    batch.project(&keep).map_err(stage_err)
+}
+
 /// Where one partition's rows of a segment are: the segment and the batch index
 /// (the same in both tables' files).
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +110,8 @@ pub struct Stage {
     pending_bytes: usize,
     budget: usize,
     memory: BTreeMap<PartitionKey, Batches>,
+    adds: u64,
+    discarded: HashSet<u64>,
 }
 
 fn stage_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
@@ -126,7 +168,7 @@ fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<FileWriter<BufWriter<Fil
 
 fn concat(table: Table, parts: impl IntoIterator<Item = RecordBatch>) -> Result<RecordBatch> {
     let parts: Vec<RecordBatch> = parts.into_iter().collect();
-    concat_batches(&schema_for(table), &parts).map_err(stage_err)
+    concat_batches(&staged_schema(table), &parts).map_err(stage_err)
 }
 
 impl Stage {
@@ -145,6 +187,8 @@ impl Stage {
             pending_bytes: 0,
             budget: bytes,
             memory: BTreeMap::new(),
+            adds: 0,
+            discarded: HashSet::new(),
         }
     }
 
@@ -158,12 +202,14 @@ impl Stage {
             .join(format!("{segment:06}-{}.arrow", table.name())))
     }
 
-    /// Adds the rows of some runs (typically one flow's). Rows that cannot be
-    /// partitioned are refused here, before anything is staged; an error while
-    /// spilling means the stage can no longer be trusted and the run must stop.
-    pub fn add(&mut self, batches: &Batches) -> Result<()> {
+    /// Adds the rows of some runs (typically one page of a flow's), returning the
+    /// add's number. Rows that cannot be partitioned are refused here, before
+    /// anything is staged; an error while spilling means the stage can no longer be
+    /// trusted and the run must stop.
+    pub fn add(&mut self, batches: &Batches) -> Result<AddId> {
+        let id = AddId(self.adds);
         if batches.executions.num_rows() == 0 {
-            return Ok(());
+            return Ok(id);
         }
         // Only started_at can make rows unpartitionable: check its range here, once.
         let started = batches
@@ -174,13 +220,28 @@ impl Stage {
         for bound in [min(started), max(started)].into_iter().flatten() {
             day_of(bound)?;
         }
-        self.pending_bytes += batches.executions.get_array_memory_size()
-            + batches.catalog_registrations.get_array_memory_size();
-        self.pending.push(batches.clone());
+        let staged = Batches {
+            executions: tagged(Table::Executions, &batches.executions, id)?,
+            catalog_registrations: tagged(
+                Table::CatalogRegistrations,
+                &batches.catalog_registrations,
+                id,
+            )?,
+        };
+        self.adds += 1;
+        self.pending_bytes += staged.executions.get_array_memory_size()
+            + staged.catalog_registrations.get_array_memory_size();
+        self.pending.push(staged);
         if self.pending_bytes >= self.budget {
             self.spill()?;
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// Forgets the rows of these adds (a flow that failed after some of its pages
+    /// were staged): [`Stage::read`] never returns them.
+    pub fn discard(&mut self, adds: impl IntoIterator<Item = AddId>) {
+        self.discarded.extend(adds.into_iter().map(|a| a.0));
     }
 
     /// The pending rows, split by partition. They leave `pending` only once split.
@@ -239,11 +300,11 @@ impl Stage {
         self.segments += 1;
         let mut exec = writer(
             &self.path(segment, Table::Executions)?,
-            &schema_for(Table::Executions),
+            &staged_schema(Table::Executions),
         )?;
         let mut cat = writer(
             &self.path(segment, Table::CatalogRegistrations)?,
-            &schema_for(Table::CatalogRegistrations),
+            &staged_schema(Table::CatalogRegistrations),
         )?;
         for (batch, (key, part)) in parts.into_iter().enumerate() {
             exec.write(&part.executions).map_err(stage_err)?;
@@ -276,8 +337,40 @@ impl Stage {
         Ok(keys)
     }
 
-    /// Every staged row of one partition (call [`Stage::partitions`] first).
+    /// The staged rows of one partition (call [`Stage::partitions`] first): one
+    /// version of each run, with its catalog rows, none of a discarded add. Empty
+    /// when every row of the partition was discarded.
     pub fn read(&self, key: &PartitionKey) -> Result<Batches> {
+        let staged = self.read_staged(key)?;
+        let staged = self.without_discarded(staged)?;
+        let current = newest_versions(staged)?;
+        Ok(Batches {
+            executions: untagged(&current.executions)?,
+            catalog_registrations: untagged(&current.catalog_registrations)?,
+        })
+    }
+
+    fn without_discarded(&self, staged: Batches) -> Result<Batches> {
+        if self.discarded.is_empty() {
+            return Ok(staged);
+        }
+        let kept = |batch: &RecordBatch| -> Result<RecordBatch> {
+            let added = added_by(batch)?;
+            let mask: BooleanArray = added
+                .values()
+                .iter()
+                .map(|a| Some(!self.discarded.contains(a)))
+                .collect();
+            filter_record_batch(batch, &mask).map_err(stage_err)
+        };
+        Ok(Batches {
+            executions: kept(&staged.executions)?,
+            catalog_registrations: kept(&staged.catalog_registrations)?,
+        })
+    }
+
+    /// Every staged row of one partition, with the stage's column.
+    fn read_staged(&self, key: &PartitionKey) -> Result<Batches> {
         let slices = self.slices.get(key).map(Vec::as_slice).unwrap_or_default();
         let in_memory = self.memory.get(key);
         let read_table = |table: Table, in_memory: Option<&RecordBatch>| -> Result<RecordBatch> {
@@ -303,6 +396,63 @@ impl Stage {
             )?,
         })
     }
+}
+
+fn added_by(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<UInt64Type>> {
+    batch
+        .column_by_name(ADDED_BY)
+        .map(|c| c.as_primitive::<UInt64Type>())
+        .ok_or_else(|| stage_err(format!("no column {ADDED_BY}")))
+}
+
+/// One row per run: the newest `last_updated_at` (a missing one is the oldest), on a
+/// tie the one added last; catalog rows only of the add that brought that row.
+fn newest_versions(staged: Batches) -> Result<Batches> {
+    let exec = &staged.executions;
+    let keys = rows(exec, &KEY).map_err(stage_err)?;
+    let version = exec
+        .column_by_name(VERSION)
+        .ok_or_else(|| stage_err(format!("no column {VERSION}")))?
+        .as_primitive::<TimestampMillisecondType>();
+    let added = added_by(exec)?;
+    let rank = |i: usize| {
+        (
+            version.is_valid(i).then(|| version.value(i)),
+            added.value(i),
+        )
+    };
+    // The row kept for each key; most keys are seen once.
+    let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(exec.num_rows());
+    let mut repeated = false;
+    for i in 0..exec.num_rows() {
+        match winner.entry(keys.row(i).data()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                repeated = true;
+                if rank(i) >= rank(*o.get()) {
+                    o.insert(i);
+                }
+            }
+        }
+    }
+    if !repeated {
+        return Ok(staged);
+    }
+    let mut keep: Vec<u32> = winner.values().map(|&i| i as u32).collect();
+    keep.sort_unstable();
+    let chosen: HashMap<&[u8], u64> = winner.iter().map(|(k, &i)| (*k, added.value(i))).collect();
+    let cat = &staged.catalog_registrations;
+    let cat_keys = rows(cat, &KEY).map_err(stage_err)?;
+    let cat_added = added_by(cat)?;
+    let mask: BooleanArray = (0..cat.num_rows())
+        .map(|i| Some(chosen.get(cat_keys.row(i).data()) == Some(&cat_added.value(i))))
+        .collect();
+    Ok(Batches {
+        executions: take_record_batch(exec, &UInt32Array::from(keep)).map_err(stage_err)?,
+        catalog_registrations: filter_record_batch(cat, &mask).map_err(stage_err)?,
+    })
 }
 
 #[cfg(test)]
@@ -357,6 +507,133 @@ mod tests {
             rows += m.executions.num_rows();
         }
         assert_eq!(rows, 120);
+    }
+
+    fn version(id: &str, status: &str, updated: i64, catalog: usize) -> ExecutionRecord {
+        ExecutionRecord {
+            execution_status: Some(status.into()),
+            last_updated_at: Some(updated),
+            catalog_details: (0..catalog)
+                .map(|i| CatalogDetail {
+                    catalog_type: Some("GLUE".into()),
+                    table_name: Some(format!("{status}-{i}")),
+                    table_registration: None,
+                    partition_registration: None,
+                })
+                .collect(),
+            ..ExecutionRecord::new(id, 1_790_000_000_000)
+        }
+    }
+
+    fn page(records: &[ExecutionRecord]) -> Batches {
+        let info = FlowInfo::from_arn("f", "arn:aws:appflow:us-east-1:1:flow/f").unwrap();
+        appflow_transform::to_batches(&info, records, 1).unwrap()
+    }
+
+    fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {
+        let col = batch.column_by_name(column).unwrap().as_string::<i32>();
+        col.iter().map(|v| v.unwrap_or("-").to_string()).collect()
+    }
+
+    fn read_only_partition(stage: &mut Stage) -> Batches {
+        let keys = stage.partitions().unwrap();
+        assert_eq!(keys.len(), 1);
+        stage.read(&keys[0]).unwrap()
+    }
+
+    #[test]
+    fn a_run_staged_twice_is_read_once_with_the_catalog_rows_of_its_newest_version() {
+        for budget in [usize::MAX, 1] {
+            let mut stage = Stage::with_memory_budget(budget);
+            // Page 1 has run a open and run b; page 2, read after runs were added at
+            // the front, repeats them: a finished (newer) with other catalog rows, b
+            // unchanged. A third page brings an older version of a again.
+            stage
+                .add(&page(&[
+                    version("a", "InProgress", 10, 2),
+                    version("b", "Successful", 5, 1),
+                ]))
+                .unwrap();
+            stage
+                .add(&page(&[
+                    version("a", "Successful", 20, 1),
+                    version("b", "Successful", 5, 1),
+                ]))
+                .unwrap();
+            stage
+                .add(&page(&[version("a", "InProgress", 10, 2)]))
+                .unwrap();
+            let got = read_only_partition(&mut stage);
+            let mut runs: Vec<(String, String)> = strings(&got.executions, "execution_id")
+                .into_iter()
+                .zip(strings(&got.executions, "execution_status"))
+                .collect();
+            runs.sort();
+            assert_eq!(
+                runs,
+                [
+                    ("a".into(), "Successful".into()),
+                    ("b".into(), "Successful".into())
+                ],
+                "budget {budget}"
+            );
+            let mut catalog: Vec<(String, String)> =
+                strings(&got.catalog_registrations, "execution_id")
+                    .into_iter()
+                    .zip(strings(&got.catalog_registrations, "table_name"))
+                    .collect();
+            catalog.sort();
+            assert_eq!(
+                catalog,
+                [
+                    ("a".into(), "Successful-0".into()),
+                    ("b".into(), "Successful-0".into())
+                ],
+                "budget {budget}: the catalog rows of the version kept, once"
+            );
+            assert_eq!(got.executions.schema(), schema_for(Table::Executions));
+            assert_eq!(
+                got.catalog_registrations.schema(),
+                schema_for(Table::CatalogRegistrations)
+            );
+        }
+    }
+
+    #[test]
+    fn discarded_adds_are_never_read() {
+        for budget in [usize::MAX, 1] {
+            let mut stage = Stage::with_memory_budget(budget);
+            let kept = stage
+                .add(&page(&[version("a", "Successful", 5, 1)]))
+                .unwrap();
+            let failed = [
+                stage.add(&page(&[version("b", "Error", 6, 2)])).unwrap(),
+                stage.add(&page(&[version("a", "Error", 9, 1)])).unwrap(),
+            ];
+            assert!(failed.iter().all(|f| *f != kept));
+            stage.discard(failed);
+            let got = read_only_partition(&mut stage);
+            assert_eq!(strings(&got.executions, "execution_id"), ["a"]);
+            assert_eq!(strings(&got.executions, "execution_status"), ["Successful"]);
+            assert_eq!(
+                strings(&got.catalog_registrations, "table_name"),
+                ["Successful-0"]
+            );
+
+            let mut only_failed = Stage::with_memory_budget(budget);
+            let id = only_failed
+                .add(&page(&[version("b", "Error", 6, 2)]))
+                .unwrap();
+            only_failed.discard([id]);
+            let got = read_only_partition(&mut only_failed);
+            assert_eq!(
+                (
+                    got.executions.num_rows(),
+                    got.catalog_registrations.num_rows()
+                ),
+                (0, 0)
+            );
+        }
     }
 
     #[test]
