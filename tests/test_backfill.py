@@ -1,22 +1,48 @@
 """`appflow-export backfill --since D [--until D]`: re-reads every flow's whole history
 and merges the runs of the window into the export, without duplicates, never moving a
-watermark backwards. (First slice: memory bounded per page, the progress bar and
-resuming an interrupted backfill are still to come.)"""
+watermark backwards; run again after an interruption, it reads no flow it completed."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import time
 
 import pytest
 
-from conftest import (DAY_MS, Dataset, assert_exit, assert_export, export, read_output, run_args, run_export,
-                      truth, utc_day)
+from conftest import (DAY_MS, Dataset, ExportProcess, assert_exit, assert_export, export, read_output, run_args,
+                      run_export, truth, utc_day)
 
 
 def backfill(emulator, dest, *args: str):
     base, env = run_args(emulator, dest)
     return run_export(["backfill", *base[1:], *args], env)
+
+
+def start_backfill(emulator, dest, *args: str) -> ExportProcess:
+    base, env = run_args(emulator, dest)
+    return ExportProcess(["backfill", *base[1:], *args], env)
+
+
+def completed(dest, since: str, until: str = "open") -> set[str]:
+    """The flows the backfill's progress file records as done."""
+    files = list((dest.path / "_state" / "backfills" / f"{since}_{until}").glob("*.json"))
+    if not files:
+        return set()
+    [path] = files
+    progress = json.loads(path.read_text())
+    return {name for name, f in progress["flows"].items() if f["completed_ms"] >= progress["restarted_ms"]}
+
+
+def flows_read(emulator) -> set[str]:
+    """The flows whose run history was paged since the counters were reset."""
+    return {name for name, calls in emulator.counters()["describe_calls_by_flow"].items() if calls}
+
+
+def resumed(stdout: str) -> int:
+    found = re.search(r"resumed\s+(\d+) flows already backfilled", stdout)
+    return int(found.group(1)) if found else 0
 
 
 def state(dest) -> dict:
@@ -99,3 +125,81 @@ def test_bad_windows_are_usage_errors(emulator, local_dest, args, message):
     assert_exit(result, 2)
     assert message in result.stderr, result.stderr
     assert emulator.api_calls() == 0
+
+
+def test_an_interrupted_backfill_reads_no_completed_flow_again(emulator, local_dest):
+    # Slow pages, one flow at a time and a checkpoint after every flow: the backfill
+    # commits flow by flow, and is killed (no chance to clean up) part-way.
+    since = days_ago(30)
+    emulator.set_faults({"latency_ms": 100})
+    proc = start_backfill(emulator, local_dest, "--since", since, "--concurrency", "1", "--checkpoint-every", "0s")
+    deadline = time.monotonic() + 120
+    while len(completed(local_dest, since)) < 3 and proc.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.proc.kill()
+    killed = proc.wait()
+    assert killed.returncode == -9, f"the backfill ended before it was killed: {killed.returncode}\n{killed.stderr}"
+    done = completed(local_dest, since)
+    names = set(emulator.flow_names())
+    assert 3 <= len(done) < len(names), done
+
+    emulator.set_faults({})
+    emulator.reset_counters()
+    result = backfill(emulator, local_dest, "--since", since)
+    assert_exit(result, 0)
+    assert flows_read(emulator) == names - done, "the rerun reads exactly the flows not completed"
+    assert resumed(result.stdout) == len(done), result.stdout
+    assert completed(local_dest, since) == names
+    assert_export(local_dest, truth(emulator))
+
+
+def test_a_rerun_after_a_failed_flow_reads_only_that_flow(emulator, local_dest):
+    since = days_ago(30)
+    bad = emulator.flow_names()[2]
+    emulator.set_faults({"malformed_flows": [bad]})
+    first = backfill(emulator, local_dest, "--since", since)
+    assert_exit(first, 1)
+    assert bad in first.stderr
+    names = set(emulator.flow_names())
+    assert completed(local_dest, since) == names - {bad}
+    # Nothing of the failed flow reached a file, though its first page was read.
+    assert_export(local_dest, truth(emulator).without(bad))
+
+    emulator.set_faults({})
+    emulator.reset_counters()
+    second = backfill(emulator, local_dest, "--since", since)
+    assert_exit(second, 0)
+    assert flows_read(emulator) == {bad}
+    assert resumed(second.stdout) == len(names) - 1
+    assert_export(local_dest, truth(emulator))
+
+
+def test_a_completed_backfill_reads_nothing_again_unless_restarted(emulator, local_dest):
+    since, until = days_ago(10), days_ago(2)
+    assert_exit(backfill(emulator, local_dest, "--since", since, "--until", until), 0)
+    names = set(emulator.flow_names())
+    assert completed(local_dest, since, until) == names
+
+    emulator.reset_counters()
+    again = backfill(emulator, local_dest, "--since", since, "--until", until)
+    assert_exit(again, 0)
+    assert flows_read(emulator) == set()
+    assert resumed(again.stdout) == len(names)
+    dry = backfill(emulator, local_dest, "--since", since, "--until", until, "--dry-run")
+    assert_exit(dry, 0)
+    assert "would export 0 flows" in dry.stdout, dry.stdout
+    for name in names:
+        assert re.search(rf"^  {re.escape(name)}  \S+  \(none: an earlier run of this backfill completed it",
+                         dry.stdout, re.M), dry.stdout
+
+    # Another window is another backfill; --restart reads this one's flows again.
+    emulator.reset_counters()
+    other = backfill(emulator, local_dest, "--since", since)
+    assert_exit(other, 0)
+    assert flows_read(emulator) == names
+    emulator.reset_counters()
+    restarted = backfill(emulator, local_dest, "--since", since, "--until", until, "--restart")
+    assert_exit(restarted, 0)
+    assert flows_read(emulator) == names
+    assert resumed(restarted.stdout) == 0
+    assert_export(local_dest, truth(emulator).select_rows(lambda r: utc_day(r["started_at"]) >= since))

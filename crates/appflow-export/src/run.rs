@@ -581,7 +581,7 @@ pub struct Prepared {
     listing: FlowListing,
     jobs: Vec<(ExtractJob, Resume)>,
     /// Owned flows an earlier run of this backfill completed: not read again.
-    already_backfilled: Vec<FlowInfo>,
+    already_backfilled: Vec<(ExtractJob, Resume)>,
 }
 
 /// Opens the destination (`check`: that it can be written), lists the flows, reads
@@ -606,7 +606,7 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         .list_flows(&plan.selection)
         .await
         .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
-    let mut owned: Vec<&FlowInfo> = listing
+    let owned: Vec<&FlowInfo> = listing
         .flows
         .iter()
         .filter(|f| plan.shard.owns(f))
@@ -617,7 +617,8 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         .map(|f| (f.account_id.clone(), f.region.clone()))
         .collect();
     let mut states: BTreeMap<(String, String), StateFile> = BTreeMap::new();
-    let mut already_backfilled = Vec::new();
+    // A backfill's flows completed by an earlier run of it.
+    let mut completed: BTreeSet<(String, String, String)> = BTreeSet::new();
     for key in regions {
         let state = loader
             .read_state(&key.0, &key.1)
@@ -629,14 +630,16 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
                 .read_backfill(&backfill.id, &key.0, &key.1)
                 .await
                 .map_err(dest_failure)?;
-            let (done, rest): (Vec<&FlowInfo>, Vec<&FlowInfo>) = owned.into_iter().partition(|f| {
-                (&f.account_id, &f.region) == (&key.0, &key.1) && progress.completed(&f.name)
-            });
-            already_backfilled.extend(done.into_iter().cloned());
-            owned = rest;
+            completed.extend(
+                progress
+                    .flows
+                    .keys()
+                    .filter(|name| progress.completed(name))
+                    .map(|name| (key.0.clone(), key.1.clone(), name.clone())),
+            );
         }
     }
-    let jobs = owned
+    let (already_backfilled, jobs): (Vec<_>, Vec<_>) = owned
         .into_iter()
         .map(|flow| {
             let state = states
@@ -663,7 +666,10 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
             };
             (job, resume)
         })
-        .collect();
+        .partition(|(job, _): &(ExtractJob, Resume)| {
+            let f = &job.flow;
+            completed.contains(&(f.account_id.clone(), f.region.clone(), f.name.clone()))
+        });
     Ok(Prepared {
         loader,
         extractor,
@@ -708,11 +714,12 @@ impl fmt::Display for DryRun<'_> {
             };
             writeln!(f, "  {}  {watermark}  {reads_to}", job.flow.name)?;
         }
-        for flow in &prepared.already_backfilled {
+        for (job, resume) in &prepared.already_backfilled {
+            let watermark = resume.watermark.map_or_else(|| "-".to_string(), iso);
             writeln!(
                 f,
-                "  {}  (already backfilled by an earlier run of this backfill: skipped; --restart reads it)",
-                flow.name
+                "  {}  {watermark}  (none: an earlier run of this backfill completed it; --restart reads it again)",
+                job.flow.name
             )?;
         }
         for problem in &prepared.listing.problems {
