@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # make bench: a full export of FLOWS x RUNS records from the AppFlow emulator into a
 # local folder, release build. Reports wall time, records/s and peak RSS of the
-# exporter (GNU time), and the same for an incremental run with nothing new.
-# Usage: bash bench/run.sh [FLOWS] [RUNS_PER_FLOW]
+# exporter (GNU time), the same for an incremental run with nothing new, and for a
+# backfill of the whole history into a fresh folder (run it at two history sizes to
+# see that its peak RSS does not grow with the history).
+# Usage: bash bench/run.sh [FLOWS] [RUNS_PER_FLOW] [DAYS]   (DAYS: the history's length)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flows=${1:-200}
 runs=${2:-5000}
+days=${3:-90}
 cargo build --release -p appflow-export -p appflow-emulator --bins
 [ -x /usr/bin/time ] || { echo "bench needs GNU time: apt-get install time" >&2; exit 1; }
 
 work=$(mktemp -d)
 emu_out="$work/emulator.out"
-./target/release/appflow-emulator --flows "$flows" --runs-per-flow "$runs" --days 90 --seed 1 >"$emu_out" 2>&1 &
+./target/release/appflow-emulator --flows "$flows" --runs-per-flow "$runs" --days "$days" --seed 1 >"$emu_out" 2>&1 &
 emu=$!
 trap 'kill $emu 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 600); do grep -q '^listening on ' "$emu_out" && break; sleep 0.1; done
@@ -20,17 +23,21 @@ endpoint=$(sed -n 's/^listening on //p' "$emu_out")
 [ -n "$endpoint" ] || { echo "the emulator did not start:" >&2; cat "$emu_out" >&2; exit 1; }
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true RUST_LOG=warn
-measure() { # $1 label
-  /usr/bin/time -v -o "$work/time.txt" ./target/release/appflow-export run --dest "$work/dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
+measure() { # $1 label, then the command and its arguments (without --dest and the endpoint)
+  local label=$1 dest=$work/dest
+  shift
+  [ "$1" = backfill ] && dest=$work/backfill
+  /usr/bin/time -v -o "$work/time.txt" ./target/release/appflow-export "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
   local wall rss records
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
   records=$(awk '/records/ {print $2; exit}' "$work/out.txt")
   secs=$(awk -v w="$wall" 'BEGIN { n = split(w, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }')
-  printf '%-22s %10s records  wall %8.2f s  %10.0f records/s  peak RSS %6.1f MB\n' \
-    "$1" "$records" "$secs" "$(awk -v r="$records" -v s="$secs" 'BEGIN { print (s > 0 ? r / s : 0) }')" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
+  printf '%-24s %10s records  wall %8.2f s  %10.0f records/s  peak RSS %6.1f MB\n' \
+    "$label" "$records" "$secs" "$(awk -v r="$records" -v s="$secs" 'BEGIN { print (s > 0 ? r / s : 0) }')" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
 }
-echo "appflow-export bench: $flows flows x $runs runs, $(nproc) cores, $(date -u +%Y-%m-%d)"
-measure "full export"
-measure "incremental, no change"
+echo "appflow-export bench: $flows flows x $runs runs over $days days, $(nproc) cores, $(date -u +%Y-%m-%d)"
+measure "full export" run
+measure "incremental, no change" run
+measure "backfill, whole history" backfill --since "$(date -u -d "$((days + 10)) days ago" +%Y-%m-%d)"
 du -sh "$work/dest" | awk '{print "output size: " $1}'

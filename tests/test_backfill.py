@@ -171,6 +171,9 @@ def test_a_rerun_after_a_failed_flow_reads_only_that_flow(emulator, local_dest):
     assert_exit(second, 0)
     assert flows_read(emulator) == {bad}
     assert resumed(second.stdout) == len(names) - 1
+    manifest = json.loads(sorted((local_dest.path / "_state" / "runs").glob("*.json"))[-1].read_text())
+    assert manifest["flows_already_backfilled"] == len(names) - 1
+    assert [f["flow_name"] for f in manifest["flows"]] == [bad]
     assert_export(local_dest, truth(emulator))
 
 

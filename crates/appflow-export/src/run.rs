@@ -265,6 +265,7 @@ impl RunReport {
             conflicts: self.commit.conflicts + self.flows_table.conflicts,
             flows_listed: self.flows_listed as u64,
             flows_table_written: self.flows_table.files_written,
+            flows_already_backfilled: self.flows_already_backfilled as u64,
             flows: self.flows.clone(),
             errors,
         }

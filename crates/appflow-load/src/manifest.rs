@@ -39,6 +39,8 @@ pub struct RunManifest {
     pub conflicts: u64,
     pub flows_listed: u64,
     pub flows_table_written: u64,
+    /// A backfill's flows that an earlier run of it completed, not read again.
+    pub flows_already_backfilled: u64,
     /// Every flow the run tried, in the order they finished.
     pub flows: Vec<FlowRun>,
     /// What went wrong: failed flows, and the error that ended the run, if any.

@@ -535,6 +535,17 @@ mod tests {
         col.iter().map(|v| v.unwrap_or("-").to_string()).collect()
     }
 
+    /// `execution_id=column` of every row, sorted.
+    fn pairs(batch: &RecordBatch, column: &str) -> Vec<String> {
+        let mut out: Vec<_> = strings(batch, "execution_id")
+            .into_iter()
+            .zip(strings(batch, column))
+            .map(|(id, value)| format!("{id}={value}"))
+            .collect();
+        out.sort();
+        out
+    }
+
     fn read_only_partition(stage: &mut Stage) -> Batches {
         let keys = stage.partitions().unwrap();
         assert_eq!(keys.len(), 1);
@@ -564,31 +575,14 @@ mod tests {
                 .add(&page(&[version("a", "InProgress", 10, 2)]))
                 .unwrap();
             let got = read_only_partition(&mut stage);
-            let mut runs: Vec<(String, String)> = strings(&got.executions, "execution_id")
-                .into_iter()
-                .zip(strings(&got.executions, "execution_status"))
-                .collect();
-            runs.sort();
             assert_eq!(
-                runs,
-                [
-                    ("a".into(), "Successful".into()),
-                    ("b".into(), "Successful".into())
-                ],
+                pairs(&got.executions, "execution_status"),
+                ["a=Successful", "b=Successful"],
                 "budget {budget}"
             );
-            let mut catalog: Vec<(String, String)> =
-                strings(&got.catalog_registrations, "execution_id")
-                    .into_iter()
-                    .zip(strings(&got.catalog_registrations, "table_name"))
-                    .collect();
-            catalog.sort();
             assert_eq!(
-                catalog,
-                [
-                    ("a".into(), "Successful-0".into()),
-                    ("b".into(), "Successful-0".into())
-                ],
+                pairs(&got.catalog_registrations, "table_name"),
+                ["a=Successful-0", "b=Successful-0"],
                 "budget {budget}: the catalog rows of the version kept, once"
             );
             assert_eq!(got.executions.schema(), schema_for(Table::Executions));
