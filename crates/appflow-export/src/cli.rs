@@ -157,9 +157,10 @@ pub struct BackfillArgs {
     /// Last UTC day, inclusive (default: no end).
     #[arg(long, value_parser = parse_day)]
     pub until: Option<chrono::NaiveDate>,
-    /// Commit what was read (rows, watermarks, and which flows are done) at least this
-    /// often: an interrupted backfill, run again with the same --since and --until,
-    /// skips the flows it completed and loses at most this much reading.
+    /// After this long, start no new flow, let those in flight finish and commit them
+    /// (rows, watermarks, and which flows are done), then go on: an interrupted
+    /// backfill, run again with the same --since and --until, skips the flows it
+    /// completed.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub checkpoint_every: Duration,
     /// Read every flow again, even those an earlier run of this backfill (same

@@ -822,14 +822,23 @@ async fn read_round(
     progress: &Progress,
 ) -> Result<Round, Failure> {
     let started = Instant::now();
+    // The round takes jobs until the queue is empty or, in a backfill, it has lasted
+    // --checkpoint-every (it always takes one). It also takes none once this function
+    // returns, early or not: no flow is started that nobody reads.
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_return = StopOnDrop(stop.clone());
+    let checkpoint = plan.backfill.as_ref().map(|b| b.checkpoint_every);
     let jobs = futures::stream::poll_fn({
         let (queue, stop) = (queue.clone(), stop.clone());
+        let mut taken = 0_usize;
         move |_| {
-            if stop.load(Ordering::Relaxed) {
+            let due = taken > 0 && checkpoint.is_some_and(|every| started.elapsed() >= every);
+            if due || stop.load(Ordering::Relaxed) {
                 return Poll::Ready(None);
             }
-            Poll::Ready(queue.lock().ok().and_then(|mut q| q.pop_front()))
+            let job = queue.lock().ok().and_then(|mut q| q.pop_front());
+            taken += usize::from(job.is_some());
+            Poll::Ready(job)
         }
     });
     let mut events = extractor.extract(jobs, plan.concurrency);
@@ -884,10 +893,6 @@ async fn read_round(
                 });
                 round.flows.push((flow.clone(), summary));
                 progress.flow_done(records_seen);
-                let checkpoint = plan.backfill.as_ref().map(|b| b.checkpoint_every);
-                if checkpoint.is_some_and(|every| started.elapsed() >= every) {
-                    stop.store(true, Ordering::Relaxed);
-                }
                 None
             }
             FlowEvent::Failed(e) => Some(anyhow::Error::from(e)),
@@ -908,6 +913,15 @@ async fn read_round(
         }
     }
     Ok(round)
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A flow's line in the run manifest, before it is read.

@@ -88,7 +88,11 @@ pub struct FlowExtract {
 }
 
 /// The summary of a flow being read. Open runs are tracked by id, so a run read
-/// open and then again finished (a later page, a newer version) is not open.
+/// open and then again finished (a later page, a newer version) is not open. Runs
+/// first read finished are not tracked (that would hold every id of the history): an
+/// older, open version read after the finished one would count as open, which only
+/// holds the next cutoff back (AWS answers each page with its current versions, so a
+/// later page does not bring an older one).
 #[derive(Debug)]
 struct Fold {
     summary: FlowSummary,
@@ -219,12 +223,18 @@ impl Extractor {
         tokio::spawn(jobs.for_each_concurrent(concurrency, move |job| {
             let (this, mut tx) = (this.clone(), tx.clone());
             async move {
+                if tx.is_closed() {
+                    return; // the caller stopped listening: read no more flows
+                }
                 let job = Arc::new(job);
                 let task = tokio::spawn({
                     let (job, mut tx) = (job.clone(), tx.clone());
                     async move {
                         let mut reader = this.reader(&job);
                         let end = loop {
+                            if tx.is_closed() {
+                                return;
+                            }
                             match reader.next_page().await {
                                 Ok(Some(page)) => {
                                     let page = (job.clone(), FlowEvent::Page(page));

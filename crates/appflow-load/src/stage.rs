@@ -208,6 +208,7 @@ impl Stage {
     /// trusted and the run must stop.
     pub fn add(&mut self, batches: &Batches) -> Result<AddId> {
         let id = AddId(self.adds);
+        self.adds += 1;
         if batches.executions.num_rows() == 0 {
             return Ok(id);
         }
@@ -228,7 +229,6 @@ impl Stage {
                 id,
             )?,
         };
-        self.adds += 1;
         self.pending_bytes += staged.executions.get_array_memory_size()
             + staged.catalog_registrations.get_array_memory_size();
         self.pending.push(staged);
