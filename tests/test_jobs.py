@@ -27,23 +27,27 @@ def aws(tmp_path_factory):
 
 
 def accepted(command: list[str], aws, tmp_path, env: dict | None = None) -> dict:
-    """`command` (the arguments after the program) is a run the CLI accepts: run as a
-    dry run against the emulator, with the destination swapped for a local folder;
-    returns its effective options (`config --print`). The image's config path is
-    this repository's jobs/config.toml, which the Dockerfile copies there."""
-    assert command[0] == "run", command
+    """`command` (the arguments after the program) is a run or backfill the CLI
+    accepts: run as a dry run against the emulator, with the destination swapped for
+    a local folder; returns a run's effective options (`config --print`). The image's
+    config path is this repository's jobs/config.toml, which the Dockerfile copies
+    there."""
+    assert command[0] in ("run", "backfill"), command
     args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
-    shown = run_export(["config", "--print", *args])
-    assert_exit(shown, 0)
+    options = {}
+    if command[0] == "run":
+        shown = run_export(["config", "--print", *args])
+        assert_exit(shown, 0)
+        options = tomllib.loads(shown.stdout)
     local = str(tmp_path / "dest")
     if "--dest" in args:
         args[args.index("--dest") + 1] = local
     else:
         args += ["--dest", local]
-    dry = run_export(["run", *args, "--dry-run"], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, **(env or {})})
+    dry = run_export([command[0], *args, "--dry-run"], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, **(env or {})})
     assert_exit(dry, 0)
     assert dry.stdout.startswith("dry run: would export ")
-    return tomllib.loads(shown.stdout)
+    return options
 
 
 def check_request(service: str, operation: str, path) -> dict:
@@ -72,6 +76,19 @@ def test_ecs_task_definition(aws, tmp_path):
     assert container["logConfiguration"]["logDriver"] == "awslogs"
     shown = accepted(container["command"], aws, tmp_path)
     assert shown["log_format"] == "json" and shown["dest"] == "s3://my-data-lake/appflow-runs"
+
+
+def test_ecs_one_off_backfill(aws, tmp_path):
+    run = check_request("ecs", "RunTask", JOBS / "ecs" / "backfill-task.json")
+    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    assert run["taskDefinition"] == task["family"]
+    [override] = run["overrides"]["containerOverrides"]
+    [container] = task["containerDefinitions"]
+    assert override["name"] == container["name"]
+    command = override["command"]
+    assert command[0] == "backfill" and "--since" in command
+    assert command[command.index("--dest") + 1] == container["command"][container["command"].index("--dest") + 1]
+    accepted(command, aws, tmp_path)
 
 
 def test_eventbridge_schedule_targets_the_task():
