@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (DAY_MS, Dataset, ExportProcess, assert_exit, assert_export, export, read_output, run_args,
+from conftest import (DAY_MS, HISTORY, Dataset, ExportProcess, assert_exit, assert_export, export, read_output, run_args,
                       run_export, truth, utc_day)
 
 
@@ -166,6 +166,16 @@ def test_a_rerun_after_a_failed_flow_reads_only_that_flow(emulator, local_dest):
     assert completed(local_dest, since) == names - {bad}
     # Nothing of the failed flow reached a file, though its first page was read.
     assert_export(local_dest, truth(emulator).without(bad))
+    # status shows how far the backfill got, as JSON and as a table.
+    shown = run_export(["status", "--dest", local_dest.uri, "--format", "json"])
+    assert_exit(shown, 0)
+    [progress] = json.loads(shown.stdout)["backfills"]
+    assert (progress["since"], progress["until"], progress["flows_completed"]) == (since, None, len(names) - 1)
+    assert (progress["account_id"], progress["region"]) == (HISTORY["account"], HISTORY["region"])
+    table = run_export(["status", "--dest", local_dest.uri])
+    assert_exit(table, 0)
+    assert re.search(rf"^  {since}\s+\(no end\)\s+{HISTORY['account']}\s+{HISTORY['region']}\s+{len(names) - 1}\s",
+                     table.stdout, re.M), table.stdout
 
     emulator.set_faults({})
     emulator.reset_counters()

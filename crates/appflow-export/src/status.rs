@@ -1,5 +1,6 @@
-//! `appflow-export status`: where each flow of an export stands and what the last
-//! runs did, from `_state/` (the watermarks and the run manifests). Reads only.
+//! `appflow-export status`: where each flow of an export stands, how far backfills
+//! got, and what the last runs did, from `_state/` (the watermarks, the backfills'
+//! progress and the run manifests). Reads only.
 
 use std::time::Duration;
 
@@ -31,11 +32,25 @@ struct FlowStatus {
     lag_seconds: Option<i64>,
 }
 
+/// One backfill's progress in one account and region.
+#[derive(Debug, Serialize)]
+struct BackfillStatus {
+    since: String,
+    until: Option<String>,
+    account_id: String,
+    region: String,
+    /// Flows it completed (since its last `--restart`): a rerun skips them.
+    flows_completed: usize,
+    /// When it last completed a flow.
+    last_completed: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 struct Status {
     dest: String,
     now: String,
     flows: Vec<FlowStatus>,
+    backfills: Vec<BackfillStatus>,
     /// The newest run manifests, newest first.
     runs: Vec<RunManifest>,
 }
@@ -53,6 +68,28 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let states = loader.states().await.map_err(dest_failure)?;
     let runs = loader.manifests(args.runs).await.map_err(dest_failure)?;
+    let backfills = loader
+        .backfills()
+        .await
+        .map_err(dest_failure)?
+        .into_iter()
+        .map(|(account, region, p)| {
+            let done: Vec<i64> = p
+                .flows
+                .iter()
+                .filter(|(name, _)| p.completed(name))
+                .map(|(_, f)| f.completed_ms)
+                .collect();
+            BackfillStatus {
+                since: p.since.clone(),
+                until: p.until.clone(),
+                account_id: account,
+                region,
+                flows_completed: done.len(),
+                last_completed: done.iter().max().copied().map(iso),
+            }
+        })
+        .collect();
     if states.is_empty() && runs.is_empty() {
         return Err(Failure::new(
             EXIT_DESTINATION,
@@ -83,6 +120,7 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
         dest: args.dest.clone(),
         now: iso(now),
         flows,
+        backfills,
         runs,
     };
     match args.format {
@@ -184,8 +222,39 @@ fn table(status: &Status) -> String {
             r.arguments.join(" "),
         ]);
     }
+    let mut backfills = vec![
+        [
+            "SINCE",
+            "UNTIL",
+            "ACCOUNT",
+            "REGION",
+            "FLOWS DONE",
+            "LAST DONE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for b in &status.backfills {
+        backfills.push(vec![
+            b.since.clone(),
+            b.until.clone().unwrap_or_else(|| "(no end)".to_string()),
+            b.account_id.clone(),
+            b.region.clone(),
+            b.flows_completed.to_string(),
+            b.last_completed.clone().unwrap_or_else(dash),
+        ]);
+    }
+    let backfills = if status.backfills.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nbackfills ({}; a rerun skips the flows done)\n{}",
+            status.backfills.len(),
+            columns(&backfills)
+        )
+    };
     format!(
-        "{} at {}\n\nflows ({})\n{}\nlast runs ({}, newest first)\n{}",
+        "{} at {}\n\nflows ({})\n{}{backfills}\nlast runs ({}, newest first)\n{}",
         status.dest,
         status.now,
         status.flows.len(),

@@ -57,6 +57,16 @@ impl BackfillId {
     }
 }
 
+impl BackfillId {
+    /// `(account, region)` of a progress file's key (account ids are digits, so the
+    /// first `_` of the file name ends them).
+    pub fn parse_key(key: &str) -> Option<(String, String)> {
+        let (_, file) = key.strip_prefix(Self::PREFIX)?.split_once('/')?;
+        let (account, region) = file.strip_suffix(".json")?.split_once('_')?;
+        Some((account.to_string(), region.to_string()))
+    }
+}
+
 impl BackfillProgress {
     /// Whether `flow` was completed by this backfill (since its last restart).
     pub fn completed(&self, flow: &str) -> bool {
@@ -110,6 +120,11 @@ mod tests {
             id.key("1", "eu-west-1"),
             "_state/backfills/2026-01-01_open/1_eu-west-1.json"
         );
+        assert_eq!(
+            BackfillId::parse_key(&id.key("1", "eu-west-1")),
+            Some(("1".to_string(), "eu-west-1".to_string()))
+        );
+        assert_eq!(BackfillId::parse_key("_state/backfills/x.json"), None);
         let mut p = BackfillProgress::default();
         p.apply(&id, &done("a", 10), None);
         p.apply(&id, &done("b", 20), None);

@@ -334,6 +334,21 @@ impl Loader {
             .await
     }
 
+    /// Every backfill progress file: `(account, region, progress)`, sorted by key.
+    pub async fn backfills(&self) -> Result<Vec<(String, String, BackfillProgress)>> {
+        let mut keys = self.store.list(BackfillId::PREFIX).await?;
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some((account, region)) = BackfillId::parse_key(&key) else {
+                continue;
+            };
+            let progress = self.read_json(&key, "backfill progress file").await?;
+            out.push((account, region, progress));
+        }
+        Ok(out)
+    }
+
     /// Records flows the backfill `id` completed (rows and state committed), and with
     /// `restarted_ms`, that it started again from scratch. Returns the conflicts it
     /// re-merged.
