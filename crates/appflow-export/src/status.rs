@@ -134,6 +134,11 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A table's first row.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 /// Rows as columns padded to the widest cell.
 fn columns(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
@@ -155,21 +160,17 @@ fn columns(rows: &[Vec<String>]) -> String {
 
 fn table(status: &Status) -> String {
     let dash = || "-".to_string();
-    let mut flows = vec![
-        [
-            "ACCOUNT",
-            "REGION",
-            "FLOW",
-            "WATERMARK",
-            "LAG",
-            "OLDEST OPEN",
-            "LAST EXPORT",
-            "RECORDS",
-            "SORTED",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut flows = vec![header(&[
+        "ACCOUNT",
+        "REGION",
+        "FLOW",
+        "WATERMARK",
+        "LAG",
+        "OLDEST OPEN",
+        "LAST EXPORT",
+        "RECORDS",
+        "SORTED",
+    ])];
     for f in &status.flows {
         flows.push(vec![
             f.account_id.clone(),
@@ -186,21 +187,17 @@ fn table(status: &Status) -> String {
             if f.pages_sorted { "yes" } else { "no" }.to_string(),
         ]);
     }
-    let mut runs = vec![
-        [
-            "RUN",
-            "EXIT",
-            "SECONDS",
-            "FLOWS",
-            "FAILED",
-            "RECORDS",
-            "WRITTEN",
-            "UNCHANGED",
-            "ARGUMENTS",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut runs = vec![header(&[
+        "RUN",
+        "EXIT",
+        "SECONDS",
+        "FLOWS",
+        "FAILED",
+        "RECORDS",
+        "WRITTEN",
+        "UNCHANGED",
+        "ARGUMENTS",
+    ])];
     for r in &status.runs {
         runs.push(vec![
             r.run_id.clone(),
@@ -222,18 +219,14 @@ fn table(status: &Status) -> String {
             r.arguments.join(" "),
         ]);
     }
-    let mut backfills = vec![
-        [
-            "SINCE",
-            "UNTIL",
-            "ACCOUNT",
-            "REGION",
-            "FLOWS DONE",
-            "LAST DONE",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut backfills = vec![header(&[
+        "SINCE",
+        "UNTIL",
+        "ACCOUNT",
+        "REGION",
+        "FLOWS DONE",
+        "LAST DONE",
+    ])];
     for b in &status.backfills {
         backfills.push(vec![
             b.since.clone(),
