@@ -155,38 +155,52 @@ def test_an_interrupted_backfill_reads_no_completed_flow_again(emulator, local_d
     assert_export(local_dest, truth(emulator))
 
 
-def test_a_rerun_after_a_failed_flow_reads_only_that_flow(emulator, local_dest):
+def progress_files(dest, since: str, until: str = "open") -> list[dict]:
+    """The backfill's progress files, in a local folder or a bucket."""
+    rel = f"_state/backfills/{since}_{until}/"
+    if dest.kind == "local":
+        return [json.loads(p.read_text()) for p in (dest.path / rel).glob("*.json")]
+    keys = [o["Key"] for o in dest.objects() if o["Key"].startswith(f"{dest.prefix}/{rel}")]
+    return [json.loads(dest.client.get_object(Bucket=dest.bucket, Key=k)["Body"].read()) for k in keys]
+
+
+def status_of(dest, *args: str):
+    result = run_export(["status", "--dest", dest.uri, *dest.args, *args], dest.env)
+    assert_exit(result, 0)
+    return result.stdout
+
+
+def test_a_rerun_after_a_failed_flow_reads_only_that_flow(emulator, dest):
     since = days_ago(30)
     bad = emulator.flow_names()[2]
     emulator.set_faults({"malformed_flows": [bad]})
-    first = backfill(emulator, local_dest, "--since", since)
+    first = backfill(emulator, dest, "--since", since)
     assert_exit(first, 1)
     assert bad in first.stderr
     names = set(emulator.flow_names())
-    assert completed(local_dest, since) == names - {bad}
+    [progress] = progress_files(dest, since)
+    assert set(progress["flows"]) == names - {bad}
     # Nothing of the failed flow reached a file, though its first page was read.
-    assert_export(local_dest, truth(emulator).without(bad))
+    assert_export(dest, truth(emulator).without(bad))
     # status shows how far the backfill got, as JSON and as a table.
-    shown = run_export(["status", "--dest", local_dest.uri, "--format", "json"])
-    assert_exit(shown, 0)
-    [progress] = json.loads(shown.stdout)["backfills"]
-    assert (progress["since"], progress["until"], progress["flows_completed"]) == (since, None, len(names) - 1)
-    assert (progress["account_id"], progress["region"]) == (HISTORY["account"], HISTORY["region"])
-    table = run_export(["status", "--dest", local_dest.uri])
-    assert_exit(table, 0)
+    [shown] = json.loads(status_of(dest, "--format", "json"))["backfills"]
+    assert (shown["since"], shown["until"], shown["flows_completed"]) == (since, None, len(names) - 1)
+    assert (shown["account_id"], shown["region"]) == (HISTORY["account"], HISTORY["region"])
     assert re.search(rf"^  {since}\s+\(no end\)\s+{HISTORY['account']}\s+{HISTORY['region']}\s+{len(names) - 1}\s",
-                     table.stdout, re.M), table.stdout
+                     status_of(dest), re.M)
 
     emulator.set_faults({})
     emulator.reset_counters()
-    second = backfill(emulator, local_dest, "--since", since)
+    second = backfill(emulator, dest, "--since", since)
     assert_exit(second, 0)
     assert flows_read(emulator) == {bad}
     assert resumed(second.stdout) == len(names) - 1
-    manifest = json.loads(sorted((local_dest.path / "_state" / "runs").glob("*.json"))[-1].read_text())
-    assert manifest["flows_already_backfilled"] == len(names) - 1
-    assert [f["flow_name"] for f in manifest["flows"]] == [bad]
-    assert_export(local_dest, truth(emulator))
+    newest = json.loads(status_of(dest, "--format", "json"))["runs"][0]
+    assert newest["flows_already_backfilled"] == len(names) - 1
+    assert [f["flow_name"] for f in newest["flows"]] == [bad]
+    [progress] = progress_files(dest, since)
+    assert set(progress["flows"]) == names
+    assert_export(dest, truth(emulator))
 
 
 def test_a_completed_backfill_reads_nothing_again_unless_restarted(emulator, local_dest):

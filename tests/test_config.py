@@ -3,6 +3,7 @@ flags override the file, unknown keys and bad values are refused naming the file
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 from conftest import REPO, assert_exit, export, read_output, run_export, truth
@@ -19,6 +20,18 @@ def test_the_example_config_is_valid():
     assert shown["dest"] == "s3://my-data-lake/appflow-runs"
     assert shown["region"] == "eu-west-1" and shown["log_format"] == "json"
     assert shown["lookback"] == "1h" and shown["keep_manifests"] == 500
+
+
+def test_every_key_is_documented_in_the_example():
+    every = effective("--dest", "/d", "--flows", "a", "--lookback", "2h", "--max-open-age", "1d",
+                      "--concurrency", "2", "--max-attempts", "3", "--region", "eu-west-1",
+                      "--role-arn", "arn:aws:iam::111111111111:role/r", "--appflow-endpoint", "http://a",
+                      "--s3-endpoint", "http://s", "--s3-path-style", "--shard", "0/2",
+                      "--keep-manifests", "3", "--log-format", "json")
+    every |= effective("--dest", "/d", "--flow-pattern", "a*")
+    example = (REPO / "jobs" / "config.toml").read_text()
+    undocumented = [key for key in every if not re.search(rf"^(# )?{key} = ", example, re.M)]
+    assert len(every) == 15 and not undocumented, (sorted(every), undocumented)
 
 
 def test_flags_override_the_file_and_defaults_fill_the_rest(tmp_path):

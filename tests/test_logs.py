@@ -23,6 +23,16 @@ def test_json_logs_end_with_the_summary(emulator, local_dest):
     assert re.fullmatch(r"\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}", fields["run_id"])
 
 
+def test_json_logs_of_a_failed_run_end_with_the_summary_then_the_error(emulator, local_dest):
+    result = export(emulator, local_dest, "--log-format", "json", "--flows", "no-such-flow")
+    assert_exit(result, 1)
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    summary, error = lines[-2], lines[-1]
+    assert summary["fields"]["message"] == "run finished" and summary["fields"]["exit_code"] == 1
+    assert error["level"] == "ERROR" and error["fields"]["exit_code"] == 1
+    assert "no-such-flow" in error["fields"]["message"], error
+
+
 def test_text_logs_end_with_the_summary_and_its_exit_code(emulator, local_dest):
     result = export(emulator, local_dest, "--flows", "no-such-flow")
     assert_exit(result, 1)

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log format on stderr (`RUST_LOG` sets the level; default warn).
+    /// Log format on stderr (`RUST_LOG` sets the level; default
+    /// warn,appflow_export=info,appflow_load=info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }

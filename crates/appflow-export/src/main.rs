@@ -12,6 +12,7 @@ mod schema;
 mod status;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 
@@ -45,7 +46,22 @@ impl Failure {
 /// write that lost a race to another writer and was merged again).
 const DEFAULT_LOG_FILTER: &str = "warn,appflow_export=info,appflow_load=info";
 
+/// Whether logs are JSON lines (`--log-format json`): errors are then logged too.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Prints an error that ends a run (or one account and region of it): `error: ...`
+/// on stderr, or with `--log-format json` an ERROR log line, so that stderr stays one
+/// JSON object per line.
+pub fn print_error(failure: &Failure) {
+    if JSON_LOGS.load(Ordering::Relaxed) && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(exit_code = failure.code, "{:#}", failure.error);
+    } else {
+        eprintln!("error: {:#}", failure.error);
+    }
+}
+
 fn init_logging(format: LogFormat) {
+    JSON_LOGS.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
@@ -92,7 +108,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            print_error(&f);
             ExitCode::from(f.code)
         }
     }

@@ -320,6 +320,16 @@ fn warn_overridden_env(args: &RunArgs) {
             args.s3.s3_endpoint.as_deref(),
             "--s3-endpoint",
         ),
+        (
+            "AWS_ENDPOINT_URL",
+            args.appflow_endpoint.as_deref(),
+            "--appflow-endpoint",
+        ),
+        (
+            "AWS_ENDPOINT_URL",
+            args.s3.s3_endpoint.as_deref(),
+            "--s3-endpoint",
+        ),
     ];
     if let Ok(env) = std::env::var("AWS_MAX_ATTEMPTS") {
         tracing::warn!(
@@ -468,7 +478,7 @@ async fn run_targets(args: &RunArgs, plan: Plan) -> Result<(), Failure> {
         if let Err(f) = outcome {
             let stop = f.code == EXIT_DESTINATION;
             if targets.len() > 1 {
-                eprintln!("error: {:#}", f.error);
+                crate::print_error(&f);
             }
             if worst.as_ref().is_none_or(|w| f.code > w.code) {
                 worst = Some(f);
