@@ -868,27 +868,31 @@ async fn read_round(
             FlowEvent::Page(records) => {
                 records_seen += records.len() as u64;
                 progress.records(records_seen);
-                match appflow_transform::to_batches(flow, &records, now)
-                    .with_context(|| format!("flow '{}'", flow.name))
-                {
-                    Ok(batches) => {
-                        // A staging failure (the local temporary disk) leaves the
-                        // stage unusable: stop before any data or state is written.
-                        let id = round
-                            .stage
-                            .add(&batches)
-                            .with_context(|| {
-                                format!(
-                                    "staging the rows of flow '{}' in a temporary folder",
-                                    flow.name
-                                )
-                            })
-                            .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
+                let staged = appflow_transform::to_batches(flow, &records, now)
+                    .map_err(anyhow::Error::from)
+                    .map(|batches| round.stage.add(&batches));
+                match staged {
+                    Ok(Ok(id)) => {
                         reading.entry(flow.clone()).or_default().push(id);
                         None
                     }
+                    // Rows no day can hold (a start time beyond year 262143): the
+                    // flow's data is bad, the stage is fine.
+                    Ok(Err(e @ appflow_load::Error::BadTimestamp { .. })) => Some(e.into()),
+                    // Any other staging failure (the local temporary disk) leaves
+                    // the stage unusable: stop before any data or state is written.
+                    Ok(Err(e)) => {
+                        return Err(Failure::new(
+                            EXIT_FLOWS_FAILED,
+                            anyhow::Error::new(e).context(format!(
+                                "staging the rows of flow '{}' in a temporary folder",
+                                flow.name
+                            )),
+                        ));
+                    }
                     Err(e) => Some(e),
                 }
+                .map(|e| e.context(format!("flow '{}'", flow.name)))
             }
             FlowEvent::Done(summary) => {
                 reading.remove(flow);
@@ -908,6 +912,8 @@ async fn read_round(
             FlowEvent::Failed(e) => Some(anyhow::Error::from(e)),
         };
         if let Some(e) = fail {
+            // Its later pages would be dropped: stop paging it (a no-op once it ended).
+            job.cancel();
             round
                 .stage
                 .discard(reading.remove(flow).unwrap_or_default());

@@ -16,7 +16,7 @@ pub use cutoff::{IncrementalPolicy, Resume, cutoff};
 pub use error::{Error, Result};
 pub use flows::{FlowDetails, FlowInfo, FlowSelection};
 pub use pager::{
-    ExtractJob, Extractor, FlowEvent, FlowExtract, FlowListing, FlowReader, FlowSummary,
+    ExtractJob, Extractor, FlowEvent, FlowExtract, FlowListing, FlowReader, FlowSummary, Reading,
 };
 pub use record::{CatalogDetail, ExecutionRecord, RegistrationOutput, is_finished, is_open};
 pub use shard::Shard;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_appflow::Client;
 use aws_sdk_appflow::error::DisplayErrorContext;
@@ -46,6 +47,28 @@ pub struct ExtractJob {
     /// Page to the end even when the cutoff is passed (the flow's pages were not
     /// newest-first last time, so an early stop could miss runs; or a backfill).
     pub full_scan: bool,
+}
+
+/// A flow being read by [`Extractor::extract`]: its job, and a way to stop reading it.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    job: Arc<ExtractJob>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Reading {
+    /// Stops reading the flow: no page after the one being read, and no end event.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Reading {
+    type Target = ExtractJob;
+
+    fn deref(&self) -> &ExtractJob {
+        &self.job
+    }
 }
 
 /// What the reading of one flow yields, in this order: its pages, then its end.
@@ -216,7 +239,7 @@ impl Extractor {
         &self,
         jobs: impl Stream<Item = ExtractJob> + Send + 'static,
         concurrency: usize,
-    ) -> mpsc::Receiver<(Arc<ExtractJob>, FlowEvent)> {
+    ) -> mpsc::Receiver<(Reading, FlowEvent)> {
         let concurrency = concurrency.max(1);
         let (tx, rx) = mpsc::channel(concurrency);
         let this = self.clone();
@@ -226,13 +249,16 @@ impl Extractor {
                 if tx.is_closed() {
                     return; // the caller stopped listening: read no more flows
                 }
-                let job = Arc::new(job);
+                let job = Reading {
+                    job: Arc::new(job),
+                    cancelled: Arc::new(AtomicBool::new(false)),
+                };
                 let task = tokio::spawn({
                     let (job, mut tx) = (job.clone(), tx.clone());
                     async move {
                         let mut reader = this.reader(&job);
                         let end = loop {
-                            if tx.is_closed() {
+                            if tx.is_closed() || job.cancelled.load(Ordering::Relaxed) {
                                 return;
                             }
                             match reader.next_page().await {

@@ -240,3 +240,30 @@ async fn unknown_names_are_reported_and_the_rest_listed() {
     assert_eq!(listing.problems.len(), 1);
     assert!(listing.problems[0].to_string().contains("'does-not-exist'"));
 }
+
+#[tokio::test]
+async fn a_cancelled_flow_is_read_no_further() {
+    let (emu, _running, ex) = start(1, 450).await;
+    emu.set_faults(Faults {
+        latency_ms: 50,
+        ..Faults::default()
+    });
+    let listing = ex.list_flows(&FlowSelection::All).await.unwrap();
+    let name = listing.flows[0].name.clone();
+    let mut events = ex.extract(stream::iter([job(&listing.flows[0], None)]), 1);
+    let mut pages = 0;
+    while let Some((reading, event)) = events.next().await {
+        match event {
+            FlowEvent::Page(_) => {
+                pages += 1;
+                reading.cancel();
+            }
+            other => panic!("no end is reported for a cancelled flow: {other:?}"),
+        }
+    }
+    let calls = emu.counters().describe_calls_by_flow[&name];
+    assert!(
+        (1..=2).contains(&pages) && calls <= 2,
+        "{pages} pages and {calls} calls of 5 after cancelling on the first page"
+    );
+}
