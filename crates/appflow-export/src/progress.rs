@@ -2,12 +2,15 @@
 //! ECS or CI): flows read, with their records, then the day files being merged.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use appflow_load::PartitionKey;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
     flows: ProgressBar,
+    /// Records read so far in the run, every page counted.
+    records: AtomicU64,
     days: ProgressBar,
 }
 
@@ -31,17 +34,21 @@ impl Progress {
         bar.set_message("0 records");
         let days = ProgressBar::with_draw_target(None, target());
         days.set_style(style("merging  [{bar:30}] {pos}/{len} day files, {msg}"));
-        Progress { flows: bar, days }
+        Progress {
+            flows: bar,
+            records: AtomicU64::new(0),
+            days,
+        }
     }
 
-    /// Records read so far in the run (page by page).
-    pub fn records(&self, records: u64) {
-        self.flows.set_message(format!("{records} records"));
+    /// A page of `records` is read.
+    pub fn page(&self, records: u64) {
+        let total = self.records.fetch_add(records, Ordering::Relaxed) + records;
+        self.flows.set_message(format!("{total} records"));
     }
 
-    /// A flow is read (or failed); `records` so far in the run.
-    pub fn flow_done(&self, records: u64) {
-        self.records(records);
+    /// A flow is read (or failed).
+    pub fn flow_done(&self) {
         self.flows.inc(1);
     }
 

@@ -1,6 +1,6 @@
 //! `appflow-export run`: list flows, read what is new, stage, commit, record state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +13,8 @@ use appflow_extract::{
     FlowSummary, IncrementalPolicy, Resume, Shard, cutoff,
 };
 use appflow_load::{
-    AddId, BackfillId, BackfilledFlow, CommitReport, Destination, FlowRun, FlowUpdate, Loader,
-    RunManifest, S3Options, Stage, StateFile, run_id,
+    AddId, BackfillId, BackfillProgress, BackfilledFlow, CommitReport, Destination, FlowRun,
+    FlowUpdate, Loader, RunManifest, S3Options, Stage, StateFile, run_id,
 };
 use aws_config::SdkConfig;
 use futures::StreamExt;
@@ -628,8 +628,8 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         .map(|f| (f.account_id.clone(), f.region.clone()))
         .collect();
     let mut states: BTreeMap<(String, String), StateFile> = BTreeMap::new();
-    // A backfill's flows completed by an earlier run of it.
-    let mut completed: BTreeSet<(String, String, String)> = BTreeSet::new();
+    // What an earlier run of this backfill completed, by account and region.
+    let mut backfilled: BTreeMap<(String, String), BackfillProgress> = BTreeMap::new();
     for key in regions {
         let state = loader
             .read_state(&key.0, &key.1)
@@ -641,13 +641,7 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
                 .read_backfill(&backfill.id, &key.0, &key.1)
                 .await
                 .map_err(dest_failure)?;
-            completed.extend(
-                progress
-                    .flows
-                    .keys()
-                    .filter(|name| progress.completed(name))
-                    .map(|name| (key.0.clone(), key.1.clone(), name.clone())),
-            );
+            backfilled.insert(key, progress);
         }
     }
     let (already_backfilled, jobs): (Vec<_>, Vec<_>) = owned
@@ -679,7 +673,9 @@ async fn prepare(plan: &Plan, sdk: &SdkConfig, now: i64, check: bool) -> Result<
         })
         .partition(|(job, _): &(ExtractJob, Resume)| {
             let f = &job.flow;
-            completed.contains(&(f.account_id.clone(), f.region.clone(), f.name.clone()))
+            backfilled
+                .get(&(f.account_id.clone(), f.region.clone()))
+                .is_some_and(|p| p.completed(&f.name))
         });
     Ok(Prepared {
         loader,
@@ -859,54 +855,46 @@ async fn read_round(
     // The adds of each flow being read; a flow whose page could not be converted
     // is failed at once and its later events ignored.
     let mut reading: HashMap<FlowInfo, Vec<AddId>> = HashMap::new();
-    let mut failed: HashMap<FlowInfo, String> = HashMap::new();
-    let mut records_seen = report.records;
+    let mut failed: HashSet<FlowInfo> = HashSet::new();
     while let Some((job, event)) = events.next().await {
         let flow = &job.flow;
         let fail = match event {
-            _ if failed.contains_key(flow) => None,
+            _ if failed.contains(flow) => None,
             FlowEvent::Page(records) => {
-                records_seen += records.len() as u64;
-                progress.records(records_seen);
-                let staged = appflow_transform::to_batches(flow, &records, now)
-                    .map_err(anyhow::Error::from)
-                    .map(|batches| round.stage.add(&batches));
-                match staged {
-                    Ok(Ok(id)) => {
+                progress.page(records.len() as u64);
+                match appflow_transform::to_batches(flow, &records, now) {
+                    Ok(batches) => {
+                        // A staging failure (the local temporary disk) leaves the
+                        // stage unusable: stop before any data or state is written.
+                        // (Extract already refused start times no day can hold.)
+                        let id = round
+                            .stage
+                            .add(&batches)
+                            .with_context(|| {
+                                format!(
+                                    "staging the rows of flow '{}' in a temporary folder",
+                                    flow.name
+                                )
+                            })
+                            .map_err(|e| Failure::new(EXIT_FLOWS_FAILED, e))?;
                         reading.entry(flow.clone()).or_default().push(id);
                         None
                     }
-                    // Rows no day can hold (a start time beyond year 262143): the
-                    // flow's data is bad, the stage is fine.
-                    Ok(Err(e @ appflow_load::Error::BadTimestamp { .. })) => Some(e.into()),
-                    // Any other staging failure (the local temporary disk) leaves
-                    // the stage unusable: stop before any data or state is written.
-                    Ok(Err(e)) => {
-                        return Err(Failure::new(
-                            EXIT_FLOWS_FAILED,
-                            anyhow::Error::new(e).context(format!(
-                                "staging the rows of flow '{}' in a temporary folder",
-                                flow.name
-                            )),
-                        ));
-                    }
-                    Err(e) => Some(e),
+                    Err(e) => Some(anyhow::Error::new(e).context(format!("flow '{}'", flow.name))),
                 }
-                .map(|e| e.context(format!("flow '{}'", flow.name)))
             }
             FlowEvent::Done(summary) => {
                 reading.remove(flow);
                 report.flows_exported += 1;
                 report.describe_pages += summary.pages;
                 report.records += summary.records;
-                records_seen = records_seen.max(report.records);
                 report.flows.push(FlowRun {
                     describe_calls: summary.pages,
                     records: summary.records,
                     ..flow_run(&job)
                 });
                 round.flows.push((flow.clone(), summary));
-                progress.flow_done(records_seen);
+                progress.flow_done();
                 None
             }
             FlowEvent::Failed(e) => Some(anyhow::Error::from(e)),
@@ -921,11 +909,11 @@ async fn read_round(
             tracing::error!(flow = %flow.name, error = %message, "flow not exported");
             report.failures.push(message.clone());
             report.flows.push(FlowRun {
-                error: Some(message.clone()),
+                error: Some(message),
                 ..flow_run(&job)
             });
-            failed.insert(flow.clone(), message);
-            progress.flow_done(records_seen);
+            failed.insert(flow.clone());
+            progress.flow_done();
         }
     }
     Ok(round)

@@ -134,18 +134,15 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A table's first row.
-fn header(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| n.to_string()).collect()
-}
-
-/// Rows as columns padded to the widest cell.
-fn columns(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+/// A header and rows as columns padded to the widest cell.
+fn columns(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let rows: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in rows {
+    for row in &rows {
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -160,90 +157,87 @@ fn columns(rows: &[Vec<String>]) -> String {
 
 fn table(status: &Status) -> String {
     let dash = || "-".to_string();
-    let mut flows = vec![header(&[
-        "ACCOUNT",
-        "REGION",
-        "FLOW",
-        "WATERMARK",
-        "LAG",
-        "OLDEST OPEN",
-        "LAST EXPORT",
-        "RECORDS",
-        "SORTED",
-    ])];
-    for f in &status.flows {
-        flows.push(vec![
-            f.account_id.clone(),
-            f.region.clone(),
-            f.flow_name.clone(),
-            f.watermark.clone().unwrap_or_else(dash),
-            f.lag_seconds.map_or_else(dash, |s| {
-                humantime::format_duration(Duration::from_secs(s.max(0) as u64 / 60 * 60))
-                    .to_string()
-            }),
-            f.oldest_open.clone().unwrap_or_else(dash),
-            f.last_export.clone(),
-            f.records_read.to_string(),
-            if f.pages_sorted { "yes" } else { "no" }.to_string(),
-        ]);
-    }
-    let mut runs = vec![header(&[
-        "RUN",
-        "EXIT",
-        "SECONDS",
-        "FLOWS",
-        "FAILED",
-        "RECORDS",
-        "WRITTEN",
-        "UNCHANGED",
-        "ARGUMENTS",
-    ])];
-    for r in &status.runs {
-        runs.push(vec![
-            r.run_id.clone(),
-            r.exit_code.to_string(),
-            format!("{:.1}", r.duration_seconds),
-            r.flows
-                .iter()
-                .filter(|f| f.error.is_none())
-                .count()
-                .to_string(),
-            r.flows
-                .iter()
-                .filter(|f| f.error.is_some())
-                .count()
-                .to_string(),
-            r.records.to_string(),
-            r.files_written.to_string(),
-            r.files_unchanged.to_string(),
-            r.arguments.join(" "),
-        ]);
-    }
-    let mut backfills = vec![header(&[
-        "SINCE",
-        "UNTIL",
-        "ACCOUNT",
-        "REGION",
-        "FLOWS DONE",
-        "LAST DONE",
-    ])];
-    for b in &status.backfills {
-        backfills.push(vec![
-            b.since.clone(),
-            b.until.clone().unwrap_or_else(|| "(no end)".to_string()),
-            b.account_id.clone(),
-            b.region.clone(),
-            b.flows_completed.to_string(),
-            b.last_completed.clone().unwrap_or_else(dash),
-        ]);
-    }
+    let flows = columns(
+        &[
+            "ACCOUNT",
+            "REGION",
+            "FLOW",
+            "WATERMARK",
+            "LAG",
+            "OLDEST OPEN",
+            "LAST EXPORT",
+            "RECORDS",
+            "SORTED",
+        ],
+        status.flows.iter().map(|f| {
+            vec![
+                f.account_id.clone(),
+                f.region.clone(),
+                f.flow_name.clone(),
+                f.watermark.clone().unwrap_or_else(dash),
+                f.lag_seconds.map_or_else(dash, |s| {
+                    humantime::format_duration(Duration::from_secs(s.max(0) as u64 / 60 * 60))
+                        .to_string()
+                }),
+                f.oldest_open.clone().unwrap_or_else(dash),
+                f.last_export.clone(),
+                f.records_read.to_string(),
+                if f.pages_sorted { "yes" } else { "no" }.to_string(),
+            ]
+        }),
+    );
+    let runs = columns(
+        &[
+            "RUN",
+            "EXIT",
+            "SECONDS",
+            "FLOWS",
+            "FAILED",
+            "RECORDS",
+            "WRITTEN",
+            "UNCHANGED",
+            "ARGUMENTS",
+        ],
+        status.runs.iter().map(|r| {
+            let failed = r.flows.iter().filter(|f| f.error.is_some()).count();
+            vec![
+                r.run_id.clone(),
+                r.exit_code.to_string(),
+                format!("{:.1}", r.duration_seconds),
+                (r.flows.len() - failed).to_string(),
+                failed.to_string(),
+                r.records.to_string(),
+                r.files_written.to_string(),
+                r.files_unchanged.to_string(),
+                r.arguments.join(" "),
+            ]
+        }),
+    );
     let backfills = if status.backfills.is_empty() {
         String::new()
     } else {
+        let rows = status.backfills.iter().map(|b| {
+            vec![
+                b.since.clone(),
+                b.until.clone().unwrap_or_else(|| "(no end)".to_string()),
+                b.account_id.clone(),
+                b.region.clone(),
+                b.flows_completed.to_string(),
+                b.last_completed.clone().unwrap_or_else(dash),
+            ]
+        });
+        let header = [
+            "SINCE",
+            "UNTIL",
+            "ACCOUNT",
+            "REGION",
+            "FLOWS DONE",
+            "LAST DONE",
+        ];
         format!(
             "\nbackfills ({}; a rerun skips the flows done)\n{}",
             status.backfills.len(),
-            columns(&backfills)
+            columns(&header, rows)
         )
     };
     format!(
@@ -251,8 +245,8 @@ fn table(status: &Status) -> String {
         status.dest,
         status.now,
         status.flows.len(),
-        columns(&flows),
+        flows,
         status.runs.len(),
-        columns(&runs),
+        runs,
     )
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::account_region;
+
 /// Which backfill: its window of UTC days, as given (`YYYY-MM-DD`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackfillId {
@@ -55,15 +57,11 @@ impl BackfillId {
             self.until.as_deref().unwrap_or("open")
         )
     }
-}
 
-impl BackfillId {
-    /// `(account, region)` of a progress file's key (account ids are digits, so the
-    /// first `_` of the file name ends them).
+    /// `(account, region)` of a progress file's key (of any window).
     pub fn parse_key(key: &str) -> Option<(String, String)> {
         let (_, file) = key.strip_prefix(Self::PREFIX)?.split_once('/')?;
-        let (account, region) = file.strip_suffix(".json")?.split_once('_')?;
-        Some((account.to_string(), region.to_string()))
+        account_region(file)
     }
 }
 

@@ -290,14 +290,8 @@ impl Loader {
 
     /// Every state file: `(account, region, state)`, sorted.
     pub async fn states(&self) -> Result<Vec<(String, String, StateFile)>> {
-        let mut out = Vec::new();
-        for key in self.store.list(StateFile::PREFIX).await? {
-            let Some((account, region)) = StateFile::parse_key(&key) else {
-                continue;
-            };
-            out.push((account, region, self.read_json(&key, "state file").await?));
-        }
-        Ok(out)
+        self.read_all_json(StateFile::PREFIX, StateFile::parse_key, "state file")
+            .await
     }
 
     /// The stored state of an account and region (empty when there is none yet).
@@ -336,17 +330,12 @@ impl Loader {
 
     /// Every backfill progress file: `(account, region, progress)`, sorted by key.
     pub async fn backfills(&self) -> Result<Vec<(String, String, BackfillProgress)>> {
-        let mut keys = self.store.list(BackfillId::PREFIX).await?;
-        keys.sort();
-        let mut out = Vec::new();
-        for key in keys {
-            let Some((account, region)) = BackfillId::parse_key(&key) else {
-                continue;
-            };
-            let progress = self.read_json(&key, "backfill progress file").await?;
-            out.push((account, region, progress));
-        }
-        Ok(out)
+        self.read_all_json(
+            BackfillId::PREFIX,
+            BackfillId::parse_key,
+            "backfill progress file",
+        )
+        .await
     }
 
     /// Records flows the backfill `id` completed (rows and state committed), and with
@@ -367,6 +356,23 @@ impl Loader {
             |p: &mut BackfillProgress| p.apply(id, done, restarted_ms),
         )
         .await
+    }
+
+    /// Every JSON object of ours under `prefix` whose key `parse_key` names an
+    /// account and region, in key order.
+    async fn read_all_json<T: DeserializeOwned + Default>(
+        &self,
+        prefix: &str,
+        parse_key: fn(&str) -> Option<(String, String)>,
+        what: &'static str,
+    ) -> Result<Vec<(String, String, T)>> {
+        let mut out = Vec::new();
+        for key in self.store.list(prefix).await? {
+            if let Some((account, region)) = parse_key(&key) {
+                out.push((account, region, self.read_json(&key, what).await?));
+            }
+        }
+        Ok(out)
     }
 
     /// A JSON object of ours (`what`, for messages); `T::default()` when absent.

@@ -50,6 +50,14 @@ pub struct StateFile {
 
 pub(crate) const STATE_VERSION: u32 = 1;
 
+/// `(account, region)` of a `<account>_<region>.json` file name, as the state and the
+/// backfill progress name their files (account ids are digits, so the first `_`
+/// ends them).
+pub(crate) fn account_region(file_name: &str) -> Option<(String, String)> {
+    let (account, region) = file_name.strip_suffix(".json")?.split_once('_')?;
+    Some((account.to_string(), region.to_string()))
+}
+
 impl StateFile {
     /// Where the state files are.
     pub const PREFIX: &str = "_state/flows/";
@@ -59,12 +67,9 @@ impl StateFile {
         format!("{}{account_id}_{region}.json", Self::PREFIX)
     }
 
-    /// `(account, region)` of a state file's key (account ids are digits, so the
-    /// first `_` ends them).
+    /// `(account, region)` of a state file's key.
     pub fn parse_key(key: &str) -> Option<(String, String)> {
-        let name = key.strip_prefix(Self::PREFIX)?.strip_suffix(".json")?;
-        let (account, region) = name.split_once('_')?;
-        Some((account.to_string(), region.to_string()))
+        account_region(key.strip_prefix(Self::PREFIX)?)
     }
 
     /// Applies a run's updates on top of what is stored (which may be newer than
