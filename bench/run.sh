@@ -11,11 +11,13 @@ flows=${1:-200}
 runs=${2:-5000}
 days=${3:-90}
 cargo build --release -p appflow-export -p appflow-emulator --bins
+# Where cargo builds (CARGO_TARGET_DIR, a config's build.target-dir, or target/).
+bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
 [ -x /usr/bin/time ] || { echo "bench needs GNU time: apt-get install time" >&2; exit 1; }
 
 work=$(mktemp -d)
 emu_out="$work/emulator.out"
-./target/release/appflow-emulator --flows "$flows" --runs-per-flow "$runs" --days "$days" --seed 1 >"$emu_out" 2>&1 &
+"$bin/appflow-emulator" --flows "$flows" --runs-per-flow "$runs" --days "$days" --seed 1 >"$emu_out" 2>&1 &
 emu=$!
 trap 'kill $emu 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 600); do grep -q '^listening on ' "$emu_out" && break; sleep 0.1; done
@@ -27,7 +29,7 @@ measure() { # $1 label, then the command and its arguments (without --dest and t
   local label=$1 dest=$work/dest
   shift
   [ "$1" = backfill ] && dest=$work/backfill
-  /usr/bin/time -v -o "$work/time.txt" ./target/release/appflow-export "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
+  /usr/bin/time -v -o "$work/time.txt" "$bin/appflow-export" "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
   local wall rss records
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")

@@ -35,13 +35,23 @@ from botocore.config import Config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _binary(env_var: str, default: str) -> Path:
-    path = Path(os.environ.get(env_var, default))
-    return path if path.is_absolute() else REPO / path
+def _target_dir() -> Path:
+    """Where cargo builds (CARGO_TARGET_DIR, a config's build.target-dir, or target/):
+    cargo itself says."""
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return Path(json.loads(out)["target_directory"])
 
 
-EXPORT_BIN = _binary("APPFLOW_EXPORT_BIN", "target/debug/appflow-export")
-EMULATOR_BIN = _binary("APPFLOW_EMULATOR_BIN", "target/debug/appflow-emulator")
+def _binary(env_var: str, name: str) -> Path:
+    if env_var in os.environ:
+        path = Path(os.environ[env_var])
+        return path if path.is_absolute() else REPO / path
+    return _target_dir() / "debug" / name
+
+
+EXPORT_BIN = _binary("APPFLOW_EXPORT_BIN", "appflow-export")
+EMULATOR_BIN = _binary("APPFLOW_EMULATOR_BIN", "appflow-emulator")
 MOTO_BIN = Path(sys.executable).parent / "moto_server"
 
 # A history small enough for a fast suite but with more than one page (100) per flow,

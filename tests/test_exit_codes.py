@@ -1,6 +1,8 @@
 """The exit codes of `run`, as README.md documents them, in one place: 0 every flow
 exported; 1 some flows failed (the others exported, their state advanced); 2 usage or
-config error (nothing done, no API call); 3 the destination could not be written."""
+config error (nothing done, no API call); 3 the destination could not be written; 4 the
+local temporary folder could not stage the rows; 5 a bug (a panic, checked by the
+pipeline's own tests: nothing in a run can be made to panic from outside)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from conftest import REPO, assert_exit, export, run_args, run_export
 def test_the_readme_documents_each_code():
     readme = " ".join((REPO / "README.md").read_text().split())  # prose wraps anywhere
     for code, words in [(0, "every flow exported"), (1, "some flows failed"), (2, "usage error"),
-                        (3, "the destination could not be read or written")]:
+                        (3, "the destination could not be read or written"),
+                        (4, "the local temporary folder could not stage the rows read"),
+                        (5, "an internal error, a bug in appflow-export")]:
         assert f"`{code}` {words}" in readme, code
 
 
@@ -55,3 +59,13 @@ def test_3_the_destination_could_not_be_written(emulator, moto_server):
                         {"AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_S3": moto_server.url})
     assert_exit(result, 3)
     assert "no-such-bucket-here" in result.stderr
+
+
+def test_4_the_staging_folder_could_not_be_made(emulator, local_dest):
+    args, env = run_args(emulator, local_dest)
+    missing = "/nonexistent/appflow-export-staging"
+    result = run_export(args, {**env, "TMPDIR": missing})
+    assert_exit(result, 4)
+    assert missing in result.stderr
+    assert not list(local_dest.path.glob("executions/*/*.parquet")), "nothing committed"
+    assert not list(local_dest.path.glob("_state/flows/*.json")), "no watermark moved"

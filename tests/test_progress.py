@@ -42,12 +42,19 @@ def run_on_a_terminal(args: list[str], env: dict) -> tuple[int, str, str]:
 def test_a_terminal_shows_progress(emulator, local_dest):
     args, env = run_args(emulator, local_dest)
     backfill = ["backfill", *args[1:], "--since", "2020-01-01"]
-    code, stdout, screen = run_on_a_terminal(backfill, {**env, "RUST_LOG": "error"})
+    code, stdout, screen = run_on_a_terminal(backfill, {**env, "RUST_LOG": "error", "TERM": "xterm-256color"})
     assert code == 0, stdout + screen
     flows = len(emulator.flow_names())
     assert re.search(rf"reading\s+\[=+\]\s+{flows}/{flows} flows, \d+ records", screen), screen[-2000:]
     days = re.findall(r"merging\s+\[[=> ]+\]\s+(\d+)/(\d+) day files, dt=(\d{4}-\d\d-\d\d) \d+_[a-z0-9-]+", screen)
     assert days and days[-1][0] == days[-1][1], screen[-2000:]
+
+
+def test_a_dumb_terminal_shows_none(emulator, local_dest):
+    args, env = run_args(emulator, local_dest)
+    code, stdout, screen = run_on_a_terminal(args, {**env, "RUST_LOG": "error", "TERM": "dumb"})
+    assert code == 0, stdout + screen
+    assert "reading" not in screen and "merging" not in screen, screen[-2000:]
 
 
 def test_a_pipe_shows_none(emulator, local_dest):

@@ -8,6 +8,8 @@
 //! ([`Faults`]) and read call counters ([`Counters`]), through this library or the
 //! admin endpoints under `/_emulator/` (see `server.rs`).
 
+#[cfg(feature = "client")]
+pub mod client;
 mod generate;
 mod model;
 mod server;

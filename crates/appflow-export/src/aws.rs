@@ -65,18 +65,3 @@ pub fn appflow_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_appflo
     }
     aws_sdk_appflow::Client::from_conf(config.build())
 }
-
-/// The account of the credentials in use (STS `GetCallerIdentity`, which needs no
-/// IAM permission). The flows table needs it only when `ListFlows` returns no flow
-/// (no ARN to read it from), to mark the account's last flows deleted.
-pub async fn caller_account(sdk: &SdkConfig) -> Result<String, String> {
-    let identity = aws_sdk_sts::Client::new(sdk)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| format!("{}", aws_sdk_sts::error::DisplayErrorContext(e)))?;
-    identity
-        .account()
-        .map(str::to_string)
-        .ok_or_else(|| "GetCallerIdentity returned no account".to_string())
-}

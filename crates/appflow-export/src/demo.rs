@@ -5,14 +5,14 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use appflow_emulator::{AddRuns, DEFAULT_REGION, Emulator, GenConfig, loopback, now_millis};
-use appflow_extract::{FlowSelection, IncrementalPolicy, Shard};
 use appflow_load::{Destination, S3Options};
 use appflow_transform::Table;
 use aws_config::Region;
 use aws_sdk_appflow::config::Credentials;
 
 use crate::cli::DemoArgs;
-use crate::run::{Plan, run_recorded};
+use crate::progress::Progress;
+use crate::run::{Invocation, exit_code, failure, flows_failed};
 use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
 
 /// Marks a folder as the demo's, so a later demo may replace its content.
@@ -91,29 +91,32 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         || "appflow-export".to_string(),
         |a| a.to_string_lossy().into_owned(),
     );
-    let plan = Plan {
+    let invocation = Invocation {
+        plan: appflow_pipeline::Plan {
+            arguments: std::env::args_os()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            ..appflow_pipeline::Plan::new(dir.clone(), env!("CARGO_PKG_VERSION"))
+        },
         dest: Destination::Local(args.dir.clone()),
-        dest_text: dir.clone(),
-        selection: FlowSelection::All,
-        policy: IncrementalPolicy::default(),
-        concurrency: 8,
         appflow_endpoint: Some(running.endpoint().to_string()),
         s3: S3Options::default(),
-        shard: Shard::default(),
         dry_run: false,
-        keep_manifests: 500,
-        target: Default::default(),
-        backfill: None,
     };
-    let arguments: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let pipeline = invocation.pipeline(&sdk, DEFAULT_REGION);
+    let (pipeline, plan) = (&pipeline, &invocation.plan);
+    let export = || async move {
+        let (report, result) = pipeline
+            .run_recorded(plan, &Progress::new(), exit_code)
+            .await;
+        result.map_err(failure)?;
+        print!("{report}");
+        flows_failed(&report)
+    };
 
     println!("\n1. First export: the whole retained history");
-    let first = run_recorded(&plan, &sdk, arguments.clone()).await?;
-    print!("{first}");
-    first.into_result()?;
+    export().await?;
 
     let added = emulator.add_runs(&AddRuns {
         count: 2,
@@ -127,9 +130,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
     );
 
     println!("\n3. Second export: incremental, from each flow's watermark");
-    let second = run_recorded(&plan, &sdk, arguments).await?;
-    print!("{second}");
-    second.into_result()?;
+    export().await?;
     running.stop().await;
 
     println!(

@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod config;
 mod demo;
+mod dry_run;
 mod progress;
 mod run;
 mod schema;
@@ -29,8 +30,12 @@ pub struct Failure {
 pub const EXIT_FLOWS_FAILED: u8 = 1;
 /// Bad arguments or configuration; nothing was done.
 pub const EXIT_USAGE: u8 = 2;
-/// The destination could not be written.
+/// The destination could not be read or written.
 pub const EXIT_DESTINATION: u8 = 3;
+/// The local temporary folder could not stage the rows read: nothing was committed.
+pub const EXIT_STAGING: u8 = 4;
+/// A bug of appflow-export (a panic): nothing partial is left; please report it.
+pub const EXIT_BUG: u8 = 5;
 
 impl Failure {
     pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
@@ -44,7 +49,8 @@ impl Failure {
 /// Without `RUST_LOG`: warnings of every crate, this binary's own info lines (the
 /// phases of a run and its final `run finished` summary) and the load stage's (each
 /// write that lost a race to another writer and was merged again).
-const DEFAULT_LOG_FILTER: &str = "warn,appflow_export=info,appflow_load=info";
+const DEFAULT_LOG_FILTER: &str =
+    "warn,appflow_export=info,appflow_pipeline=info,appflow_load=info";
 
 /// Whether logs are JSON lines (`--log-format json`): errors are then logged too.
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
@@ -95,15 +101,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => run::command(args).await,
-            Command::Backfill(args) => run::backfill(args).await,
-            Command::Demo(args) => demo::command(args).await,
-            Command::Schema(args) => schema::command(&args),
-            Command::Status(args) => status::command(args).await,
-            Command::Config(args) => config::print(cli.log_format, &args),
-        }
+    let log_format = cli.log_format;
+    let command = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Run(args) => run::command(args).await,
+                Command::Backfill(args) => run::backfill(args).await,
+                Command::Demo(args) => demo::command(args).await,
+                Command::Schema(args) => schema::command(&args),
+                Command::Status(args) => status::command(args).await,
+                Command::Config(args) => config::print(log_format, &args),
+            }
+        })
+    });
+    // A panic is a bug, whatever it interrupted: say so, with its own exit code.
+    let result = std::panic::catch_unwind(command).unwrap_or_else(|_| {
+        Err(Failure::new(
+            EXIT_BUG,
+            anyhow::anyhow!(
+                "internal error (a bug in appflow-export: please report it with the message above)"
+            ),
+        ))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,23 @@
 //! Progress bars on a terminal (never when stderr is a file or a pipe, as under cron,
-//! ECS or CI): flows read, with their records, then the day files being merged.
+//! ECS or CI, nor on a `TERM=dumb` terminal): flows read, with their records, then
+//! the day files being merged.
+//!
+//! [`shows_bars`] is the one place that decides: the bars are drawn through a
+//! `TermLike` target, which (unlike indicatif's own stderr target) draws wherever it
+//! is told to, so a pipe gets no bar only because this module says so.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use appflow_load::PartitionKey;
+use appflow_pipeline::Observer;
+use console::Term;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Whether to draw bars: only when stderr is a terminal that can move its cursor.
+pub fn shows_bars() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
 
 pub struct Progress {
     flows: ProgressBar,
@@ -15,11 +27,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Bars drawn on stderr if it is a terminal, hidden otherwise.
-    pub fn new(flows: usize) -> Self {
+    /// Bars drawn on stderr if [`shows_bars`], hidden otherwise.
+    pub fn new() -> Self {
+        let bars = shows_bars();
         let target = || {
-            if std::io::stderr().is_terminal() {
-                ProgressDrawTarget::stderr()
+            if bars {
+                ProgressDrawTarget::term_like_with_hz(Box::new(Term::buffered_stderr()), 20)
             } else {
                 ProgressDrawTarget::hidden()
             }
@@ -29,7 +42,7 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ")
         };
-        let bar = ProgressBar::with_draw_target(Some(flows as u64), target());
+        let bar = ProgressBar::with_draw_target(Some(0), target());
         bar.set_style(style("reading  [{bar:30}] {pos}/{len} flows, {msg}"));
         bar.set_message("0 records");
         let days = ProgressBar::with_draw_target(None, target());
@@ -41,36 +54,38 @@ impl Progress {
         }
     }
 
-    /// A page of `records` is read.
-    pub fn page(&self, records: u64) {
+}
+
+impl Observer for Progress {
+    fn reading(&self, flows: usize) {
+        self.flows.set_length(flows as u64);
+    }
+
+    fn page(&self, records: u64) {
         let total = self.records.fetch_add(records, Ordering::Relaxed) + records;
         self.flows.set_message(format!("{total} records"));
     }
 
-    /// A flow is read (or failed).
-    pub fn flow_done(&self) {
+    fn flow_done(&self) {
         self.flows.inc(1);
     }
 
-    /// All flows are read.
-    pub fn reading_done(&self) {
+    fn reading_done(&self) {
         self.flows.finish();
     }
 
-    /// A commit starts (a backfill commits every `--checkpoint-every`).
-    pub fn merging(&self) {
+    fn merging(&self) {
         self.days.set_position(0);
     }
 
-    /// A day file's merge starts.
-    pub fn day(&self, key: &PartitionKey, total: usize) {
+    fn day(&self, key: &PartitionKey, total: usize) {
         self.days.set_length(total as u64);
         self.days
             .set_message(format!("dt={} {}_{}", key.day, key.account_id, key.region));
         self.days.inc(1);
     }
 
-    pub fn finish(&self) {
+    fn finish(&self) {
         self.days.finish();
     }
 }

@@ -9,7 +9,8 @@ use appflow_load::{Destination, Loader, RunManifest};
 use serde::Serialize;
 
 use crate::cli::{StatusArgs, StatusFormat};
-use crate::run::{iso, now_ms, s3_options};
+use crate::run::s3_options;
+use appflow_pipeline::{iso, now_ms};
 use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
 
 /// One flow's line.

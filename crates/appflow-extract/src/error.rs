@@ -14,10 +14,9 @@ pub enum Error {
         #[source]
         source: globset::Error,
     },
-    #[error(
-        "flow '{flow}': '{arn}' is not an AppFlow flow ARN (arn:PARTITION:appflow:REGION:ACCOUNT:flow/NAME)"
-    )]
-    BadArn { flow: String, arn: String },
+    /// A flow whose ARN cannot be used.
+    #[error(transparent)]
+    Flow(#[from] appflow_model::Error),
     #[error("flow '{flow}': DescribeFlowExecutionRecords failed")]
     Describe {
         flow: String,
@@ -26,8 +25,24 @@ pub enum Error {
     },
     #[error("--shard '{shard}' is not valid: {why}")]
     BadShard { shard: String, why: String },
+    /// A bug of this tool: the task reading the flow panicked.
+    #[error("flow '{flow}': internal error while reading it (a bug in appflow-export: please report it)")]
+    Bug {
+        flow: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("STS GetCallerIdentity failed")]
+    Identity(#[source] Box<dyn StdError + Send + Sync>),
     #[error("flow '{flow}': malformed execution record: {what}")]
     Malformed { flow: String, what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether this is a bug of this tool rather than a fault of AppFlow or the input.
+    pub fn is_bug(&self) -> bool {
+        matches!(self, Error::Bug { .. })
+    }
+}

@@ -3,7 +3,8 @@
 //! [`Extractor::list_flows`] discovers the flows to export; [`Extractor::extract`]
 //! pages each flow's `DescribeFlowExecutionRecords` newest-first, concurrently, and
 //! stops at the flow's [`cutoff`]. Records come out as plain [`ExecutionRecord`]s with
-//! exact millisecond timestamps. This crate knows nothing of Arrow, Parquet or S3.
+//! exact millisecond timestamps (the types are `appflow-model`'s, re-exported here
+//! for the binary). This crate knows nothing of Arrow, Parquet or S3.
 
 mod cutoff;
 mod error;
@@ -14,9 +15,12 @@ mod shard;
 
 pub use cutoff::{IncrementalPolicy, Resume, cutoff};
 pub use error::{Error, Result};
-pub use flows::{FlowDetails, FlowInfo, FlowSelection};
+pub use flows::FlowSelection;
 pub use pager::{
     ExtractJob, Extractor, FlowEvent, FlowExtract, FlowListing, FlowReader, FlowSummary, Reading,
 };
-pub use record::{CatalogDetail, ExecutionRecord, RegistrationOutput, is_finished, is_open};
 pub use shard::Shard;
+
+pub use appflow_model::{
+    CatalogDetail, ExecutionRecord, FlowDetails, FlowInfo, RegistrationOutput, is_finished, is_open,
+};

@@ -9,9 +9,11 @@ use aws_sdk_appflow::error::DisplayErrorContext;
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 
+use appflow_model::{ExecutionRecord, FlowDetails, FlowInfo, supersedes};
+
 use crate::error::{Error, Result};
-use crate::flows::{FlowDetails, FlowInfo, FlowSelection};
-use crate::record::ExecutionRecord;
+use crate::flows::{FlowSelection, details_from_sdk};
+use crate::record::record_from_sdk;
 
 /// The page size asked for: the API's maximum.
 const PAGE_SIZE: i32 = 100;
@@ -21,6 +23,8 @@ const PAGE_SIZE: i32 = 100;
 pub struct Extractor {
     client: Client,
     region: String,
+    /// Names the account when `ListFlows` returns no flow (no ARN to read it from).
+    sts: Option<aws_sdk_sts::Client>,
 }
 
 /// The flows `ListFlows` returned that were selected.
@@ -138,9 +142,8 @@ impl Fold {
         let s = &mut self.summary;
         s.records += 1;
         s.newest_started = s.newest_started.max(Some(rec.started_at));
-        // The newest version wins, on a tie the one read last (as in the stage).
         match self.open.get_mut(&rec.execution_id) {
-            Some(seen) if rec.last_updated_at >= seen.0 => {
+            Some(seen) if supersedes(rec.last_updated_at, seen.0) => {
                 *seen = (rec.last_updated_at, rec.started_at, rec.is_open());
             }
             Some(_) => {}
@@ -172,7 +175,37 @@ impl Extractor {
         Extractor {
             client,
             region: region.into(),
+            sts: None,
         }
+    }
+
+    /// The extractor with an STS client (of the same credentials) to name the
+    /// account by [`Extractor::caller_account`].
+    pub fn with_sts(mut self, sts: aws_sdk_sts::Client) -> Self {
+        self.sts = Some(sts);
+        self
+    }
+
+    /// The region this extractor reads.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The account of the credentials in use (STS `GetCallerIdentity`, which needs
+    /// no IAM permission).
+    pub async fn caller_account(&self) -> Result<String> {
+        let Some(sts) = &self.sts else {
+            return Err(Error::Identity("no STS client was configured".into()));
+        };
+        let identity = sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| Error::Identity(DisplayErrorContext(e).to_string().into()))?;
+        identity
+            .account()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Identity("GetCallerIdentity returned no account".into()))
     }
 
     /// Lists the flows selected by `selection`. A name in [`FlowSelection::Names`]
@@ -198,12 +231,12 @@ impl Extractor {
                 };
                 let info = FlowInfo::from_arn(name, arn);
                 if let Ok(flow) = &info {
-                    details.push(FlowDetails::from_sdk(flow.clone(), def));
+                    details.push(details_from_sdk(flow.clone(), def));
                 }
                 if selection.matches(name) {
                     match info {
                         Ok(flow) => found.push(flow),
-                        Err(e) => problems.push(e),
+                        Err(e) => problems.push(e.into()),
                     }
                 }
             }
@@ -276,7 +309,7 @@ impl Extractor {
                     }
                 });
                 if let Err(e) = task.await {
-                    let failed = FlowEvent::Failed(Error::Describe {
+                    let failed = FlowEvent::Failed(Error::Bug {
                         flow: job.flow.name.clone(),
                         source: e.to_string().into(),
                     });
@@ -356,7 +389,7 @@ impl FlowReader {
             let mut oldest_on_page: Option<i64> = None;
             let mut kept = Vec::with_capacity(response.flow_executions().len());
             for raw in response.flow_executions() {
-                let rec = ExecutionRecord::from_sdk(&self.flow, raw)?;
+                let rec = record_from_sdk(&self.flow, raw)?;
                 if self.previous.is_some_and(|p| rec.started_at > p)
                     && self.fold.summary.pages_sorted
                 {
@@ -397,14 +430,7 @@ impl FlowReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(id: &str, started: i64, status: &str, updated: i64) -> ExecutionRecord {
-        ExecutionRecord {
-            execution_status: Some(status.into()),
-            last_updated_at: Some(updated),
-            ..ExecutionRecord::new(id, started)
-        }
-    }
+    use appflow_model::testkit::run;
 
     #[test]
     fn a_run_read_open_and_again_finished_is_not_open() {

@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::flows::FlowInfo;
+use appflow_model::FlowInfo;
 
 /// Shard `index` of `count` (0-based, as AWS Batch numbers array jobs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,11 +91,7 @@ mod tests {
     use super::*;
 
     fn flow(name: &str) -> FlowInfo {
-        FlowInfo::from_arn(
-            name,
-            &format!("arn:aws:appflow:eu-west-1:210987654321:flow/{name}"),
-        )
-        .unwrap()
+        appflow_model::testkit::flow_in(name, "210987654321", "eu-west-1")
     }
 
     #[test]

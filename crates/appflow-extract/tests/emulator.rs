@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use appflow_extract::{
     ExecutionRecord, ExtractJob, Extractor, FlowEvent, FlowInfo, FlowSelection, FlowSummary,
 };
-use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
-use aws_sdk_appflow::config::Credentials;
 use futures::{StreamExt, stream};
 
 async fn start(flows: usize, runs: usize) -> (Emulator, RunningEmulator, Extractor) {
@@ -18,21 +16,8 @@ async fn start(flows: usize, runs: usize) -> (Emulator, RunningEmulator, Extract
     };
     let emu = Emulator::generate(&cfg);
     let running = emu.serve(loopback(0)).await.expect("serve");
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("t", "t", None, None, "test"))
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(8)
-                .with_initial_backoff(std::time::Duration::from_millis(5)),
-        )
-        .load()
-        .await;
-    let client = aws_sdk_appflow::Client::from_conf(
-        aws_sdk_appflow::config::Builder::from(&sdk)
-            .endpoint_url(running.endpoint())
-            .build(),
-    );
+    let sdk = appflow_emulator::client::sdk_config(&running).await;
+    let client = aws_sdk_appflow::Client::new(&sdk);
     (emu, running, Extractor::new(client, "us-east-1"))
 }
 

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::account_region;
 
 /// Which backfill: its window of UTC days, as given (`YYYY-MM-DD`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,28 +41,6 @@ pub struct BackfillProgress {
 }
 
 const PROGRESS_VERSION: u32 = 1;
-
-impl BackfillId {
-    /// Where the progress files are.
-    pub const PREFIX: &str = "_state/backfills/";
-
-    /// `_state/backfills/2026-01-01_2026-03-31/123456789012_us-east-1.json` (an open
-    /// end is `open`).
-    pub fn key(&self, account_id: &str, region: &str) -> String {
-        format!(
-            "{}{}_{}/{account_id}_{region}.json",
-            Self::PREFIX,
-            self.since,
-            self.until.as_deref().unwrap_or("open")
-        )
-    }
-
-    /// `(account, region)` of a progress file's key (of any window).
-    pub fn parse_key(key: &str) -> Option<(String, String)> {
-        let (_, file) = key.strip_prefix(Self::PREFIX)?.split_once('/')?;
-        account_region(file)
-    }
-}
 
 impl BackfillProgress {
     /// Whether `flow` was completed by this backfill (since its last restart).
@@ -114,15 +91,6 @@ mod tests {
             since: "2026-01-01".into(),
             until: None,
         };
-        assert_eq!(
-            id.key("1", "eu-west-1"),
-            "_state/backfills/2026-01-01_open/1_eu-west-1.json"
-        );
-        assert_eq!(
-            BackfillId::parse_key(&id.key("1", "eu-west-1")),
-            Some(("1".to_string(), "eu-west-1".to_string()))
-        );
-        assert_eq!(BackfillId::parse_key("_state/backfills/x.json"), None);
         let mut p = BackfillProgress::default();
         p.apply(&id, &done("a", 10), None);
         p.apply(&id, &done("b", 20), None);

@@ -30,7 +30,16 @@ pub enum Error {
     Stage(#[source] Box<dyn StdError + Send + Sync>),
     #[error("a row has started_at {millis} ms, outside the dates this tool can partition")]
     BadTimestamp { millis: i64 },
+    /// A bug of this tool (a task panicked), not a fault of the destination.
+    #[error("internal error while {doing} (a bug in appflow-export: please report it)")]
+    Bug {
+        doing: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
 }
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -53,6 +62,23 @@ impl Error {
             location: location.into(),
             source: source.into(),
         }
+    }
+
+    pub(crate) fn bug(doing: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Bug {
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether the local staging folder failed (not the destination).
+    pub fn is_staging(&self) -> bool {
+        matches!(self, Error::Stage(_))
+    }
+
+    /// Whether this is a bug of this tool rather than a fault outside it.
+    pub fn is_bug(&self) -> bool {
+        matches!(self, Error::Bug { .. })
     }
 
     pub(crate) fn stage(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {

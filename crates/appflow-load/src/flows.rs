@@ -34,11 +34,6 @@ const KEY: [&str; 3] = ["account_id", "region", "flow_name"];
 const SNAPSHOT: &str = "snapshot_at";
 const DELETED: &str = "deleted_at";
 
-/// `flows/123456789012_us-east-1.parquet`.
-pub(crate) fn flows_key(account_id: &str, region: &str) -> String {
-    format!("flows/{account_id}_{region}.parquet")
-}
-
 /// Whether rows `a` and `b` of `batch` hold the same values in every column but `skip`.
 fn same_values(batch: &RecordBatch, a: usize, b: usize, skip: &str) -> bool {
     let schema = batch.schema();
@@ -134,18 +129,18 @@ pub(crate) fn merge_flows(
 mod tests {
     use std::collections::BTreeMap;
 
-    use appflow_extract::{FlowDetails, FlowInfo};
+    use appflow_model::FlowDetails;
+    use appflow_model::testkit::flow_in;
     use appflow_transform::flows_batch;
 
     use super::*;
 
     fn flow(name: &str, status: &str) -> FlowDetails {
-        let arn = format!("arn:aws:appflow:eu-west-1:1:flow/{name}");
         FlowDetails {
             flow_status: Some(status.into()),
             source_connector_type: Some("Salesforce".into()),
             tags: BTreeMap::from([("team".to_string(), "x".to_string())]),
-            ..FlowDetails::new(FlowInfo::from_arn(name, &arn).unwrap())
+            ..FlowDetails::new(flow_in(name, "1", "eu-west-1"))
         }
     }
 

@@ -12,6 +12,7 @@ mod backfill;
 mod dest;
 mod error;
 mod flows;
+pub mod layout;
 mod loader;
 mod manifest;
 mod merge;
@@ -19,16 +20,19 @@ mod parquet_io;
 mod stage;
 mod state;
 mod store;
+mod update;
 
 pub use backfill::{BackfillId, BackfillProgress, BackfilledFlow};
 pub use dest::{Destination, S3Options};
 pub use error::{Error, Result};
 pub use loader::{CommitReport, Loader};
-pub use manifest::{FlowRun, RUNS_PREFIX, RunManifest, run_id};
+pub use manifest::{FlowRun, RunManifest, run_id};
 pub use parquet_io::{decode, encode};
 pub use stage::{AddId, PartitionKey, Stage};
 pub use state::{FlowState, FlowUpdate, StateFile};
 pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};
+#[cfg(any(test, feature = "testkit"))]
+pub use store::{Intercepted, PutHook};
 
 #[doc(hidden)]
 pub use store::conformance;

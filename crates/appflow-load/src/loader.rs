@@ -1,28 +1,26 @@
 //! Commits a stage into the destination, one day file at a time, and keeps state.
+//! Every object goes through the one conditional update of `update.rs`; every key
+//! comes from `layout.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backfill::{BackfillId, BackfillProgress, BackfilledFlow};
 use crate::error::{Error, Result};
-use crate::flows::{flows_key, merge_flows};
-use crate::manifest::{RUNS_PREFIX, RunManifest, is_manifest};
+use crate::flows::merge_flows;
+use crate::layout;
+use crate::manifest::RunManifest;
 use crate::merge::{current_with_catalog, merge_catalog, merge_executions};
-use crate::parquet_io::{decode, encode};
 use crate::stage::{PartitionKey, Stage};
 use crate::state::{FlowUpdate, StateFile};
-use crate::store::{Object, ObjectStore, PutMode, PutOutcome};
-use appflow_transform::{Batches, Table, schema_for};
+use crate::store::ObjectStore;
+use crate::update::{Change, Format, Json, Parquet, Updated, Wrote, update};
+use appflow_transform::{Batches, Table};
 
-/// Attempts at one object when other writers keep replacing it first: with the
-/// backoff below, about two minutes of patience (dozens of shards on one account).
-const MAX_ATTEMPTS: u32 = 80;
 /// Day files merged and written at the same time (merging is CPU work, writing is IO).
 const DAY_FILES_IN_FLIGHT: usize = 2;
 
@@ -43,24 +41,9 @@ pub struct Loader {
     store: Arc<dyn ObjectStore>,
 }
 
-/// What happened to one object.
-enum Wrote {
-    Written,
-    Unchanged,
-    /// Nothing stored and nothing to store (an empty listing, no flows file yet).
-    Absent,
-}
-
-/// The merge of one object's stored rows (first argument) with this run's: the new
-/// content, `None` when the stored object is up to date (or nothing is stored and
-/// there is nothing to store). The second argument is the context object of the
-/// same day as stored now, when the upsert asks for one.
-type MergeFn = dyn Fn(
-        Option<&RecordBatch>,
-        Option<&RecordBatch>,
-    ) -> Result<Option<RecordBatch>, arrow::error::ArrowError>
-    + Send
-    + Sync;
+const STATE_FILE: &str = "state file";
+const BACKFILL_FILE: &str = "backfill progress file";
+const MANIFEST: &str = "run manifest";
 
 impl Loader {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
@@ -103,7 +86,7 @@ impl Loader {
             let Some(done) = tasks.join_next().await else {
                 break;
             };
-            report += done.map_err(|e| Error::write(self.store.location(""), e))??;
+            report += done.map_err(|e| Error::bug("merging a day file", e))??;
         }
         Ok(report)
     }
@@ -112,13 +95,18 @@ impl Loader {
         let mut report = CommitReport::default();
         let executions = Arc::new(incoming.executions);
         let exec = executions.clone();
-        let merge_exec: Arc<MergeFn> =
-            Arc::new(move |stored, _| Ok(merge_executions(stored, &exec)?.batch));
-        let exec_key = key.object_key(Table::Executions);
-        let wrote = self
-            .upsert(&exec_key, Table::Executions, None, &mut report, merge_exec)
-            .await?;
-        report.count(wrote);
+        let merge_exec: Arc<Change<RecordBatch>> =
+            Arc::new(move |stored, _| Ok(merge_executions(stored.as_ref(), &exec)?.batch));
+        let exec_key = layout::day_file(Table::Executions, &key);
+        let updated = update(
+            &self.store,
+            &exec_key,
+            Parquet(Table::Executions),
+            None,
+            merge_exec,
+        )
+        .await?;
+        report.count(updated);
 
         // A run's catalog rows follow its row in the executions file as it is now,
         // read again on every attempt: another writer may have stored a newer
@@ -127,24 +115,25 @@ impl Loader {
         // runs registered anything: readers that glob a table's files (DuckDB 1.x
         // views, Polars, pyarrow datasets) then never find a table without files.
         let catalog = incoming.catalog_registrations;
-        let merge_cat: Arc<MergeFn> = Arc::new(move |stored, stored_exec| {
-            let current = current_with_catalog(stored_exec, &executions, stored, &catalog)?;
+        let merge_cat: Arc<Change<RecordBatch>> = Arc::new(move |stored, stored_exec| {
+            let stored = stored.as_ref();
+            let current =
+                current_with_catalog(stored_exec.as_ref(), &executions, stored, &catalog)?;
             let merged = merge_catalog(stored, &catalog, &current)?;
             Ok(match (merged, stored) {
                 (None, None) => Some(RecordBatch::new_empty(catalog.schema())),
                 (merged, _) => merged,
             })
         });
-        let wrote = self
-            .upsert(
-                &key.object_key(Table::CatalogRegistrations),
-                Table::CatalogRegistrations,
-                Some((Table::Executions, &exec_key)),
-                &mut report,
-                merge_cat,
-            )
-            .await?;
-        report.count(wrote);
+        let updated = update(
+            &self.store,
+            &layout::day_file(Table::CatalogRegistrations, &key),
+            Parquet(Table::CatalogRegistrations),
+            Some((&exec_key, Table::Executions)),
+            merge_cat,
+        )
+        .await?;
+        report.count(updated);
         Ok(report)
     }
 
@@ -159,90 +148,26 @@ impl Loader {
         snapshot_ms: i64,
     ) -> Result<CommitReport> {
         let mut report = CommitReport::default();
-        let merge: Arc<MergeFn> =
-            Arc::new(move |stored, _| merge_flows(stored, &listed, snapshot_ms));
-        let key = flows_key(account_id, region);
-        let wrote = self
-            .upsert(&key, Table::Flows, None, &mut report, merge)
-            .await?;
-        report.count(wrote);
+        let merge: Arc<Change<RecordBatch>> = Arc::new(move |stored, _| {
+            Ok(merge_flows(stored.as_ref(), &listed, snapshot_ms)?)
+        });
+        let key = layout::flows_file(account_id, region);
+        let updated = update(&self.store, &key, Parquet(Table::Flows), None, merge).await?;
+        report.count(updated);
         Ok(report)
-    }
-
-    /// Read-merge-write of one object (of `table`) until its conditional write
-    /// succeeds; with `context`, that object (of that table) is read again on each
-    /// attempt and handed to the merge.
-    async fn upsert(
-        &self,
-        object_key: &str,
-        table: Table,
-        context: Option<(Table, &str)>,
-        report: &mut CommitReport,
-        merge: Arc<MergeFn>,
-    ) -> Result<Wrote> {
-        let location = self.store.location(object_key);
-        for attempt in 1..=MAX_ATTEMPTS {
-            let existing = self.store.get(object_key).await?;
-            let context_obj = match context {
-                Some((t, key)) => Some((t, self.store.get(key).await?, self.store.location(key))),
-                None => None,
-            };
-            let stored = existing.as_ref().map(|o| o.body.clone());
-            let (merge, loc) = (merge.clone(), location.clone());
-            let body = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
-                let stored = decoded(stored, table, &loc)?;
-                let context = match context_obj {
-                    Some((t, obj, ctx_loc)) => decoded(obj.map(|o| o.body), t, &ctx_loc)?,
-                    None => None,
-                };
-                let batch = merge(stored.as_ref(), context.as_ref())
-                    .map_err(|e| Error::write(loc.clone(), e))?;
-                batch
-                    .map(|b| encode(&b).map_err(|e| Error::write(loc, e)))
-                    .transpose()
-            })
-            .await
-            .map_err(|e| Error::write(location.clone(), e))??;
-            let Some(body) = body else {
-                return Ok(if existing.is_some() {
-                    Wrote::Unchanged
-                } else {
-                    Wrote::Absent
-                });
-            };
-            let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
-            match self.store.put(object_key, body, mode).await? {
-                PutOutcome::Written { .. } => return Ok(Wrote::Written),
-                PutOutcome::Conflict => {
-                    report.conflicts += 1;
-                    tracing::info!(object = %location, attempt, "another writer changed the file first; merging again");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-            }
-        }
-        Err(Error::Contention {
-            location,
-            attempts: MAX_ATTEMPTS,
-        })
     }
 
     /// Writes a run's manifest (its run id is new: an object already there is an
     /// error, never overwritten).
     pub async fn write_manifest(&self, manifest: &RunManifest) -> Result<()> {
-        let key = manifest.key();
-        let body = serde_json::to_vec_pretty(manifest)
-            .map_err(|e| Error::write(self.store.location(&key), e))?;
-        match self
-            .store
-            .put(&key, Bytes::from(body), PutMode::Create)
-            .await?
-        {
-            PutOutcome::Written { .. } => Ok(()),
-            PutOutcome::Conflict => Err(Error::write(
-                self.store.location(&key),
-                "another run manifest has this run id",
-            )),
-        }
+        let new = manifest.clone();
+        let create: Arc<Change<RunManifest>> = Arc::new(move |stored, _| match stored {
+            None => Ok(Some(new.clone())),
+            Some(_) => Err("another run manifest has this run id".into()),
+        });
+        let key = layout::manifest_file(&manifest.run_id);
+        update(&self.store, &key, Json::new(MANIFEST), None, create).await?;
+        Ok(())
     }
 
     /// Removes all but the newest `keep` run manifests; returns how many it removed.
@@ -259,10 +184,10 @@ impl Loader {
     async fn manifest_keys(&self) -> Result<Vec<String>> {
         let mut runs: Vec<String> = self
             .store
-            .list(RUNS_PREFIX)
+            .list(layout::RUNS_PREFIX)
             .await?
             .into_iter()
-            .filter(|k| is_manifest(k))
+            .filter(|k| layout::is_manifest_file(k))
             .collect();
         runs.sort();
         Ok(runs)
@@ -274,30 +199,26 @@ impl Loader {
         let mut out = Vec::new();
         for key in runs.iter().rev().take(limit) {
             // Pruned by another writer between the listing and now: skip it.
-            let Some(obj) = self.store.get(key).await? else {
-                continue;
-            };
-            out.push(
-                serde_json::from_slice(&obj.body).map_err(|source| Error::Corrupt {
-                    location: self.store.location(key),
-                    what: "run manifest",
-                    source: source.into(),
-                })?,
-            );
+            if let Some(manifest) = self.read(key, Json::new(MANIFEST)).await? {
+                out.push(manifest);
+            }
         }
         Ok(out)
     }
 
     /// Every state file: `(account, region, state)`, sorted.
     pub async fn states(&self) -> Result<Vec<(String, String, StateFile)>> {
-        self.read_all_json(StateFile::PREFIX, StateFile::parse_key, "state file")
+        self.read_all_json(layout::STATE_PREFIX, layout::parse_state_file, STATE_FILE)
             .await
     }
 
     /// The stored state of an account and region (empty when there is none yet).
     pub async fn read_state(&self, account_id: &str, region: &str) -> Result<StateFile> {
-        self.read_json(&StateFile::key(account_id, region), "state file")
-            .await
+        let key = layout::state_file(account_id, region);
+        Ok(self
+            .read(&key, Json::new(STATE_FILE))
+            .await?
+            .unwrap_or_default())
     }
 
     /// Records a run's progress for some flows of an account and region, on top of
@@ -309,9 +230,10 @@ impl Loader {
         updates: &BTreeMap<String, FlowUpdate>,
         now_ms: i64,
     ) -> Result<u32> {
-        let key = StateFile::key(account_id, region);
-        self.upsert_json(&key, "state file", |state: &mut StateFile| {
-            state.apply(updates, now_ms)
+        let key = layout::state_file(account_id, region);
+        let updates = updates.clone();
+        self.update_json(&key, STATE_FILE, move |state: &mut StateFile| {
+            state.apply(&updates, now_ms)
         })
         .await
     }
@@ -324,16 +246,19 @@ impl Loader {
         account_id: &str,
         region: &str,
     ) -> Result<BackfillProgress> {
-        self.read_json(&id.key(account_id, region), "backfill progress file")
-            .await
+        let key = layout::backfill_file(id, account_id, region);
+        Ok(self
+            .read(&key, Json::new(BACKFILL_FILE))
+            .await?
+            .unwrap_or_default())
     }
 
     /// Every backfill progress file: `(account, region, progress)`, sorted by key.
     pub async fn backfills(&self) -> Result<Vec<(String, String, BackfillProgress)>> {
         self.read_all_json(
-            BackfillId::PREFIX,
-            BackfillId::parse_key,
-            "backfill progress file",
+            layout::BACKFILLS_PREFIX,
+            layout::parse_backfill_file,
+            BACKFILL_FILE,
         )
         .await
     }
@@ -349,18 +274,17 @@ impl Loader {
         done: &BTreeMap<String, BackfilledFlow>,
         restarted_ms: Option<i64>,
     ) -> Result<u32> {
-        let key = id.key(account_id, region);
-        self.upsert_json(
-            &key,
-            "backfill progress file",
-            |p: &mut BackfillProgress| p.apply(id, done, restarted_ms),
-        )
+        let key = layout::backfill_file(id, account_id, region);
+        let (id, done) = (id.clone(), done.clone());
+        self.update_json(&key, BACKFILL_FILE, move |p: &mut BackfillProgress| {
+            p.apply(&id, &done, restarted_ms)
+        })
         .await
     }
 
     /// Every JSON object of ours under `prefix` whose key `parse_key` names an
     /// account and region, in key order.
-    async fn read_all_json<T: DeserializeOwned + Default>(
+    async fn read_all_json<T: Serialize + DeserializeOwned + Default + Send + 'static>(
         &self,
         prefix: &str,
         parse_key: fn(&str) -> Option<(String, String)>,
@@ -369,66 +293,43 @@ impl Loader {
         let mut out = Vec::new();
         for key in self.store.list(prefix).await? {
             if let Some((account, region)) = parse_key(&key) {
-                out.push((account, region, self.read_json(&key, what).await?));
+                let value = self.read(&key, Json::new(what)).await?.unwrap_or_default();
+                out.push((account, region, value));
             }
         }
         Ok(out)
     }
 
-    /// A JSON object of ours (`what`, for messages); `T::default()` when absent.
-    async fn read_json<T: DeserializeOwned + Default>(
-        &self,
-        key: &str,
-        what: &'static str,
-    ) -> Result<T> {
-        let stored = self.store.get(key).await?;
-        self.parse_json(key, what, stored.as_ref())
-    }
-
-    fn parse_json<T: DeserializeOwned + Default>(
-        &self,
-        key: &str,
-        what: &'static str,
-        stored: Option<&Object>,
-    ) -> Result<T> {
-        match stored {
-            None => Ok(T::default()),
-            Some(o) => serde_json::from_slice(&o.body).map_err(|source| Error::Corrupt {
+    /// The object at `key`, decoded; `None` when there is none.
+    async fn read<F: Format>(&self, key: &str, format: F) -> Result<Option<F::Value>> {
+        let Some(object) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        format
+            .decode(object.body)
+            .map(Some)
+            .map_err(|source| Error::Corrupt {
                 location: self.store.location(key),
-                what,
-                source: source.into(),
-            }),
-        }
+                what: format.what(),
+                source,
+            })
     }
 
-    /// Read-modify-write of a JSON object of ours until its conditional write
-    /// succeeds: `change` applies to whatever is stored at that moment. Returns the
-    /// conflicts it re-merged.
-    async fn upsert_json<T: Serialize + DeserializeOwned + Default>(
+    /// [`update`] of a JSON document of ours whose absence means its default value.
+    /// Returns the conflicts it re-merged.
+    async fn update_json<T: Serialize + DeserializeOwned + Default + Send + 'static>(
         &self,
         key: &str,
         what: &'static str,
-        change: impl Fn(&mut T),
+        change: impl Fn(&mut T) + Send + Sync + 'static,
     ) -> Result<u32> {
-        for attempt in 1..=MAX_ATTEMPTS {
-            let existing = self.store.get(key).await?;
-            let mut value: T = self.parse_json(key, what, existing.as_ref())?;
+        let change: Arc<Change<T>> = Arc::new(move |stored: Option<T>, _| {
+            let mut value = stored.unwrap_or_default();
             change(&mut value);
-            let body = serde_json::to_vec_pretty(&value)
-                .map_err(|e| Error::write(self.store.location(key), e))?;
-            let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
-            match self.store.put(key, Bytes::from(body), mode).await? {
-                PutOutcome::Written { .. } => return Ok(attempt - 1),
-                PutOutcome::Conflict => {
-                    tracing::info!(object = %self.store.location(key), attempt, "another writer changed the {what} first; merging again");
-                    tokio::time::sleep(backoff(attempt)).await
-                }
-            }
-        }
-        Err(Error::Contention {
-            location: self.store.location(key),
-            attempts: MAX_ATTEMPTS,
-        })
+            Ok(Some(value))
+        });
+        let updated = update(&self.store, key, Json::new(what), None, change).await?;
+        Ok(updated.conflicts)
     }
 }
 
@@ -441,8 +342,9 @@ impl std::ops::AddAssign for CommitReport {
 }
 
 impl CommitReport {
-    fn count(&mut self, wrote: Wrote) {
-        match wrote {
+    fn count(&mut self, updated: Updated) {
+        self.conflicts += u64::from(updated.conflicts);
+        match updated.wrote {
             Wrote::Written => self.files_written += 1,
             Wrote::Unchanged => self.files_unchanged += 1,
             Wrote::Absent => {}
@@ -450,31 +352,15 @@ impl CommitReport {
     }
 }
 
-/// The stored object `body` of `table` (at `location`, for messages) as rows.
-fn decoded(body: Option<Bytes>, table: Table, location: &str) -> Result<Option<RecordBatch>> {
-    body.map(|b| decode(b, &schema_for(table)))
-        .transpose()
-        .map_err(|source| Error::Corrupt {
-            location: location.to_string(),
-            what: "Parquet file of this export",
-            source,
-        })
-}
-
-/// A growing, jittered pause before re-reading a contended object (20 ms more each
-/// attempt, up to 1.6 s, plus up to 0.4 s of jitter).
-fn backoff(attempt: u32) -> Duration {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos() % 40));
-    Duration::from_millis(20 * u64::from(attempt.min(80)) + jitter * 10)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
-    use appflow_extract::{CatalogDetail, ExecutionRecord, FlowInfo, RegistrationOutput};
+    use crate::parquet_io::decode;
+    use crate::store::{Intercepted, MemoryStore, PutHook, PutMode};
+    use appflow_transform::schema_for;
+    use bytes::Bytes;
+    use appflow_model::ExecutionRecord;
+    use appflow_model::testkit::{flow, glue};
     use appflow_transform::to_batches;
     use arrow::array::{AsArray, RecordBatch};
     use arrow::datatypes::{Int32Type, TimestampMillisecondType};
@@ -482,34 +368,15 @@ mod tests {
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY;
 
-    fn flow(name: &str) -> FlowInfo {
-        FlowInfo::from_arn(
-            name,
-            &format!("arn:aws:appflow:us-east-1:123456789012:flow/{name}"),
-        )
-        .unwrap()
-    }
-
     fn run(id: &str, started: i64, status: &str, updated: i64, catalog: usize) -> ExecutionRecord {
         ExecutionRecord {
-            execution_status: Some(status.into()),
-            last_updated_at: Some(updated),
             bytes_processed: Some(10),
             bytes_written: Some(10),
             records_processed: Some(1),
             catalog_details: (0..catalog)
-                .map(|i| CatalogDetail {
-                    catalog_type: Some("GLUE".into()),
-                    table_name: Some(format!("t{i}")),
-                    table_registration: Some(RegistrationOutput {
-                        status: Some(status.into()),
-                        message: None,
-                        result: None,
-                    }),
-                    partition_registration: None,
-                })
+                .map(|i| glue(format!("t{i}"), Some(status)))
                 .collect(),
-            ..ExecutionRecord::new(id, started)
+            ..appflow_model::testkit::run(id, started, status, updated)
         }
     }
 
@@ -535,7 +402,7 @@ mod tests {
         };
         let obj = loader
             .store()
-            .get(&key.object_key(table))
+            .get(&layout::day_file(table, &key))
             .await
             .unwrap()
             .expect("day file");
@@ -774,12 +641,12 @@ mod tests {
         };
         let exec = l
             .store()
-            .get(&key.object_key(Table::Executions))
+            .get(&layout::day_file(Table::Executions, &key))
             .await
             .unwrap()
             .unwrap();
         mem.put(
-            &key.object_key(Table::Executions),
+            &layout::day_file(Table::Executions, &key),
             exec.body,
             PutMode::Create,
         )
@@ -826,51 +693,32 @@ mod tests {
         );
     }
 
-    /// A store that lets another writer commit just before this writer's first
-    /// catalog put, which then conflicts.
-    #[derive(Debug)]
-    struct Interleaved {
-        inner: Arc<MemoryStore>,
-        other_writer: tokio::sync::Mutex<Option<Vec<ExecutionRecord>>>,
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Interleaved {
-        async fn get(&self, key: &str) -> Result<Option<crate::store::Object>> {
-            self.inner.get(key).await
-        }
-        async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
-            if key.starts_with("catalog_registrations/")
-                && let Some(rows) = self.other_writer.lock().await.take()
-            {
-                let other = Loader::new(self.inner.clone());
-                commit(&other, &[("f", rows)], 50).await;
+    /// A store that lets another writer commit `rows` just before this writer's
+    /// first catalog put, which then conflicts.
+    fn interleaved(inner: Arc<MemoryStore>, rows: Vec<ExecutionRecord>) -> Intercepted {
+        let other_writer = Arc::new(tokio::sync::Mutex::new(Some(rows)));
+        let hook: PutHook = Arc::new({
+            let inner = inner.clone();
+            move |key| {
+                let (inner, other_writer) = (inner.clone(), other_writer.clone());
+                Box::pin(async move {
+                    if key.starts_with("catalog_registrations/")
+                        && let Some(rows) = other_writer.lock().await.take()
+                    {
+                        commit(&Loader::new(inner), &[("f", rows)], 50).await;
+                    }
+                    Ok(None)
+                })
             }
-            self.inner.put(key, body, mode).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn check(&self) -> Result<()> {
-            Ok(())
-        }
-        fn location(&self, key: &str) -> String {
-            self.inner.location(key)
-        }
+        });
+        Intercepted::new(inner, hook)
     }
 
     #[tokio::test]
     async fn a_newer_version_written_meanwhile_keeps_its_catalog_rows() {
         let inner = Arc::new(MemoryStore::new());
         let newer = vec![run("a1", T0 + 1000, "Successful", T0 + 9000, 2)];
-        let store = Interleaved {
-            inner: inner.clone(),
-            other_writer: tokio::sync::Mutex::new(Some(newer)),
-        };
-        let l = Loader::new(Arc::new(store));
+        let l = Loader::new(Arc::new(interleaved(inner.clone(), newer)));
         // This writer read the run while it was open, with one catalog detail.
         let r = commit(
             &l,
@@ -929,7 +777,7 @@ mod tests {
             .map(|m| m.records)
             .collect();
         assert_eq!(kept, [4, 3, 2], "newest first");
-        assert_eq!(l.store().list(RUNS_PREFIX).await.unwrap().len(), 4);
+        assert_eq!(l.store().list(layout::RUNS_PREFIX).await.unwrap().len(), 4);
     }
 
     #[tokio::test]
@@ -942,7 +790,7 @@ mod tests {
         };
         l.store()
             .put(
-                &key.object_key(Table::Executions),
+                &layout::day_file(Table::Executions, &key),
                 Bytes::from_static(b"not parquet"),
                 PutMode::Create,
             )
@@ -953,10 +801,10 @@ mod tests {
             .add(&to_batches(&flow("f"), &[run("a1", T0, "Successful", T0 + 1, 0)], 1).unwrap())
             .unwrap();
         let err = l.commit(&mut stage).await.unwrap_err().to_string();
-        assert!(err.contains(&key.object_key(Table::Executions)), "{err}");
+        assert!(err.contains(&layout::day_file(Table::Executions, &key)), "{err}");
         let obj = l
             .store()
-            .get(&key.object_key(Table::Executions))
+            .get(&layout::day_file(Table::Executions, &key))
             .await
             .unwrap()
             .unwrap();

@@ -4,9 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `_state/runs/`.
-pub const RUNS_PREFIX: &str = "_state/runs/";
-
 /// One run, as its manifest records it. Times are RFC 3339 UTC.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -61,12 +58,6 @@ pub struct FlowRun {
     pub error: Option<String>,
 }
 
-impl RunManifest {
-    pub fn key(&self) -> String {
-        format!("{RUNS_PREFIX}{}.json", self.run_id)
-    }
-}
-
 /// A run id for a run started at `started_ms`: sortable by time, unique across
 /// processes (random suffix from the standard library's per-process random keys).
 pub fn run_id(started_ms: i64) -> String {
@@ -79,12 +70,6 @@ pub fn run_id(started_ms: i64) -> String {
         |t| t.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
     );
     format!("{time}-{:08x}", hasher.finish() as u32)
-}
-
-/// Whether `key` is a manifest (and not, say, a temporary file).
-pub(crate) fn is_manifest(key: &str) -> bool {
-    key.strip_prefix(RUNS_PREFIX)
-        .is_some_and(|name| name.ends_with(".json") && !name.contains('/'))
 }
 
 #[cfg(test)]

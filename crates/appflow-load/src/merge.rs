@@ -1,7 +1,7 @@
 //! Copy-on-write merge of one day file with the rows a run brought.
 //!
 //! `executions` is keyed by (account_id, region, flow_name, execution_id): the
-//! version with the newest `last_updated_at` wins; a version whose content equals
+//! newer version wins ([`supersedes`]: stored rows were read before this run's); a version whose content equals
 //! the stored row keeps the stored row, `exported_at` included, so a run with
 //! nothing new changes no byte. `catalog_registrations` follows its execution: the
 //! rows of each execution whose current version came (or equals what came) from
@@ -15,6 +15,7 @@ use arrow::compute::{
 };
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
+use appflow_model::supersedes;
 use arrow::row::{RowConverter, Rows, SortField};
 
 pub(crate) const KEY: [&str; 4] = ["account_id", "region", "flow_name", "execution_id"];
@@ -127,10 +128,10 @@ pub(crate) fn merge_executions(
         let mut winner = rows[0];
         let mut newest_incoming = None;
         for &i in rows {
-            if i >= n_old && newest_incoming.is_none_or(|j| version(i) >= version(j)) {
+            if i >= n_old && newest_incoming.is_none_or(|j| supersedes(version(i), version(j))) {
                 newest_incoming = Some(i);
             }
-            if i != winner && version(i) >= version(winner) && !same(i, winner) {
+            if i != winner && supersedes(version(i), version(winner)) && !same(i, winner) {
                 winner = i;
             }
         }

@@ -11,7 +11,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::BoxError;
 
 /// Encodes a batch as one Parquet file: zstd, page statistics, the schema version
 /// in the footer's key-value metadata. Timestamps are written as INT64
@@ -70,16 +70,16 @@ pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appflow_extract::{ExecutionRecord, FlowInfo};
+    use appflow_model::ExecutionRecord;
+    use appflow_model::testkit::flow;
     use appflow_transform::{executions_schema, to_batches};
 
     fn batch() -> RecordBatch {
-        let flow = FlowInfo::from_arn("f", "arn:aws:appflow:us-east-1:1:flow/f").unwrap();
         let rec = ExecutionRecord {
             max_page_size: Some(1000),
             ..ExecutionRecord::new("e1", 5)
         };
-        to_batches(&flow, &[rec], 9).unwrap().executions
+        to_batches(&flow("f"), &[rec], 9).unwrap().executions
     }
 
     #[test]

@@ -27,6 +27,7 @@ use chrono::DateTime;
 
 use crate::error::{Error, Result};
 use crate::merge::{KEY, VERSION, rows};
+use appflow_model::supersedes;
 use appflow_transform::{Batches, Table, schema_for};
 
 /// One data file of the export: a table's rows of one account, region and UTC day.
@@ -36,19 +37,6 @@ pub struct PartitionKey {
     pub region: String,
     /// `YYYY-MM-DD`, the UTC date of `started_at`.
     pub day: String,
-}
-
-impl PartitionKey {
-    /// `executions/dt=2026-11-25/123456789012_us-east-1.parquet`.
-    pub fn object_key(&self, table: Table) -> String {
-        format!(
-            "{}/dt={}/{}_{}.parquet",
-            table.name(),
-            self.day,
-            self.account_id,
-            self.region
-        )
-    }
 }
 
 /// The UTC date of an epoch-millisecond timestamp.
@@ -103,6 +91,8 @@ struct Slice {
 /// history size and a day's rows are read back from a few files.
 #[derive(Debug)]
 pub struct Stage {
+    /// Where the temporary folder is made (the system's temporary folder: `None`).
+    parent: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     segments: usize,
     slices: BTreeMap<PartitionKey, Vec<Slice>>,
@@ -174,22 +164,57 @@ fn concat(table: Table, parts: impl IntoIterator<Item = RecordBatch>) -> Result<
 impl Stage {
     /// An empty stage; segment files go to a temporary folder removed on drop.
     pub fn new() -> Result<Self> {
-        Ok(Self::with_memory_budget(MEMORY_BUDGET))
+        Self::open(None, None)
+    }
+
+    /// A stage whose temporary folder is made now, in `parent` (the system's
+    /// temporary folder when `None`), so that a folder that cannot be made fails
+    /// before anything is read; it holds up to `budget` bytes of rows in memory
+    /// (32 MB when `None`).
+    pub fn open(parent: Option<PathBuf>, budget: Option<usize>) -> Result<Self> {
+        let mut stage = Self::with_options(parent, budget);
+        stage.make_dir()?;
+        Ok(stage)
     }
 
     /// A stage that writes a segment whenever more than `bytes` of rows are held.
     pub fn with_memory_budget(bytes: usize) -> Self {
+        Self::with_options(None, Some(bytes))
+    }
+
+    /// [`Stage::open`], but the folder is made only when rows are first written to it.
+    fn with_options(parent: Option<PathBuf>, budget: Option<usize>) -> Self {
         Stage {
+            parent,
             dir: None,
             segments: 0,
             slices: BTreeMap::new(),
             pending: Vec::new(),
             pending_bytes: 0,
-            budget: bytes,
+            budget: budget.unwrap_or(MEMORY_BUDGET),
             memory: BTreeMap::new(),
             adds: 0,
             discarded: HashSet::new(),
         }
+    }
+
+    /// Makes the temporary folder, unless it is made.
+    fn make_dir(&mut self) -> Result<()> {
+        if self.dir.is_some() {
+            return Ok(());
+        }
+        let parent = self.parent.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("appflow-export-stage-")
+            .tempdir_in(&parent)
+            .map_err(|e| {
+                stage_err(format!(
+                    "cannot create a temporary folder in {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        self.dir = Some(dir);
+        Ok(())
     }
 
     fn path(&self, segment: usize, table: Table) -> Result<PathBuf> {
@@ -289,13 +314,7 @@ impl Stage {
         if parts.is_empty() {
             return Ok(());
         }
-        if self.dir.is_none() {
-            let dir = tempfile::Builder::new()
-                .prefix("appflow-export-stage-")
-                .tempdir()
-                .map_err(stage_err)?;
-            self.dir = Some(dir);
-        }
+        self.make_dir()?;
         let segment = self.segments;
         self.segments += 1;
         let mut exec = writer(
@@ -405,8 +424,8 @@ fn added_by(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<UInt64T
         .ok_or_else(|| stage_err(format!("no column {ADDED_BY}")))
 }
 
-/// One row per run: the newest `last_updated_at` (a missing one is the oldest), on a
-/// tie the one added last; catalog rows only of the add that brought that row.
+/// One row per run, the newer version by [`supersedes`] (an add made later was read
+/// later); catalog rows only of the add that brought that row.
 fn newest_versions(staged: Batches) -> Result<Batches> {
     let exec = &staged.executions;
     let keys = rows(exec, &KEY).map_err(stage_err)?;
@@ -415,11 +434,19 @@ fn newest_versions(staged: Batches) -> Result<Batches> {
         .ok_or_else(|| stage_err(format!("no column {VERSION}")))?
         .as_primitive::<TimestampMillisecondType>();
     let added = added_by(exec)?;
-    let rank = |i: usize| {
-        (
-            version.is_valid(i).then(|| version.value(i)),
-            added.value(i),
-        )
+    let version = |i: usize| version.is_valid(i).then(|| version.value(i));
+    // Of two rows of one run, the one that supersedes the other.
+    let newer = |a: usize, b: usize| {
+        let (later, earlier) = if added.value(a) >= added.value(b) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if supersedes(version(later), version(earlier)) {
+            later
+        } else {
+            earlier
+        }
     };
     // The row kept for each key; most keys are seen once.
     let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(exec.num_rows());
@@ -431,9 +458,8 @@ fn newest_versions(staged: Batches) -> Result<Batches> {
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 repeated = true;
-                if rank(i) >= rank(*o.get()) {
-                    o.insert(i);
-                }
+                let kept = newer(i, *o.get());
+                o.insert(kept);
             }
         }
     }
@@ -458,11 +484,10 @@ fn newest_versions(staged: Batches) -> Result<Batches> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appflow_extract::{CatalogDetail, ExecutionRecord, FlowInfo};
+    use appflow_model::testkit::{flow, glue, run};
+    use appflow_model::{CatalogDetail, ExecutionRecord};
 
-    fn flow_rows(flow: &str, n: i64) -> Batches {
-        let info =
-            FlowInfo::from_arn(flow, &format!("arn:aws:appflow:us-east-1:1:flow/{flow}")).unwrap();
+    fn flow_rows(name: &str, n: i64) -> Batches {
         let records: Vec<ExecutionRecord> = (0..n)
             .map(|i| ExecutionRecord {
                 execution_status: Some("Successful".into()),
@@ -476,10 +501,10 @@ mod tests {
                     };
                     (i % 3) as usize
                 ],
-                ..ExecutionRecord::new(format!("{flow}-{i}"), 1_790_000_000_000 + i * 7_200_000)
+                ..ExecutionRecord::new(format!("{name}-{i}"), 1_790_000_000_000 + i * 7_200_000)
             })
             .collect();
-        appflow_transform::to_batches(&info, &records, 1).unwrap()
+        appflow_transform::to_batches(&flow(name), &records, 1).unwrap()
     }
 
     fn staged(budget: usize) -> (Stage, Vec<PartitionKey>) {
@@ -511,23 +536,15 @@ mod tests {
 
     fn version(id: &str, status: &str, updated: i64, catalog: usize) -> ExecutionRecord {
         ExecutionRecord {
-            execution_status: Some(status.into()),
-            last_updated_at: Some(updated),
             catalog_details: (0..catalog)
-                .map(|i| CatalogDetail {
-                    catalog_type: Some("GLUE".into()),
-                    table_name: Some(format!("{status}-{i}")),
-                    table_registration: None,
-                    partition_registration: None,
-                })
+                .map(|i| glue(format!("{status}-{i}"), None))
                 .collect(),
-            ..ExecutionRecord::new(id, 1_790_000_000_000)
+            ..run(id, 1_790_000_000_000, status, updated)
         }
     }
 
     fn page(records: &[ExecutionRecord]) -> Batches {
-        let info = FlowInfo::from_arn("f", "arn:aws:appflow:us-east-1:1:flow/f").unwrap();
-        appflow_transform::to_batches(&info, records, 1).unwrap()
+        appflow_transform::to_batches(&flow("f"), records, 1).unwrap()
     }
 
     fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {

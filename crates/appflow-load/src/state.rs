@@ -50,28 +50,7 @@ pub struct StateFile {
 
 pub(crate) const STATE_VERSION: u32 = 1;
 
-/// `(account, region)` of a `<account>_<region>.json` file name, as the state and the
-/// backfill progress name their files (account ids are digits, so the first `_`
-/// ends them).
-pub(crate) fn account_region(file_name: &str) -> Option<(String, String)> {
-    let (account, region) = file_name.strip_suffix(".json")?.split_once('_')?;
-    Some((account.to_string(), region.to_string()))
-}
-
 impl StateFile {
-    /// Where the state files are.
-    pub const PREFIX: &str = "_state/flows/";
-
-    /// `_state/flows/123456789012_us-east-1.json`.
-    pub fn key(account_id: &str, region: &str) -> String {
-        format!("{}{account_id}_{region}.json", Self::PREFIX)
-    }
-
-    /// `(account, region)` of a state file's key.
-    pub fn parse_key(key: &str) -> Option<(String, String)> {
-        account_region(key.strip_prefix(Self::PREFIX)?)
-    }
-
     /// Applies a run's updates on top of what is stored (which may be newer than
     /// what the run started from, if another writer ran meanwhile).
     pub(crate) fn apply(&mut self, updates: &BTreeMap<String, FlowUpdate>, now_ms: i64) {

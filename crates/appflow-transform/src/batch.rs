@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use appflow_extract::{ExecutionRecord, FlowInfo, RegistrationOutput, is_finished};
+use appflow_model::{ExecutionRecord, FlowInfo, RegistrationOutput, is_finished};
 use arrow::array::{
     ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMillisecondBuilder,
@@ -146,24 +146,23 @@ fn catalog_batch(flow: &FlowInfo, records: &[ExecutionRecord]) -> Result<RecordB
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appflow_extract::CatalogDetail;
+    use appflow_model::CatalogDetail;
+    use appflow_model::testkit::{flow_in, run};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 
     fn flow() -> FlowInfo {
-        FlowInfo::from_arn("f.1@x", "arn:aws:appflow:eu-west-1:210987654321:flow/f.1@x").unwrap()
+        flow_in("f.1@x", "210987654321", "eu-west-1")
     }
 
     fn record(id: &str, status: &str, started: i64, updated: i64) -> ExecutionRecord {
         ExecutionRecord {
-            execution_status: Some(status.into()),
-            last_updated_at: Some(updated),
             data_pull_end_time: Some(started),
             bytes_processed: Some(9_007_199_254_740_993),
             records_processed: Some(3),
             put_failures_count: Some(2),
             execution_message: Some("boom".into()),
-            ..ExecutionRecord::new(id, started)
+            ..run(id, started, status, updated)
         }
     }
 

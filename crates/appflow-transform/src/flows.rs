@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use appflow_extract::FlowDetails;
+use appflow_model::FlowDetails;
 use arrow::array::{
     ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder, TimestampMillisecondArray,
 };
@@ -77,13 +77,12 @@ pub fn flows_batch(flows: &[FlowDetails], snapshot_at: i64) -> Result<RecordBatc
 mod tests {
     use std::collections::BTreeMap;
 
-    use appflow_extract::FlowInfo;
+    use appflow_model::testkit::flow_in;
     use arrow::array::{Array, AsArray};
 
     use super::*;
 
     fn details(name: &str, tags: &[(&str, &str)]) -> FlowDetails {
-        let arn = format!("arn:aws:appflow:eu-west-1:1:flow/{name}");
         FlowDetails {
             flow_status: Some("Active".into()),
             created_at: Some(1_700_000_000_123),
@@ -91,7 +90,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-            ..FlowDetails::new(FlowInfo::from_arn(name, &arn).unwrap())
+            ..FlowDetails::new(flow_in(name, "1", "eu-west-1"))
         }
     }
 

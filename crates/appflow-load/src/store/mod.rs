@@ -4,6 +4,8 @@ use bytes::Bytes;
 
 use crate::error::Result;
 
+#[cfg(any(test, feature = "testkit"))]
+mod intercepted;
 mod local;
 mod memory;
 mod s3;
@@ -11,6 +13,8 @@ mod s3;
 /// The checks every backend passes (used by this crate's tests).
 pub mod conformance;
 
+#[cfg(any(test, feature = "testkit"))]
+pub use intercepted::{Intercepted, PutHook};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::S3Store;

@@ -1,0 +1,348 @@
+//! The one conditional update that every object of the export goes through: day
+//! files, the flows table, state files, backfill progress and run manifests.
+//!
+//! [`update`] reads the object with its version (ETag), decodes it, applies the
+//! change to what is stored at that moment, encodes the result, writes nothing when
+//! the change keeps the object or its bytes come out the same, and otherwise puts it
+//! on the condition that the object is still the version it read. When another
+//! writer got there first it backs off, reads again and reapplies the change, under
+//! one [`POLICY`]; each lost race is counted once, here.
+//!
+//! This is where the guarantees about a single object live, so it is where they are
+//! extended: recognising a retried put that meets its own earlier write belongs at
+//! the `Conflict` arm, refusing an object of a newer format version belongs in
+//! [`Format::decode`].
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{BoxError, Error, Result};
+use crate::parquet_io::{decode, encode};
+use crate::store::{ObjectStore, PutMode, PutOutcome};
+use appflow_transform::{Table, schema_for};
+
+/// How an object's bytes become a value and back.
+pub(crate) trait Format: Send + Sync + 'static {
+    type Value: Send + 'static;
+    /// What such an object is, for messages ("state file").
+    fn what(&self) -> &'static str;
+    fn decode(&self, body: Bytes) -> Result<Self::Value, BoxError>;
+    fn encode(&self, value: &Self::Value) -> Result<Bytes, BoxError>;
+}
+
+/// A Parquet file of one of the export's tables.
+pub(crate) struct Parquet(pub Table);
+
+impl Format for Parquet {
+    type Value = RecordBatch;
+
+    fn what(&self) -> &'static str {
+        "Parquet file of this export"
+    }
+
+    fn decode(&self, body: Bytes) -> Result<RecordBatch, BoxError> {
+        decode(body, &schema_for(self.0))
+    }
+
+    fn encode(&self, value: &RecordBatch) -> Result<Bytes, BoxError> {
+        encode(value)
+    }
+}
+
+/// A JSON document of ours (state, backfill progress, run manifest), pretty-printed.
+pub(crate) struct Json<T> {
+    what: &'static str,
+    value: PhantomData<fn() -> T>,
+}
+
+impl<T> Json<T> {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Json {
+            what,
+            value: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Format for Json<T> {
+    type Value = T;
+
+    fn what(&self) -> &'static str {
+        self.what
+    }
+
+    fn decode(&self, body: Bytes) -> Result<T, BoxError> {
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    fn encode(&self, value: &T) -> Result<Bytes, BoxError> {
+        Ok(Bytes::from(serde_json::to_vec_pretty(value)?))
+    }
+}
+
+/// The retry policy of contended objects.
+pub(crate) struct Policy {
+    /// Attempts at one object when other writers keep replacing it first.
+    pub max_attempts: u32,
+}
+
+/// With [`backoff`], about two minutes of patience (dozens of shards on one account).
+pub(crate) const POLICY: Policy = Policy { max_attempts: 80 };
+
+/// A change: the stored value (`None`: no object yet) and, when the update names a
+/// context object, that object as stored now, to the new value (`None`: keep the
+/// object as it is, or create none).
+pub(crate) type Change<V> =
+    dyn Fn(Option<V>, Option<RecordBatch>) -> Result<Option<V>, BoxError> + Send + Sync;
+
+/// What happened to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    Written,
+    Unchanged,
+    /// Nothing stored and nothing to store.
+    Absent,
+}
+
+/// What [`update`] did: the object's fate and the races it lost on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Updated {
+    pub wrote: Wrote,
+    pub conflicts: u32,
+}
+
+/// Reads, changes and conditionally writes the object at `key` (of `format`) until
+/// its write holds or nothing needs writing. With `context`, that day file is read
+/// again on every attempt and handed to the change (a catalog file follows the
+/// executions file as it is when the catalog file is written).
+pub(crate) async fn update<F: Format>(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    format: F,
+    context: Option<(&str, Table)>,
+    change: Arc<Change<F::Value>>,
+) -> Result<Updated> {
+    let format = Arc::new(format);
+    let location = store.location(key);
+    let mut conflicts = 0;
+    for attempt in 1..=POLICY.max_attempts {
+        let existing = store.get(key).await?;
+        let context_now = match context {
+            Some((k, table)) => Some((store.get(k).await?, table, store.location(k))),
+            None => None,
+        };
+        let stored = existing.as_ref().map(|o| o.body.clone());
+        let (fmt, change, loc) = (format.clone(), change.clone(), location.clone());
+        // Decoding, merging and encoding a day file is CPU work: off the IO threads.
+        let body = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
+            let value = stored
+                .clone()
+                .map(|b| fmt.decode(b))
+                .transpose()
+                .map_err(|source| Error::Corrupt {
+                    location: loc.clone(),
+                    what: fmt.what(),
+                    source,
+                })?;
+            let context = match context_now {
+                Some((Some(obj), table, ctx_loc)) => Some(
+                    Parquet(table)
+                        .decode(obj.body)
+                        .map_err(|source| Error::Corrupt {
+                            location: ctx_loc,
+                            what: Parquet(table).what(),
+                            source,
+                        })?,
+                ),
+                _ => None,
+            };
+            let Some(new) = change(value, context).map_err(|e| Error::write(loc.clone(), e))?
+            else {
+                return Ok(None);
+            };
+            let body = fmt.encode(&new).map_err(|e| Error::write(loc, e))?;
+            Ok((stored.as_ref() != Some(&body)).then_some(body))
+        })
+        .await
+        .map_err(|e| Error::bug(format!("updating {location}"), e))??;
+        let Some(body) = body else {
+            let wrote = if existing.is_some() {
+                Wrote::Unchanged
+            } else {
+                Wrote::Absent
+            };
+            return Ok(Updated { wrote, conflicts });
+        };
+        let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
+        match store.put(key, body, mode).await? {
+            PutOutcome::Written { .. } => {
+                return Ok(Updated {
+                    wrote: Wrote::Written,
+                    conflicts,
+                });
+            }
+            PutOutcome::Conflict => {
+                conflicts += 1;
+                tracing::info!(object = %location, attempt, "another writer changed the {} first; merging again", format.what());
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+    Err(Error::Contention {
+        location,
+        attempts: POLICY.max_attempts,
+    })
+}
+
+/// A growing, jittered pause before re-reading a contended object (20 ms more each
+/// attempt, up to 1.6 s, plus up to 0.4 s of jitter).
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos() % 40));
+    Duration::from_millis(20 * u64::from(attempt.min(80)) + jitter * 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::store::{Intercepted, MemoryStore, PutHook};
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Doc {
+        items: Vec<String>,
+    }
+
+    const KEY: &str = "_state/doc.json";
+
+    /// A change that adds `item` (once) to the stored document.
+    fn add(item: &'static str) -> Arc<Change<Doc>> {
+        Arc::new(move |stored: Option<Doc>, _| {
+            let mut doc = stored.unwrap_or_default();
+            if !doc.items.iter().any(|i| i == item) {
+                doc.items.push(item.to_string());
+            }
+            Ok(Some(doc))
+        })
+    }
+
+    async fn add_to(store: &Arc<dyn ObjectStore>, item: &'static str) -> Result<Updated> {
+        update(store, KEY, Json::new("test document"), None, add(item)).await
+    }
+
+    async fn stored(store: &Arc<dyn ObjectStore>) -> Option<(Doc, String)> {
+        let o = store.get(KEY).await.unwrap()?;
+        Some((serde_json::from_slice(&o.body).unwrap(), o.etag))
+    }
+
+    /// A memory store in which another writer replaces the object just before this
+    /// writer's first put (`sneak`), or every put loses (`always_conflict`), with
+    /// the puts counted.
+    fn contended(
+        sneak: Option<Doc>,
+        always_conflict: bool,
+    ) -> (Arc<dyn ObjectStore>, Arc<AtomicU32>) {
+        let inner: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let puts = Arc::new(AtomicU32::new(0));
+        let sneak = Arc::new(Mutex::new(sneak));
+        let hook: PutHook = Arc::new({
+            let (inner, puts) = (inner.clone(), puts.clone());
+            move |key| {
+                let (inner, puts, sneak) = (inner.clone(), puts.clone(), sneak.clone());
+                Box::pin(async move {
+                    puts.fetch_add(1, Ordering::Relaxed);
+                    let doc = sneak.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(doc) = doc {
+                        let current = inner.get(&key).await?;
+                        let mode = current.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
+                        let body = Bytes::from(serde_json::to_vec(&doc).unwrap());
+                        inner.put(&key, body, mode).await?;
+                    }
+                    Ok(always_conflict.then_some(PutOutcome::Conflict))
+                })
+            }
+        });
+        (Arc::new(Intercepted::new(inner, hook)), puts)
+    }
+
+    #[tokio::test]
+    async fn an_update_that_changes_no_byte_writes_nothing() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let first = add_to(&store, "a").await.unwrap();
+        assert_eq!(first.wrote, Wrote::Written);
+        let (_, etag) = stored(&store).await.unwrap();
+        let again = add_to(&store, "a").await.unwrap();
+        assert_eq!((again.wrote, again.conflicts), (Wrote::Unchanged, 0));
+        assert_eq!(stored(&store).await.unwrap().1, etag, "not rewritten");
+
+        let keep: Arc<Change<Doc>> = Arc::new(|_, _| Ok(None));
+        let other = "_state/other.json";
+        let none = update(&store, other, Json::new("doc"), None, keep).await.unwrap();
+        assert_eq!(none.wrote, Wrote::Absent);
+        assert!(store.get(other).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_counted_once_and_the_change_applied_to_the_winner_s_object() {
+        let (store, _) = contended(
+            Some(Doc {
+                items: vec!["first".into(), "other writer".into()],
+            }),
+            false,
+        );
+        let updated = add_to(&store, "mine").await.unwrap();
+        assert_eq!((updated.wrote, updated.conflicts), (Wrote::Written, 1));
+        assert_eq!(
+            stored(&store).await.unwrap().0.items,
+            ["first", "other writer", "mine"],
+            "neither writer's change is lost"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_object_that_always_conflicts_ends_in_an_error_naming_it() {
+        let (store, puts) = contended(None, true);
+        let err = add_to(&store, "a").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Contention { location, attempts: 80 } if location.contains(KEY)),
+            "{err}"
+        );
+        assert_eq!(puts.load(Ordering::Relaxed), POLICY.max_attempts);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_object_is_an_error_naming_it_and_is_left_as_it_is() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        store
+            .put(KEY, Bytes::from_static(b"{not json"), PutMode::Create)
+            .await
+            .unwrap();
+        let err = add_to(&store, "a").await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(KEY), "{err}");
+        let body = store.get(KEY).await.unwrap().unwrap().body;
+        assert_eq!(body.as_ref(), b"{not json");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_change_is_reported_as_a_bug() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let boom: Arc<Change<Doc>> = Arc::new(|_, _| panic!("boom"));
+        let err = update(&store, KEY, Json::new("doc"), None, boom)
+            .await
+            .unwrap_err();
+        assert!(err.is_bug(), "{err}");
+        assert!(err.to_string().contains("a bug"), "{err}");
+    }
+}

@@ -1,0 +1,69 @@
+//! What one run is asked to do, validated by the caller before any API call.
+
+use std::time::Duration;
+
+use appflow_extract::{FlowSelection, IncrementalPolicy, Shard};
+use appflow_load::BackfillId;
+
+/// One run of the export over one account and region's flows.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The destination as the user gave it (for the report and the manifest).
+    pub dest_text: String,
+    pub selection: FlowSelection,
+    pub policy: IncrementalPolicy,
+    /// Flows read at the same time.
+    pub concurrency: usize,
+    pub shard: Shard,
+    /// Run manifests kept under `_state/runs/`.
+    pub keep_manifests: usize,
+    /// The account (role) and region this run exports, for its manifest.
+    pub target: Target,
+    /// `backfill`: read each flow's whole history and keep the runs started in its
+    /// window; `None` for an incremental `run`.
+    pub backfill: Option<Backfill>,
+    /// The command line, recorded in the manifest.
+    pub arguments: Vec<String>,
+    /// The release of appflow-export running, recorded in the manifest.
+    pub release: &'static str,
+}
+
+impl Plan {
+    /// An incremental run of every flow into `dest_text` by `release`, with the
+    /// defaults of the CLI.
+    pub fn new(dest_text: impl Into<String>, release: &'static str) -> Self {
+        Plan {
+            dest_text: dest_text.into(),
+            selection: FlowSelection::All,
+            policy: IncrementalPolicy::default(),
+            concurrency: 8,
+            shard: Shard::default(),
+            keep_manifests: 500,
+            target: Target::default(),
+            backfill: None,
+            arguments: Vec::new(),
+            release,
+        }
+    }
+}
+
+/// A backfill: the runs it merges (started in `[since_ms, until_ms)`), and how it
+/// keeps its progress.
+#[derive(Clone, Debug)]
+pub struct Backfill {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    /// The window as given; names the progress files of the flows it completed.
+    pub id: BackfillId,
+    /// Commit what was read at least this often.
+    pub checkpoint_every: Duration,
+    /// Read even the flows an earlier run of this backfill completed.
+    pub restart: bool,
+}
+
+/// The role and region one run uses (`None`: the environment's).
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub region: Option<String>,
+    pub role_arn: Option<String>,
+}

@@ -1,0 +1,154 @@
+//! What a run did: printed at its end (`Display`) and recorded in its manifest.
+
+use std::fmt;
+use std::time::Duration;
+
+use appflow_extract::Shard;
+use appflow_load::{CommitReport, FlowRun, RunManifest, run_id};
+
+use crate::plan::{Plan, Target};
+use crate::time::{iso, now_ms};
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub run_id: String,
+    /// When the run started, epoch ms.
+    pub started_ms: i64,
+    pub dest: String,
+    /// Every flow the run tried.
+    pub flows: Vec<FlowRun>,
+    pub flows_exported: usize,
+    /// Of `flows`, those whose rows and state are committed (the first ones).
+    pub flows_committed: usize,
+    /// Flows an earlier run of this backfill completed, not read again.
+    pub flows_already_backfilled: usize,
+    /// One line per flow not exported (a failed flow, a selected name not listed).
+    pub failures: Vec<String>,
+    pub list_pages: u64,
+    pub describe_pages: u64,
+    pub records: u64,
+    /// The role and region of this run.
+    pub target: Target,
+    /// `--shard`, and how many of the selected flows it owns.
+    pub shard: Shard,
+    pub flows_selected: usize,
+    pub commit: CommitReport,
+    /// Flows `ListFlows` returned (all of them, selected or not).
+    pub flows_listed: usize,
+    /// The `flows` table's files.
+    pub flows_table: CommitReport,
+    pub duration: Duration,
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "exported {} flows ({} failed) to {} in {:.2} s",
+            self.flows_exported,
+            self.failures.len(),
+            self.dest,
+            self.duration.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  API calls  {} ListFlows, {} DescribeFlowExecutionRecords",
+            self.list_pages, self.describe_pages
+        )?;
+        if self.shard.is_split() {
+            writeln!(
+                f,
+                "  shard      {}: {} of {} selected flows",
+                self.shard,
+                self.flows.len(),
+                self.flows_selected
+            )?;
+        }
+        if self.flows_already_backfilled > 0 {
+            writeln!(
+                f,
+                "  resumed    {} flows already backfilled by an earlier run of this backfill, not read again (--restart reads them)",
+                self.flows_already_backfilled
+            )?;
+        }
+        writeln!(f, "  records    {} read", self.records)?;
+        writeln!(
+            f,
+            "  files      {} written, {} unchanged",
+            self.commit.files_written, self.commit.files_unchanged
+        )?;
+        write!(
+            f,
+            "  flows      {} listed; flows table: {} written, {} unchanged",
+            self.flows_listed, self.flows_table.files_written, self.flows_table.files_unchanged
+        )?;
+        let conflicts = self.conflicts();
+        if conflicts > 0 {
+            write!(f, "\n  {conflicts} concurrent writes re-merged")?;
+        }
+        writeln!(f)
+    }
+}
+
+impl RunReport {
+    /// A run of `plan` starting now.
+    pub fn start(plan: &Plan) -> Self {
+        let started_ms = now_ms();
+        RunReport {
+            run_id: run_id(started_ms),
+            started_ms,
+            dest: plan.dest_text.clone(),
+            shard: plan.shard,
+            target: plan.target.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Conditional writes that lost a race and were merged again, of every object.
+    pub fn conflicts(&self) -> u64 {
+        self.commit.conflicts + self.flows_table.conflicts
+    }
+
+    /// The manifest of this run of `plan`, with its exit code and the error that
+    /// ended it early, if one did.
+    pub fn manifest(&self, plan: &Plan, exit_code: u8, fatal: Option<String>) -> RunManifest {
+        let mut errors = self.failures.clone();
+        errors.extend(fatal);
+        RunManifest {
+            run_id: self.run_id.clone(),
+            version: plan.release.to_string(),
+            arguments: plan.arguments.clone(),
+            dest: self.dest.clone(),
+            shard: self.shard.to_string(),
+            region: self.target.region.clone(),
+            role_arn: self.target.role_arn.clone(),
+            started_at: iso(self.started_ms),
+            finished_at: iso(self.started_ms + self.duration.as_millis() as i64),
+            duration_seconds: self.duration.as_secs_f64(),
+            exit_code,
+            list_flows_calls: self.list_pages,
+            describe_calls: self.describe_pages,
+            records: self.records,
+            files_written: self.commit.files_written,
+            files_unchanged: self.commit.files_unchanged,
+            conflicts: self.conflicts(),
+            flows_listed: self.flows_listed as u64,
+            flows_table_written: self.flows_table.files_written,
+            flows_already_backfilled: self.flows_already_backfilled as u64,
+            flows: self.flows.clone(),
+            errors,
+        }
+    }
+
+    /// The run ended early: flows read but not yet committed are not exported (the
+    /// next run reads them again, their watermarks did not move).
+    pub(crate) fn abandon(&mut self) {
+        let uncommitted = self.flows.iter_mut().skip(self.flows_committed);
+        for flow in uncommitted.filter(|f| f.error.is_none()) {
+            flow.error =
+                Some("read, but the run ended before its rows and state were committed".into());
+            self.flows_exported -= 1;
+        }
+    }
+}

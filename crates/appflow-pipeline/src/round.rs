@@ -1,0 +1,245 @@
+//! A round: read flows until the queue is empty or a backfill's checkpoint is due,
+//! then commit what was read, in the commit order. An incremental run is one round.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Instant;
+
+use appflow_extract::{ExtractJob, FlowEvent, FlowSummary};
+use appflow_load::{AddId, BackfilledFlow, FlowRun, FlowUpdate, Stage};
+use appflow_model::FlowInfo;
+use futures::StreamExt;
+
+use crate::Pipeline;
+use crate::error::{Error, Result};
+use crate::observer::Observer;
+use crate::plan::Plan;
+use crate::report::RunReport;
+use crate::time::{iso, now_ms};
+
+/// The flows still to read, shared by the rounds of one run.
+pub(crate) type Queue = Arc<Mutex<VecDeque<ExtractJob>>>;
+
+/// The flows one round read to their end, and their staged rows.
+pub(crate) struct Round {
+    stage: Stage,
+    /// `(flow, summary)` of each flow read whole, in the order they ended.
+    pub flows: Vec<(FlowInfo, FlowSummary)>,
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Pipeline {
+    /// Reads flows from `queue` until it is empty or, in a backfill, the round has
+    /// lasted `--checkpoint-every` (then no flow is started and those in flight end).
+    /// A flow's pages are staged as they come; a flow that fails half-way has its
+    /// pages discarded, so nothing of it is committed.
+    pub(crate) async fn read_round(
+        &self,
+        plan: &Plan,
+        queue: &Queue,
+        report: &mut RunReport,
+        observer: &dyn Observer,
+    ) -> Result<Round> {
+        let now = report.started_ms;
+        let started = Instant::now();
+        // The round takes jobs until the queue is empty or, in a backfill, it has
+        // lasted --checkpoint-every (it always takes one). It also takes none once
+        // this function returns, early or not: no flow is started that nobody reads.
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_return = StopOnDrop(stop.clone());
+        let checkpoint = plan.backfill.as_ref().map(|b| b.checkpoint_every);
+        let jobs = futures::stream::poll_fn({
+            let (queue, stop) = (queue.clone(), stop.clone());
+            let mut taken = 0_usize;
+            move |_| {
+                let due = taken > 0 && checkpoint.is_some_and(|every| started.elapsed() >= every);
+                if due || stop.load(Ordering::Relaxed) {
+                    return Poll::Ready(None);
+                }
+                let job = queue.lock().ok().and_then(|mut q| q.pop_front());
+                taken += usize::from(job.is_some());
+                Poll::Ready(job)
+            }
+        });
+        let mut events = self.extractor.extract(jobs, plan.concurrency);
+        let mut round = Round {
+            stage: self.stage()?,
+            flows: Vec::new(),
+        };
+        // The adds of each flow being read; a flow whose page could not be converted
+        // or staged is failed at once and its later events ignored.
+        let mut reading: HashMap<FlowInfo, Vec<AddId>> = HashMap::new();
+        let mut failed: HashSet<FlowInfo> = HashSet::new();
+        while let Some((job, event)) = events.next().await {
+            let flow = &job.flow;
+            let fail = match event {
+                _ if failed.contains(flow) => None,
+                FlowEvent::Page(records) => {
+                    observer.page(records.len() as u64);
+                    match appflow_transform::to_batches(flow, &records, now) {
+                        Ok(batches) => match round.stage.add(&batches) {
+                            Ok(id) => {
+                                reading.entry(flow.clone()).or_default().push(id);
+                                None
+                            }
+                            // A staging failure (the local temporary disk) leaves the
+                            // stage unusable: stop before any data or state is written.
+                            Err(e) if e.is_staging() => {
+                                return Err(Error::Staging {
+                                    flow: Some(flow.name.clone()),
+                                    source: e,
+                                });
+                            }
+                            // Rows no day can hold (extract already refuses such
+                            // start times): that flow fails.
+                            Err(e) => Some(format!("flow '{}': {e}", flow.name)),
+                        },
+                        Err(e) => Some(format!("flow '{}': {}", flow.name, chain(&e))),
+                    }
+                }
+                FlowEvent::Done(summary) => {
+                    reading.remove(flow);
+                    report.flows_exported += 1;
+                    report.describe_pages += summary.pages;
+                    report.records += summary.records;
+                    report.flows.push(FlowRun {
+                        describe_calls: summary.pages,
+                        records: summary.records,
+                        ..flow_run(&job)
+                    });
+                    round.flows.push((flow.clone(), summary));
+                    observer.flow_done();
+                    None
+                }
+                FlowEvent::Failed(e) if e.is_bug() => return Err(Error::Read(e)),
+                FlowEvent::Failed(e) => Some(chain(&e)),
+            };
+            if let Some(message) = fail {
+                // Its later pages would be dropped: stop paging it (a no-op once it ended).
+                job.cancel();
+                round
+                    .stage
+                    .discard(reading.remove(flow).unwrap_or_default());
+                tracing::error!(flow = %flow.name, error = %message, "flow not exported");
+                report.failures.push(message.clone());
+                report.flows.push(FlowRun {
+                    error: Some(message),
+                    ..flow_run(&job)
+                });
+                failed.insert(flow.clone());
+                observer.flow_done();
+            }
+        }
+        Ok(round)
+    }
+
+    /// Commits a round: its day files first, then its flows' watermarks, then (in a
+    /// backfill) that those flows are done. A crash in between only means redoing work.
+    pub(crate) async fn commit_round(
+        &self,
+        plan: &Plan,
+        round: &mut Round,
+        report: &mut RunReport,
+        observer: &dyn Observer,
+    ) -> Result<()> {
+        let now = report.started_ms;
+        let committing = Instant::now();
+        observer.merging();
+        let files = self
+            .loader
+            .commit_with(&mut round.stage, &|key, total| observer.day(key, total))
+            .await?;
+        tracing::info!(
+            seconds = committing.elapsed().as_secs_f64(),
+            files_written = files.files_written,
+            "day files committed"
+        );
+        report.commit += files;
+        let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> =
+            BTreeMap::new();
+        for (flow, summary) in &round.flows {
+            updates
+                .entry((flow.account_id.clone(), flow.region.clone()))
+                .or_default()
+                .insert(
+                    flow.name.clone(),
+                    update_of(flow, summary, now, plan.backfill.is_some()),
+                );
+        }
+        for ((account, region), flows) in &updates {
+            let conflicts = self.loader.update_state(account, region, flows, now).await?;
+            report.commit.conflicts += u64::from(conflicts);
+        }
+        if let Some(backfill) = &plan.backfill {
+            let completed_ms = now_ms();
+            for ((account, region), flows) in &updates {
+                let done = flows
+                    .iter()
+                    .map(|(name, u)| {
+                        let flow = BackfilledFlow {
+                            completed_ms,
+                            records: u.records_read,
+                            run_id: report.run_id.clone(),
+                        };
+                        (name.clone(), flow)
+                    })
+                    .collect();
+                let conflicts = self
+                    .loader
+                    .record_backfill(&backfill.id, account, region, &done, None)
+                    .await?;
+                report.commit.conflicts += u64::from(conflicts);
+            }
+        }
+        report.flows_committed = report.flows.len();
+        Ok(())
+    }
+}
+
+/// An error and its causes on one line, as `{:#}` of anyhow shows them.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// A flow's line in the run manifest, before it is read.
+fn flow_run(job: &ExtractJob) -> FlowRun {
+    FlowRun {
+        account_id: job.flow.account_id.clone(),
+        region: job.flow.region.clone(),
+        flow_name: job.flow.name.clone(),
+        cutoff: job.cutoff.map(iso),
+        ..Default::default()
+    }
+}
+
+/// What this run learned of a flow; `now` is when the run started, before it read.
+/// A backfill (whose window may end in the past) moves the watermark only forwards,
+/// as any run does, and leaves the open-run and page-order state to the incremental
+/// runs: its `read_started_ms` is older than any run's.
+fn update_of(flow: &FlowInfo, summary: &FlowSummary, now: i64, backfill: bool) -> FlowUpdate {
+    FlowUpdate {
+        read_started_ms: if backfill { i64::MIN } else { now },
+        flow_arn: flow.arn.clone(),
+        newest_started_ms: summary.newest_started,
+        oldest_open_ms: summary.oldest_open,
+        pages_sorted: summary.pages_sorted,
+        records_read: summary.records,
+    }
+}

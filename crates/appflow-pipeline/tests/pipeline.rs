@@ -1,0 +1,318 @@
+//! The pipeline's run invariants (ARCHITECTURE.md), against the AppFlow emulator on
+//! loopback and the in-memory store: what a run leaves in the store is what users
+//! and the next run see.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use appflow_emulator::{AddRuns, Emulator, Faults, GenConfig, RunningEmulator, loopback};
+use appflow_extract::Extractor;
+use appflow_load::{BackfillId, Intercepted, Loader, MemoryStore, ObjectStore, PutHook, decode};
+use appflow_pipeline::{
+    Backfill, ErrorKind, Pipeline, Plan, Quiet, RunReport, Staging, Status,
+};
+use appflow_transform::{Table, schema_for};
+use arrow::array::AsArray;
+
+/// The emulator's history, served on loopback.
+async fn emulator(flows: usize, runs: usize) -> (Emulator, RunningEmulator) {
+    let emu = Emulator::generate(&GenConfig {
+        flows,
+        runs_per_flow: runs,
+        ..GenConfig::small(7)
+    });
+    let running = emu.serve(loopback(0)).await.expect("serve the emulator");
+    (emu, running)
+}
+
+async fn pipeline(running: &RunningEmulator, store: Arc<dyn ObjectStore>) -> Pipeline {
+    let sdk = appflow_emulator::client::sdk_config(running).await;
+    let extractor = Extractor::new(aws_sdk_appflow::Client::new(&sdk), "us-east-1")
+        .with_sts(aws_sdk_sts::Client::new(&sdk));
+    Pipeline::new(extractor, Loader::new(store))
+}
+
+fn plan() -> Plan {
+    Plan::new("memory://", "test")
+}
+
+fn backfill(since_ms: i64, until_ms: i64) -> Plan {
+    Plan {
+        backfill: Some(Backfill {
+            since_ms,
+            until_ms,
+            id: BackfillId {
+                since: "2020-01-01".into(),
+                until: None,
+            },
+            checkpoint_every: Duration::from_secs(300),
+            restart: false,
+        }),
+        concurrency: 2,
+        ..plan()
+    }
+}
+
+fn code(status: Status) -> u8 {
+    match status {
+        Status::Exported => 0,
+        Status::FlowsFailed => 1,
+        Status::Failed(kind) => 10 + kind as u8,
+    }
+}
+
+async fn run(p: &Pipeline, plan: &Plan) -> (RunReport, appflow_pipeline::Result<()>) {
+    p.run_recorded(plan, &Quiet, code).await
+}
+
+/// `(flow, execution_id)` of every row of every executions day file, with repeats.
+async fn exported(store: &dyn ObjectStore) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for key in store.list("executions/").await.unwrap() {
+        let body = store.get(&key).await.unwrap().unwrap().body;
+        let batch = decode(body, &schema_for(Table::Executions)).unwrap();
+        let col = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let (flows, ids) = (col("flow_name"), col("execution_id"));
+        for i in 0..batch.num_rows() {
+            out.push((flows.value(i).to_string(), ids.value(i).to_string()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every run the emulator holds, as `(flow, execution_id)`.
+fn history(emu: &Emulator) -> Vec<(String, String)> {
+    let mut out: Vec<_> = emu
+        .snapshot()
+        .iter()
+        .flat_map(|f| {
+            f.records
+                .iter()
+                .map(|r| (f.definition.flow_name.clone(), r.execution_id.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn names(emu: &Emulator) -> Vec<String> {
+    emu.snapshot()
+        .iter()
+        .map(|f| f.definition.flow_name.clone())
+        .collect()
+}
+
+/// The watermark of each flow in the state.
+async fn watermarks(loader: &Loader) -> BTreeMap<String, Option<i64>> {
+    let mut out = BTreeMap::new();
+    for (_, _, state) in loader.states().await.unwrap() {
+        for (name, flow) in state.flows {
+            out.insert(name, flow.watermark_ms);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_run_exports_every_run_once_and_a_rerun_writes_no_file() {
+    let (emu, running) = emulator(3, 150).await;
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    let (report, result) = run(&p, &plan()).await;
+    result.unwrap();
+    assert_eq!((report.flows_exported, report.failures.len()), (3, 0));
+    assert_eq!(exported(store.as_ref()).await, history(&emu));
+
+    let (again, result) = run(&p, &plan()).await;
+    result.unwrap();
+    assert_eq!(again.commit.files_written, 0, "{:?}", again.commit);
+    assert_eq!(exported(store.as_ref()).await, history(&emu));
+    let manifests = p.loader().manifests(10).await.unwrap();
+    assert_eq!(manifests.len(), 2);
+    assert!(manifests.iter().all(|m| m.exit_code == 0 && m.version == "test"));
+}
+
+#[tokio::test]
+async fn a_flow_that_fails_half_way_leaves_no_row_and_no_watermark() {
+    let (emu, running) = emulator(3, 250).await;
+    let bad = names(&emu)[1].clone();
+    emu.set_faults(Faults {
+        malformed_flows: vec![bad.clone()],
+        ..Faults::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    let (report, result) = run(&p, &plan()).await;
+    result.unwrap();
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert!(report.failures[0].contains(&bad), "{:?}", report.failures);
+    let want: Vec<_> = history(&emu).into_iter().filter(|(f, _)| *f != bad).collect();
+    assert_eq!(exported(store.as_ref()).await, want, "none of its rows");
+    let marks = watermarks(p.loader()).await;
+    assert!(!marks.contains_key(&bad), "no watermark for it: {marks:?}");
+    assert_eq!(marks.len(), 2);
+    let manifest = &p.loader().manifests(1).await.unwrap()[0];
+    assert_eq!(manifest.exit_code, code(Status::FlowsFailed));
+}
+
+/// A memory store whose puts under `prefix` are refused (as S3 refuses a denied
+/// put: an error naming the key), or panic.
+fn refusing(inner: Arc<MemoryStore>, prefix: &'static str, panic: bool) -> Arc<Intercepted> {
+    let location = inner.location("");
+    let hook: PutHook = Arc::new(move |key| {
+        let location = location.clone();
+        Box::pin(async move {
+            if !key.starts_with(prefix) {
+                return Ok(None);
+            }
+            assert!(!panic, "a bug while writing {key}");
+            Err(appflow_load::Error::Write {
+                location: format!("{location}{key}"),
+                source: "AccessDenied".into(),
+            })
+        })
+    });
+    Arc::new(Intercepted::new(inner, hook))
+}
+
+#[tokio::test]
+async fn data_is_committed_before_state_and_a_failed_commit_advances_no_watermark() {
+    let (emu, running) = emulator(3, 150).await;
+    let inner = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, refusing(inner.clone(), "catalog_registrations/", false)).await;
+    let (report, result) = run(&p, &plan()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Destination, "{err}");
+    assert_eq!(report.flows_exported, 0, "nothing counts as exported");
+    assert!(
+        !inner.list("executions/").await.unwrap().is_empty(),
+        "some day files were written before the refusal"
+    );
+    assert!(
+        inner.list("_state/flows/").await.unwrap().is_empty(),
+        "no watermark is written before every day file is"
+    );
+    // The next run, against a destination that takes every write, heals it exactly.
+    let healthy = pipeline(&running, inner.clone()).await;
+    run(&healthy, &plan()).await.1.unwrap();
+    assert_eq!(exported(inner.as_ref()).await, history(&emu));
+}
+
+#[tokio::test]
+async fn a_panic_while_writing_a_day_file_is_a_bug_and_writes_no_state() {
+    let (_emu, running) = emulator(2, 50).await;
+    let inner = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, refusing(inner.clone(), "executions/", true)).await;
+    let (_, result) = run(&p, &plan()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Bug, "{err}");
+    assert!(inner.list("_state/flows/").await.unwrap().is_empty());
+    let manifest = &Loader::new(inner).manifests(1).await.unwrap()[0];
+    assert_eq!(manifest.exit_code, code(Status::Failed(ErrorKind::Bug)));
+}
+
+#[tokio::test]
+async fn a_staging_folder_that_cannot_be_made_stops_the_run_before_any_write() {
+    let (_emu, running) = emulator(2, 150).await;
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone())
+        .await
+        .with_staging(Staging {
+            dir: Some("/nonexistent/appflow-export-test".into()),
+            memory_budget: Some(1),
+        });
+    let (_, result) = run(&p, &plan()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Staging, "{err}");
+    assert!(store.list("executions/").await.unwrap().is_empty());
+    assert!(store.list("_state/flows/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_watermark_never_moves_backwards() {
+    let (emu, running) = emulator(3, 150).await;
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    run(&p, &plan()).await.1.unwrap();
+    let before = watermarks(p.loader()).await;
+    assert_eq!(before.len(), 3);
+    // A backfill of the oldest runs only: its newest start is far below each watermark.
+    let oldest = emu
+        .snapshot()
+        .iter()
+        .flat_map(|f| f.records.iter().map(|r| r.started_at.0))
+        .min()
+        .unwrap();
+    let (report, result) = run(&p, &backfill(oldest, oldest + 3_600_000)).await;
+    result.unwrap();
+    assert_eq!(report.flows_exported, 3);
+    assert_eq!(watermarks(p.loader()).await, before);
+}
+
+#[tokio::test]
+async fn a_backfill_rerun_reads_exactly_the_flows_it_had_not_completed() {
+    let (emu, running) = emulator(3, 250).await;
+    let bad = names(&emu)[2].clone();
+    emu.set_faults(Faults {
+        malformed_flows: vec![bad.clone()],
+        ..Faults::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    let all = backfill(0, i64::MAX);
+    let (first, result) = run(&p, &all).await;
+    result.unwrap();
+    assert_eq!((first.flows_exported, first.failures.len()), (2, 1));
+
+    emu.set_faults(Faults::default());
+    emu.reset_counters();
+    let (second, result) = run(&p, &all).await;
+    result.unwrap();
+    let read: BTreeSet<_> = emu.counters().describe_calls_by_flow.into_keys().collect();
+    assert_eq!(read, BTreeSet::from([bad]), "only the flow not completed");
+    assert_eq!(second.flows_already_backfilled, 2);
+    assert_eq!(exported(store.as_ref()).await, history(&emu));
+
+    emu.reset_counters();
+    let (third, result) = run(&p, &all).await;
+    result.unwrap();
+    assert!(emu.counters().describe_calls_by_flow.is_empty(), "nothing left to read");
+    assert_eq!(third.flows_already_backfilled, 3);
+}
+
+#[tokio::test]
+async fn a_run_that_started_earlier_does_not_overwrite_a_later_run_s_open_runs() {
+    let (emu, running) = emulator(2, 40).await;
+    let flow = names(&emu)[0].clone();
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    emu.add_runs(&AddRuns {
+        count: 1,
+        flows: vec![flow.clone()],
+        status: Some("InProgress".into()),
+        start: None,
+    });
+    let oldest_open = |loader: Loader, flow: String| async move {
+        let states = loader.states().await.unwrap();
+        states[0].2.flows[&flow].oldest_open_ms
+    };
+    // The later run: it sees the open run.
+    let (later, result) = run(&p, &plan()).await;
+    result.unwrap();
+    let held = oldest_open(p.loader().clone(), flow.clone()).await;
+    assert!(held.is_some());
+
+    // Every run ends; a run that started reading before the later one commits after
+    // it and must not forget what the later one saw open.
+    emu.finish_open_runs(&[]);
+    let mut stale = RunReport::start(&plan());
+    stale.started_ms = later.started_ms - 60_000;
+    p.execute(&plan(), &mut stale, &Quiet).await.unwrap();
+    assert_eq!(oldest_open(p.loader().clone(), flow.clone()).await, held);
+
+    // A run that starts after both does move it.
+    run(&p, &plan()).await.1.unwrap();
+    assert_eq!(oldest_open(p.loader().clone(), flow).await, None);
+}
