@@ -221,11 +221,48 @@ async fn a_staging_folder_that_cannot_be_made_stops_the_run_before_any_write() {
         .await
         .with_staging(Staging {
             dir: Some("/nonexistent/appflow-export-test".into()),
-            memory_budget: Some(1),
+            memory_budget: None,
         });
     let (_, result) = run(&p, &plan()).await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Staging, "{err}");
+    assert!(store.list("executions/").await.unwrap().is_empty());
+    assert!(store.list("_state/flows/").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_folder_lost_part_way_stops_the_run_and_names_the_flow() {
+    let (emu, running) = emulator(1, 150).await;
+    emu.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let parent = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone())
+        .await
+        .with_staging(Staging {
+            dir: Some(parent.path().to_path_buf()),
+            memory_budget: Some(1),
+        });
+    // The run makes its staging folder before it reads; the first page takes 200 ms
+    // to come, and by then the folder is gone (a full or wiped disk).
+    let watched = parent.path().to_path_buf();
+    let wiper = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if let Some(Ok(entry)) = std::fs::read_dir(&watched).unwrap().next() {
+                std::fs::remove_dir_all(entry.path()).unwrap();
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    });
+    let (_, result) = run(&p, &plan()).await;
+    assert!(wiper.await.unwrap(), "the staging folder was made");
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Staging, "{err}");
+    assert!(err.to_string().contains(&names(&emu)[0]), "{err}");
     assert!(store.list("executions/").await.unwrap().is_empty());
     assert!(store.list("_state/flows/").await.unwrap().is_empty());
 }
