@@ -46,11 +46,10 @@ impl Failure {
     }
 }
 
-/// Without `RUST_LOG`: warnings of every crate, this binary's own info lines (the
-/// phases of a run and its final `run finished` summary) and the load stage's (each
-/// write that lost a race to another writer and was merged again).
-const DEFAULT_LOG_FILTER: &str =
-    "warn,appflow_export=info,appflow_pipeline=info,appflow_load=info";
+/// Without `RUST_LOG`: warnings of every crate, and the info lines of this binary,
+/// of the pipeline (the phases of a run and its final `run finished` summary) and of
+/// the load stage (each write that lost a race to another writer and was merged again).
+const DEFAULT_LOG_FILTER: &str = "warn,appflow_export=info,appflow_pipeline=info,appflow_load=info";
 
 /// Whether logs are JSON lines (`--log-format json`): errors are then logged too.
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);

@@ -53,7 +53,6 @@ impl Progress {
             days,
         }
     }
-
 }
 
 impl Observer for Progress {

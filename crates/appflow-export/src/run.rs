@@ -5,15 +5,15 @@
 use anyhow::anyhow;
 use appflow_extract::{Extractor, FlowSelection, IncrementalPolicy, Shard};
 use appflow_load::{BackfillId, Destination, Loader, S3Options};
-use appflow_pipeline::{
-    Backfill, ErrorKind, Pipeline, Plan, RunReport, Status, Target, now_ms,
-};
+use appflow_pipeline::{Backfill, ErrorKind, Pipeline, Plan, RunReport, Status, Target, now_ms};
 use aws_config::SdkConfig;
 
 use crate::cli::{BackfillArgs, RunArgs, S3Args};
 use crate::dry_run::DryRun;
 use crate::progress::Progress;
-use crate::{EXIT_BUG, EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_STAGING, EXIT_USAGE, Failure, aws};
+use crate::{
+    EXIT_BUG, EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_STAGING, EXIT_USAGE, Failure, aws,
+};
 
 /// A validated `run` or `backfill`: everything checked before any API call.
 #[derive(Clone, Debug)]
@@ -366,9 +366,15 @@ mod tests {
         for (status, code) in cases {
             assert_eq!(exit_code(status), code, "{status:?}");
         }
-        let readme = include_str!("../../../README.md").split_whitespace().collect::<Vec<_>>().join(" ");
+        let readme = include_str!("../../../README.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         for code in 0..=5 {
-            assert!(readme.contains(&format!("`{code}` ")), "README documents exit code {code}");
+            assert!(
+                readme.contains(&format!("`{code}` ")),
+                "README documents exit code {code}"
+            );
         }
     }
 }

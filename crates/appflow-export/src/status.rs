@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::run::s3_options;
-use appflow_pipeline::{iso, now_ms};
 use crate::{EXIT_DESTINATION, EXIT_USAGE, Failure, aws};
+use appflow_pipeline::{iso, now_ms};
 
 /// One flow's line.
 #[derive(Debug, Serialize)]

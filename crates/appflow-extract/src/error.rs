@@ -26,7 +26,9 @@ pub enum Error {
     #[error("--shard '{shard}' is not valid: {why}")]
     BadShard { shard: String, why: String },
     /// A bug of this tool: the task reading the flow panicked.
-    #[error("flow '{flow}': internal error while reading it (a bug in appflow-export: please report it)")]
+    #[error(
+        "flow '{flow}': internal error while reading it (a bug in appflow-export: please report it)"
+    )]
     Bug {
         flow: String,
         #[source]

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-
 /// Which backfill: its window of UTC days, as given (`YYYY-MM-DD`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackfillId {

@@ -110,7 +110,10 @@ mod tests {
             "catalog_registrations/dt=2026-11-25/123456789012_us-east-1.parquet"
         );
         assert_eq!(flows_file("1", "eu-west-1"), "flows/1_eu-west-1.parquet");
-        assert_eq!(state_file("1", "eu-west-1"), "_state/flows/1_eu-west-1.json");
+        assert_eq!(
+            state_file("1", "eu-west-1"),
+            "_state/flows/1_eu-west-1.json"
+        );
         assert_eq!(
             parse_state_file(&state_file("1", "eu-west-1")),
             Some(("1".to_string(), "eu-west-1".to_string()))

@@ -30,9 +30,9 @@ pub use manifest::{FlowRun, RunManifest, run_id};
 pub use parquet_io::{decode, encode};
 pub use stage::{AddId, PartitionKey, Stage};
 pub use state::{FlowState, FlowUpdate, StateFile};
-pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};
 #[cfg(any(test, feature = "testkit"))]
 pub use store::{Intercepted, PutHook};
+pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};
 
 #[doc(hidden)]
 pub use store::conformance;

@@ -148,9 +148,8 @@ impl Loader {
         snapshot_ms: i64,
     ) -> Result<CommitReport> {
         let mut report = CommitReport::default();
-        let merge: Arc<Change<RecordBatch>> = Arc::new(move |stored, _| {
-            Ok(merge_flows(stored.as_ref(), &listed, snapshot_ms)?)
-        });
+        let merge: Arc<Change<RecordBatch>> =
+            Arc::new(move |stored, _| Ok(merge_flows(stored.as_ref(), &listed, snapshot_ms)?));
         let key = layout::flows_file(account_id, region);
         let updated = update(&self.store, &key, Parquet(Table::Flows), None, merge).await?;
         report.count(updated);
@@ -357,13 +356,13 @@ mod tests {
     use super::*;
     use crate::parquet_io::decode;
     use crate::store::{Intercepted, MemoryStore, PutHook, PutMode};
-    use appflow_transform::schema_for;
-    use bytes::Bytes;
     use appflow_model::ExecutionRecord;
     use appflow_model::testkit::{flow, glue};
+    use appflow_transform::schema_for;
     use appflow_transform::to_batches;
     use arrow::array::{AsArray, RecordBatch};
     use arrow::datatypes::{Int32Type, TimestampMillisecondType};
+    use bytes::Bytes;
 
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY;
@@ -801,7 +800,10 @@ mod tests {
             .add(&to_batches(&flow("f"), &[run("a1", T0, "Successful", T0 + 1, 0)], 1).unwrap())
             .unwrap();
         let err = l.commit(&mut stage).await.unwrap_err().to_string();
-        assert!(err.contains(&layout::day_file(Table::Executions, &key)), "{err}");
+        assert!(
+            err.contains(&layout::day_file(Table::Executions, &key)),
+            "{err}"
+        );
         let obj = l
             .store()
             .get(&layout::day_file(Table::Executions, &key))

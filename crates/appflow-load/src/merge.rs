@@ -9,13 +9,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use appflow_model::supersedes;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{
     SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
 };
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
-use appflow_model::supersedes;
 use arrow::row::{RowConverter, Rows, SortField};
 
 pub(crate) const KEY: [&str; 4] = ["account_id", "region", "flow_name", "execution_id"];

@@ -288,7 +288,9 @@ mod tests {
 
         let keep: Arc<Change<Doc>> = Arc::new(|_, _| Ok(None));
         let other = "_state/other.json";
-        let none = update(&store, other, Json::new("doc"), None, keep).await.unwrap();
+        let none = update(&store, other, Json::new("doc"), None, keep)
+            .await
+            .unwrap();
         assert_eq!(none.wrote, Wrote::Absent);
         assert!(store.get(other).await.unwrap().is_none());
     }

@@ -19,5 +19,7 @@ pub mod testkit;
 
 pub use error::{Error, Result};
 pub use flow::{FlowDetails, FlowInfo};
-pub use record::{CatalogDetail, ExecutionRecord, LATEST_MILLIS, RegistrationOutput, is_finished, is_open};
+pub use record::{
+    CatalogDetail, ExecutionRecord, LATEST_MILLIS, RegistrationOutput, is_finished, is_open,
+};
 pub use version::supersedes;

@@ -19,7 +19,10 @@ mod tests {
         assert!(supersedes(Some(2), Some(1)));
         assert!(!supersedes(Some(1), Some(2)));
         assert!(supersedes(Some(5), Some(5)), "a tie: the later read");
-        assert!(supersedes(Some(0), None), "a missing update time is the oldest");
+        assert!(
+            supersedes(Some(0), None),
+            "a missing update time is the oldest"
+        );
         assert!(!supersedes(None, Some(i64::MIN)));
         assert!(supersedes(None, None));
     }

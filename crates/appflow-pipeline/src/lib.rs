@@ -73,11 +73,7 @@ impl Pipeline {
     }
 
     fn stage(&self) -> Result<Stage> {
-        Stage::open(self.staging.dir.clone(), self.staging.memory_budget).map_err(|source| {
-            Error::Staging {
-                flow: None,
-                source,
-            }
-        })
+        Stage::open(self.staging.dir.clone(), self.staging.memory_budget)
+            .map_err(|source| Error::Staging { flow: None, source })
     }
 }

@@ -165,8 +165,7 @@ impl Pipeline {
             "day files committed"
         );
         report.commit += files;
-        let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> =
-            BTreeMap::new();
+        let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
         for (flow, summary) in &round.flows {
             updates
                 .entry((flow.account_id.clone(), flow.region.clone()))
@@ -177,7 +176,10 @@ impl Pipeline {
                 );
         }
         for ((account, region), flows) in &updates {
-            let conflicts = self.loader.update_state(account, region, flows, now).await?;
+            let conflicts = self
+                .loader
+                .update_state(account, region, flows, now)
+                .await?;
             report.commit.conflicts += u64::from(conflicts);
         }
         if let Some(backfill) = &plan.backfill {

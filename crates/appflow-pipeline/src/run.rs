@@ -69,7 +69,11 @@ impl Pipeline {
         }
         observer.reading(prepared.jobs.len());
         let queue: Queue = Arc::new(Mutex::new(
-            prepared.jobs.into_iter().map(|(job, _)| job).collect::<VecDeque<_>>(),
+            prepared
+                .jobs
+                .into_iter()
+                .map(|(job, _)| job)
+                .collect::<VecDeque<_>>(),
         ));
         loop {
             let reading = Instant::now();
@@ -84,13 +88,16 @@ impl Pipeline {
             if !more {
                 observer.reading_done();
             }
-            self.commit_round(plan, &mut round, report, observer).await?;
+            self.commit_round(plan, &mut round, report, observer)
+                .await?;
             if !more {
                 break;
             }
         }
         observer.finish();
-        report.flows_table = self.commit_flows_table(&prepared.listing.details, now).await?;
+        report.flows_table = self
+            .commit_flows_table(&prepared.listing.details, now)
+            .await?;
         Ok(())
     }
 
@@ -125,7 +132,10 @@ impl Pipeline {
                     source,
                 }
             })?;
-            report += self.loader.commit_flows(&account, &region, batch, now).await?;
+            report += self
+                .loader
+                .commit_flows(&account, &region, batch, now)
+                .await?;
         }
         Ok(report)
     }

@@ -9,9 +9,7 @@ use std::time::Duration;
 use appflow_emulator::{AddRuns, Emulator, Faults, GenConfig, RunningEmulator, loopback};
 use appflow_extract::Extractor;
 use appflow_load::{BackfillId, Intercepted, Loader, MemoryStore, ObjectStore, PutHook, decode};
-use appflow_pipeline::{
-    Backfill, ErrorKind, Pipeline, Plan, Quiet, RunReport, Staging, Status,
-};
+use appflow_pipeline::{Backfill, ErrorKind, Pipeline, Plan, Quiet, RunReport, Staging, Status};
 use appflow_transform::{Table, schema_for};
 use arrow::array::AsArray;
 
@@ -72,7 +70,13 @@ async fn exported(store: &dyn ObjectStore) -> Vec<(String, String)> {
     for key in store.list("executions/").await.unwrap() {
         let body = store.get(&key).await.unwrap().unwrap().body;
         let batch = decode(body, &schema_for(Table::Executions)).unwrap();
-        let col = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_string::<i32>()
+                .clone()
+        };
         let (flows, ids) = (col("flow_name"), col("execution_id"));
         for i in 0..batch.num_rows() {
             out.push((flows.value(i).to_string(), ids.value(i).to_string()));
@@ -131,7 +135,11 @@ async fn a_run_exports_every_run_once_and_a_rerun_writes_no_file() {
     assert_eq!(exported(store.as_ref()).await, history(&emu));
     let manifests = p.loader().manifests(10).await.unwrap();
     assert_eq!(manifests.len(), 2);
-    assert!(manifests.iter().all(|m| m.exit_code == 0 && m.version == "test"));
+    assert!(
+        manifests
+            .iter()
+            .all(|m| m.exit_code == 0 && m.version == "test")
+    );
 }
 
 #[tokio::test]
@@ -148,7 +156,10 @@ async fn a_flow_that_fails_half_way_leaves_no_row_and_no_watermark() {
     result.unwrap();
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     assert!(report.failures[0].contains(&bad), "{:?}", report.failures);
-    let want: Vec<_> = history(&emu).into_iter().filter(|(f, _)| *f != bad).collect();
+    let want: Vec<_> = history(&emu)
+        .into_iter()
+        .filter(|(f, _)| *f != bad)
+        .collect();
     assert_eq!(exported(store.as_ref()).await, want, "none of its rows");
     let marks = watermarks(p.loader()).await;
     assert!(!marks.contains_key(&bad), "no watermark for it: {marks:?}");
@@ -181,7 +192,11 @@ fn refusing(inner: Arc<MemoryStore>, prefix: &'static str, panic: bool) -> Arc<I
 async fn data_is_committed_before_state_and_a_failed_commit_advances_no_watermark() {
     let (emu, running) = emulator(3, 150).await;
     let inner = Arc::new(MemoryStore::new());
-    let p = pipeline(&running, refusing(inner.clone(), "catalog_registrations/", false)).await;
+    let p = pipeline(
+        &running,
+        refusing(inner.clone(), "catalog_registrations/", false),
+    )
+    .await;
     let (report, result) = run(&p, &plan()).await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Destination, "{err}");
@@ -315,7 +330,10 @@ async fn a_backfill_rerun_reads_exactly_the_flows_it_had_not_completed() {
     emu.reset_counters();
     let (third, result) = run(&p, &all).await;
     result.unwrap();
-    assert!(emu.counters().describe_calls_by_flow.is_empty(), "nothing left to read");
+    assert!(
+        emu.counters().describe_calls_by_flow.is_empty(),
+        "nothing left to read"
+    );
     assert_eq!(third.flows_already_backfilled, 3);
 }
 
