@@ -93,10 +93,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
     );
     let invocation = Invocation {
         plan: appflow_pipeline::Plan {
-            arguments: std::env::args_os()
-                .skip(1)
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
+            arguments: crate::arguments(),
             ..appflow_pipeline::Plan::new(dir.clone(), env!("CARGO_PKG_VERSION"))
         },
         dest: Destination::Local(args.dir.clone()),

@@ -37,6 +37,14 @@ pub const EXIT_STAGING: u8 = 4;
 /// A bug of appflow-export (a panic): nothing partial is left; please report it.
 pub const EXIT_BUG: u8 = 5;
 
+/// The command line as given, less the program's name (recorded in run manifests).
+pub fn arguments() -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 impl Failure {
     pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
         Failure {

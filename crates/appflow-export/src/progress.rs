@@ -27,16 +27,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Bars drawn on stderr if [`shows_bars`], hidden otherwise.
+    /// Bars drawn on stderr once reading starts if [`shows_bars`], hidden otherwise
+    /// (nothing is drawn while the destination is checked and the flows listed).
     pub fn new() -> Self {
-        let bars = shows_bars();
-        let target = || {
-            if bars {
-                ProgressDrawTarget::term_like_with_hz(Box::new(Term::buffered_stderr()), 20)
-            } else {
-                ProgressDrawTarget::hidden()
-            }
-        };
+        let target = ProgressDrawTarget::hidden;
         let style = |template: &str| {
             ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -58,6 +52,14 @@ impl Progress {
 impl Observer for Progress {
     fn reading(&self, flows: usize) {
         self.flows.set_length(flows as u64);
+        if shows_bars() {
+            for bar in [&self.flows, &self.days] {
+                bar.set_draw_target(ProgressDrawTarget::term_like_with_hz(
+                    Box::new(Term::buffered_stderr()),
+                    20,
+                ));
+            }
+        }
     }
 
     fn page(&self, records: u64) {

@@ -89,10 +89,7 @@ impl Invocation {
             concurrency: usize::from(args.concurrency),
             shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
             keep_manifests: args.keep_manifests as usize,
-            arguments: std::env::args_os()
-                .skip(1)
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
+            arguments: crate::arguments(),
             ..Plan::new(args.dest.clone(), env!("CARGO_PKG_VERSION"))
         };
         Ok(Invocation {
@@ -278,7 +275,8 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             }
         };
         if let Err(f) = outcome {
-            let stop = f.code == EXIT_DESTINATION;
+            // The destination, the staging disk or a bug: the next target would fail alike.
+            let stop = f.code >= EXIT_DESTINATION;
             if targets.len() > 1 {
                 crate::print_error(&f);
             }
@@ -365,16 +363,6 @@ mod tests {
         ];
         for (status, code) in cases {
             assert_eq!(exit_code(status), code, "{status:?}");
-        }
-        let readme = include_str!("../../../README.md")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        for code in 0..=5 {
-            assert!(
-                readme.contains(&format!("`{code}` ")),
-                "README documents exit code {code}"
-            );
         }
     }
 }

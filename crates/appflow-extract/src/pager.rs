@@ -169,8 +169,9 @@ impl Fold {
 }
 
 impl Extractor {
-    /// An extractor using `client` (configured with retry, timeout and endpoint).
-    /// `region` is only used in messages.
+    /// An extractor using `client` (configured with retry, timeout and endpoint) for
+    /// the flows of `region`: named in messages, and the region of the account that
+    /// [`Extractor::caller_account`] names.
     pub fn new(client: Client, region: impl Into<String>) -> Self {
         Extractor {
             client,
@@ -309,9 +310,11 @@ impl Extractor {
                     }
                 });
                 if let Err(e) = task.await {
-                    let failed = FlowEvent::Failed(Error::Bug {
-                        flow: job.flow.name.clone(),
-                        source: e.to_string().into(),
+                    let (flow, source) = (job.flow.name.clone(), e.to_string().into());
+                    let failed = FlowEvent::Failed(if e.is_panic() {
+                        Error::Bug { flow, source }
+                    } else {
+                        Error::Describe { flow, source }
                     });
                     let _ = tx.send((job, failed)).await;
                 }

@@ -9,8 +9,12 @@ use crate::error::{Error, Result};
 
 /// Epoch milliseconds, rounded: the SDK parses the JSON number as f64 and truncates
 /// to nanoseconds, so `to_millis()` would be 1 ms low for many values (docs/aws-facts.md).
+/// A time past what milliseconds can hold saturates (never overflows): a `startedAt`
+/// like that is then refused as out of range.
 pub(crate) fn millis(t: &DateTime) -> i64 {
-    t.secs() * 1000 + i64::from((t.subsec_nanos() + 500_000) / 1_000_000)
+    t.secs()
+        .saturating_mul(1000)
+        .saturating_add(i64::from((t.subsec_nanos() + 500_000) / 1_000_000))
 }
 
 fn registration(o: &types::RegistrationOutput) -> RegistrationOutput {
@@ -76,6 +80,14 @@ pub(crate) fn record_from_sdk(flow: &str, r: &types::ExecutionRecord) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_saturates_instead_of_overflowing() {
+        let far = DateTime::from_secs(i64::MAX / 10);
+        assert_eq!(millis(&far), i64::MAX);
+        let before = DateTime::from_secs(i64::MIN / 10);
+        assert_eq!(millis(&before), i64::MIN);
+    }
 
     #[test]
     fn millis_rounds_instead_of_truncating() {

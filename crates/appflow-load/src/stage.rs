@@ -68,13 +68,13 @@ fn staged_schema(table: Table) -> SchemaRef {
 fn tagged(table: Table, batch: &RecordBatch, id: AddId) -> Result<RecordBatch> {
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(UInt64Array::from_value(id.0, batch.num_rows())));
-    RecordBatch::try_new(staged_schema(table), columns).map_err(stage_err)
+    RecordBatch::try_new(staged_schema(table), columns).map_err(stage_bug)
 }
 
 /// `batch` without the stage's column (its last).
 fn untagged(batch: &RecordBatch) -> Result<RecordBatch> {
     let keep: Vec<usize> = (0..batch.num_columns().saturating_sub(1)).collect();
-    batch.project(&keep).map_err(stage_err)
+    batch.project(&keep).map_err(stage_bug)
 }
 
 /// Where one partition's rows of a segment are: the segment and the batch index
@@ -104,8 +104,14 @@ pub struct Stage {
     discarded: HashSet<u64>,
 }
 
-fn stage_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
+/// The staging folder's files failed (disk full, folder gone): not a bug.
+fn stage_io<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
     Error::stage(e)
+}
+
+/// Rows in memory did not fit the stage's own invariants: a bug of this tool.
+fn stage_bug<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
+    Error::bug("staging rows", e)
 }
 
 /// Groups the rows of `batch` by partition (as computed from its `account_id`,
@@ -114,7 +120,7 @@ fn group(batch: &RecordBatch) -> Result<BTreeMap<PartitionKey, Vec<u32>>> {
     let col = |name: &str| {
         batch
             .column_by_name(name)
-            .ok_or_else(|| stage_err(format!("no column {name}")))
+            .ok_or_else(|| stage_bug(format!("no column {name}")))
     };
     let account = col("account_id")?.as_string::<i32>();
     let region = col("region")?.as_string::<i32>();
@@ -152,13 +158,13 @@ fn group(batch: &RecordBatch) -> Result<BTreeMap<PartitionKey, Vec<u32>>> {
 }
 
 fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<FileWriter<BufWriter<File>>> {
-    let file = File::create(path).map_err(stage_err)?;
-    FileWriter::try_new(BufWriter::new(file), schema).map_err(stage_err)
+    let file = File::create(path).map_err(stage_io)?;
+    FileWriter::try_new(BufWriter::new(file), schema).map_err(stage_io)
 }
 
 fn concat(table: Table, parts: impl IntoIterator<Item = RecordBatch>) -> Result<RecordBatch> {
     let parts: Vec<RecordBatch> = parts.into_iter().collect();
-    concat_batches(&staged_schema(table), &parts).map_err(stage_err)
+    concat_batches(&staged_schema(table), &parts).map_err(stage_bug)
 }
 
 impl Stage {
@@ -208,7 +214,7 @@ impl Stage {
             .prefix("appflow-export-stage-")
             .tempdir_in(&parent)
             .map_err(|e| {
-                stage_err(format!(
+                stage_io(format!(
                     "cannot create a temporary folder in {}: {e}",
                     parent.display()
                 ))
@@ -221,7 +227,7 @@ impl Stage {
         let dir = self
             .dir
             .as_ref()
-            .ok_or_else(|| stage_err("no staging folder"))?;
+            .ok_or_else(|| stage_bug("no staging folder"))?;
         Ok(dir
             .path()
             .join(format!("{segment:06}-{}.arrow", table.name())))
@@ -241,7 +247,7 @@ impl Stage {
         let started = batches
             .executions
             .column_by_name("started_at")
-            .ok_or_else(|| stage_err("no column started_at"))?
+            .ok_or_else(|| stage_bug("no column started_at"))?
             .as_primitive::<TimestampMillisecondType>();
         for bound in [min(started), max(started)].into_iter().flatten() {
             day_of(bound)?;
@@ -285,7 +291,7 @@ impl Stage {
         let exec_groups = group(&exec)?;
         let cat_groups = group(&cat)?;
         if let Some(orphan) = cat_groups.keys().find(|k| !exec_groups.contains_key(*k)) {
-            return Err(stage_err(format!(
+            return Err(stage_bug(format!(
                 "catalog rows of day {} have no execution rows",
                 orphan.day
             )));
@@ -296,9 +302,9 @@ impl Stage {
                 let cat_rows = cat_groups.get(&key).cloned().unwrap_or_default();
                 let part = Batches {
                     executions: take_record_batch(&exec, &UInt32Array::from(rows))
-                        .map_err(stage_err)?,
+                        .map_err(stage_bug)?,
                     catalog_registrations: take_record_batch(&cat, &UInt32Array::from(cat_rows))
-                        .map_err(stage_err)?,
+                        .map_err(stage_bug)?,
                 };
                 Ok((key, part))
             })
@@ -326,15 +332,15 @@ impl Stage {
             &staged_schema(Table::CatalogRegistrations),
         )?;
         for (batch, (key, part)) in parts.into_iter().enumerate() {
-            exec.write(&part.executions).map_err(stage_err)?;
-            cat.write(&part.catalog_registrations).map_err(stage_err)?;
+            exec.write(&part.executions).map_err(stage_io)?;
+            cat.write(&part.catalog_registrations).map_err(stage_io)?;
             self.slices
                 .entry(key)
                 .or_default()
                 .push(Slice { segment, batch });
         }
-        exec.finish().map_err(stage_err)?;
-        cat.finish().map_err(stage_err)?;
+        exec.finish().map_err(stage_io)?;
+        cat.finish().map_err(stage_io)?;
         tracing::debug!(segment, "staged rows written to a temporary segment");
         Ok(())
     }
@@ -380,7 +386,7 @@ impl Stage {
                 .iter()
                 .map(|a| Some(!self.discarded.contains(a)))
                 .collect();
-            filter_record_batch(batch, &mask).map_err(stage_err)
+            filter_record_batch(batch, &mask).map_err(stage_bug)
         };
         Ok(Batches {
             executions: kept(&staged.executions)?,
@@ -395,13 +401,13 @@ impl Stage {
         let read_table = |table: Table, in_memory: Option<&RecordBatch>| -> Result<RecordBatch> {
             let mut parts = Vec::with_capacity(slices.len() + 1);
             for s in slices {
-                let file = File::open(self.path(s.segment, table)?).map_err(stage_err)?;
+                let file = File::open(self.path(s.segment, table)?).map_err(stage_io)?;
                 let mut reader =
-                    FileReader::try_new(BufReader::new(file), None).map_err(stage_err)?;
-                reader.set_index(s.batch).map_err(stage_err)?;
+                    FileReader::try_new(BufReader::new(file), None).map_err(stage_io)?;
+                reader.set_index(s.batch).map_err(stage_io)?;
                 match reader.next() {
-                    Some(batch) => parts.push(batch.map_err(stage_err)?),
-                    None => return Err(stage_err("a staged batch is missing")),
+                    Some(batch) => parts.push(batch.map_err(stage_io)?),
+                    None => return Err(stage_io("a staged batch is missing")),
                 }
             }
             parts.extend(in_memory.cloned());
@@ -421,17 +427,17 @@ fn added_by(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<UInt64T
     batch
         .column_by_name(ADDED_BY)
         .map(|c| c.as_primitive::<UInt64Type>())
-        .ok_or_else(|| stage_err(format!("no column {ADDED_BY}")))
+        .ok_or_else(|| stage_bug(format!("no column {ADDED_BY}")))
 }
 
 /// One row per run, the newer version by [`supersedes`] (an add made later was read
 /// later); catalog rows only of the add that brought that row.
 fn newest_versions(staged: Batches) -> Result<Batches> {
     let exec = &staged.executions;
-    let keys = rows(exec, &KEY).map_err(stage_err)?;
+    let keys = rows(exec, &KEY).map_err(stage_bug)?;
     let version = exec
         .column_by_name(VERSION)
-        .ok_or_else(|| stage_err(format!("no column {VERSION}")))?
+        .ok_or_else(|| stage_bug(format!("no column {VERSION}")))?
         .as_primitive::<TimestampMillisecondType>();
     let added = added_by(exec)?;
     let version = |i: usize| version.is_valid(i).then(|| version.value(i));
@@ -470,14 +476,14 @@ fn newest_versions(staged: Batches) -> Result<Batches> {
     keep.sort_unstable();
     let chosen: HashMap<&[u8], u64> = winner.iter().map(|(k, &i)| (*k, added.value(i))).collect();
     let cat = &staged.catalog_registrations;
-    let cat_keys = rows(cat, &KEY).map_err(stage_err)?;
+    let cat_keys = rows(cat, &KEY).map_err(stage_bug)?;
     let cat_added = added_by(cat)?;
     let mask: BooleanArray = (0..cat.num_rows())
         .map(|i| Some(chosen.get(cat_keys.row(i).data()) == Some(&cat_added.value(i))))
         .collect();
     Ok(Batches {
-        executions: take_record_batch(exec, &UInt32Array::from(keep)).map_err(stage_err)?,
-        catalog_registrations: filter_record_batch(cat, &mask).map_err(stage_err)?,
+        executions: take_record_batch(exec, &UInt32Array::from(keep)).map_err(stage_bug)?,
+        catalog_registrations: filter_record_batch(cat, &mask).map_err(stage_bug)?,
     })
 }
 

@@ -143,7 +143,7 @@ pub(crate) async fn update<F: Format>(
         let body = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
             let value = stored
                 .clone()
-                .map(|b| fmt.decode(b))
+                .map(|b| decode_stored(fmt.as_ref(), b))
                 .transpose()
                 .map_err(|source| Error::Corrupt {
                     location: loc.clone(),
@@ -152,8 +152,7 @@ pub(crate) async fn update<F: Format>(
                 })?;
             let context = match context_now {
                 Some((Some(obj), table, ctx_loc)) => Some(
-                    Parquet(table)
-                        .decode(obj.body)
+                    decode_stored(&Parquet(table), obj.body)
                         .map_err(|source| Error::Corrupt {
                             location: ctx_loc,
                             what: Parquet(table).what(),
@@ -189,7 +188,7 @@ pub(crate) async fn update<F: Format>(
             }
             PutOutcome::Conflict => {
                 conflicts += 1;
-                tracing::info!(object = %location, attempt, "another writer changed the {} first; merging again", format.what());
+                tracing::info!(object = %location, attempt, "another writer changed the object first; merging again");
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
@@ -198,6 +197,13 @@ pub(crate) async fn update<F: Format>(
         location,
         attempts: POLICY.max_attempts,
     })
+}
+
+/// Decodes what a store holds: bytes from outside, so a decoder that panics on
+/// them (a damaged file) is a corrupt object, not a bug of ours.
+pub(crate) fn decode_stored<F: Format>(format: &F, body: Bytes) -> Result<F::Value, BoxError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| format.decode(body)))
+        .unwrap_or_else(|_| Err("its decoder failed on its bytes (a damaged file)".into()))
 }
 
 /// A growing, jittered pause before re-reading a contended object (20 ms more each

@@ -4,9 +4,6 @@ pub enum Error {
     /// Listing the flows failed: no flow was read.
     #[error(transparent)]
     List(appflow_extract::Error),
-    /// Reading a flow hit a bug of this tool.
-    #[error(transparent)]
-    Read(appflow_extract::Error),
     /// The destination could not be read or written.
     #[error(transparent)]
     Load(appflow_load::Error),
@@ -60,7 +57,6 @@ impl Error {
         };
         match self {
             Error::List(_) => ErrorKind::Listing,
-            Error::Read(_) => ErrorKind::Bug,
             Error::Load(e) | Error::Manifest { source: e, .. } => load(e, ErrorKind::Destination),
             Error::Staging { source, .. } => load(source, ErrorKind::Staging),
             Error::FlowsTable { .. } => ErrorKind::Bug,

@@ -71,11 +71,12 @@ impl Pipeline {
                 Poll::Ready(job)
             }
         });
-        let mut events = self.extractor.extract(jobs, plan.concurrency);
+        // The staging folder first: one that cannot be made fails before any read.
         let mut round = Round {
             stage: self.stage()?,
             flows: Vec::new(),
         };
+        let mut events = self.extractor.extract(jobs, plan.concurrency);
         // The adds of each flow being read; a flow whose page could not be converted
         // or staged is failed at once and its later events ignored.
         let mut reading: HashMap<FlowInfo, Vec<AddId>> = HashMap::new();
@@ -92,17 +93,16 @@ impl Pipeline {
                                 reading.entry(flow.clone()).or_default().push(id);
                                 None
                             }
-                            // A staging failure (the local temporary disk) leaves the
-                            // stage unusable: stop before any data or state is written.
-                            Err(e) if e.is_staging() => {
+                            // A staging failure (the local temporary disk, or a bug)
+                            // leaves the stage unusable: stop before this round's data
+                            // or state is written. (Extract already refused start
+                            // times no day can hold.)
+                            Err(e) => {
                                 return Err(Error::Staging {
                                     flow: Some(flow.name.clone()),
                                     source: e,
                                 });
                             }
-                            // Rows no day can hold (extract already refuses such
-                            // start times): that flow fails.
-                            Err(e) => Some(format!("flow '{}': {e}", flow.name)),
                         },
                         Err(e) => Some(format!("flow '{}': {}", flow.name, chain(&e))),
                     }
@@ -121,7 +121,6 @@ impl Pipeline {
                     observer.flow_done();
                     None
                 }
-                FlowEvent::Failed(e) if e.is_bug() => return Err(Error::Read(e)),
                 FlowEvent::Failed(e) => Some(chain(&e)),
             };
             if let Some(message) = fail {

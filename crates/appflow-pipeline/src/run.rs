@@ -61,9 +61,11 @@ impl Pipeline {
                     .map(|(j, _)| (j.flow.account_id.as_str(), j.flow.region.as_str()))
                     .collect();
                 for (account, region) in regions {
-                    self.loader
+                    let conflicts = self
+                        .loader
                         .record_backfill(&backfill.id, account, region, &BTreeMap::new(), Some(now))
                         .await?;
+                    report.commit.conflicts += u64::from(conflicts);
                 }
             }
         }

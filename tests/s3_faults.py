@@ -1,0 +1,201 @@
+"""A loopback HTTP proxy in front of moto's S3 server that injects the faults real S3
+and its networks show: 500 InternalError, 503 SlowDown, connections reset before the
+request is forwarded, connections reset after the write reached S3 (only the response
+is lost), delays, and GET bodies cut short.
+
+Any method, header and body byte is passed through unchanged (aws-chunked uploads
+included: the body is opaque bytes here), so what moto sees is what the SDK sent. Faults
+hit a seeded fraction of requests, or, with `first_write_lands_then_reset`, the first
+attempt of every write: forwarded, stored by moto, and then its connection reset.
+
+It records every request's method, path and headers (`requests`), so a test can check
+that a header was sent on every request, and counts the faults it injected (`injected`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import random
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+FAULTS = ("internal_error", "slow_down", "reset_before", "reset_after", "delay", "truncate_body")
+
+_ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+              "<Message>{message}</Message><RequestId>fault-proxy</RequestId></Error>")
+
+
+@dataclass
+class FaultPlan:
+    """Which faults, how often. `fraction` of requests get one of `kinds`, chosen by a
+    `random.Random(seed)`; `truncate_body` only hits GETs with a body, `reset_after` and
+    `first_write_lands_then_reset` only writes (PUT, POST, DELETE)."""
+    fraction: float = 0.0
+    kinds: tuple[str, ...] = FAULTS
+    seed: int = 1
+    first_write_lands_then_reset: bool = False
+    delay_seconds: tuple[float, float] = (1.0, 3.0)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    plan: FaultPlan = field(default_factory=FaultPlan)
+    requests: list[Seen] = field(default_factory=list)
+    injected: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> "FaultProxy":
+        up = urlsplit(self.upstream)
+        self._upstream = (up.hostname, up.port)
+        self._rng = random.Random(self.plan.seed)
+        self._lock = threading.Lock()
+        self._writes_seen: set[str] = set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _any(self):
+                proxy._handle(self)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # ------------------------------------------------------------------ one request
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+
+    def _choose(self, method: str, key: str) -> tuple[str | None, float]:
+        """The fault for this request (or None), and how long to delay it."""
+        with self._lock:
+            if self.plan.first_write_lands_then_reset and method in ("PUT", "POST", "DELETE"):
+                if key not in self._writes_seen:
+                    self._writes_seen.add(key)
+                    return "reset_after", 0.0
+                return None, 0.0
+            if self._rng.random() >= self.plan.fraction:
+                return None, 0.0
+            kinds = [k for k in self.plan.kinds
+                     if (k != "truncate_body" or method == "GET")
+                     and (k != "reset_after" or method in ("PUT", "POST", "DELETE"))]
+            if not kinds:
+                return None, 0.0
+            kind = self._rng.choice(kinds)
+            delay = self._rng.uniform(*self.plan.delay_seconds) if kind == "delay" else 0.0
+        return kind, delay
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        body = _read_body(h)
+        headers = {k: v for k, v in h.headers.items()}
+        with self._lock:
+            self.requests.append(Seen(h.command, h.path, headers))
+        key = f"{h.command} {h.path} {hashlib.sha256(body).hexdigest()}"
+        fault, delay = self._choose(h.command, key)
+        if fault == "internal_error":
+            self._count(fault)
+            return _error(h, 500, "InternalError", "We encountered an internal error. Please try again.")
+        if fault == "slow_down":
+            self._count(fault)
+            return _error(h, 503, "SlowDown", "Please reduce your request rate.")
+        if fault == "reset_before":
+            self._count(fault)
+            return _reset(h)
+        if fault == "delay":
+            self._count(fault)
+            time.sleep(delay)
+        status, reason, out_headers, out_body = self._forward(h, headers, body)
+        if fault == "reset_after":
+            self._count(fault)
+            return _reset(h)
+        truncate = fault == "truncate_body" and h.command == "GET" and len(out_body) > 1
+        if fault == "truncate_body" and not truncate:
+            fault = None
+        h.send_response_only(status, reason)
+        for k, v in out_headers:
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                h.send_header(k, v)
+        h.send_header("Content-Length", str(len(out_body)))
+        h.end_headers()
+        if truncate:
+            self._count("truncate_body")
+            h.wfile.write(out_body[: len(out_body) // 2])
+            h.wfile.flush()
+            return _reset(h)
+        if h.command != "HEAD":
+            h.wfile.write(out_body)
+
+    def _forward(self, h, headers: dict[str, str], body: bytes):
+        conn = http.client.HTTPConnection(*self._upstream, timeout=60)
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+            if body or h.command in ("PUT", "POST"):
+                sent["Content-Length"] = str(len(body))
+            conn.request(h.command, h.path, body=body, headers=sent)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.reason, resp.getheaders(), data
+        finally:
+            conn.close()
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        out = b""
+        while True:
+            size = int(h.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while h.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return out
+            out += h.rfile.read(size)
+            h.rfile.readline()
+    length = int(h.headers.get("Content-Length") or 0)
+    return h.rfile.read(length) if length else b""
+
+
+def _error(h: BaseHTTPRequestHandler, status: int, code: str, message: str) -> None:
+    body = _ERROR_XML.format(code=code, message=message).encode()
+    h.send_response_only(status)
+    h.send_header("Content-Type", "application/xml")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _reset(h: BaseHTTPRequestHandler) -> None:
+    """Closes the connection with a TCP reset (no response, or a cut-short one)."""
+    h.close_connection = True
+    try:
+        h.wfile.flush()
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()
+    except OSError:
+        pass
