@@ -151,14 +151,15 @@ pub(crate) async fn update<F: Format>(
                     source,
                 })?;
             let context = match context_now {
-                Some((Some(obj), table, ctx_loc)) => Some(
-                    decode_stored(&Parquet(table), obj.body)
-                        .map_err(|source| Error::Corrupt {
+                Some((Some(obj), table, ctx_loc)) => {
+                    Some(decode_stored(&Parquet(table), obj.body).map_err(|source| {
+                        Error::Corrupt {
                             location: ctx_loc,
                             what: Parquet(table).what(),
                             source,
-                        })?,
-                ),
+                        }
+                    })?)
+                }
                 _ => None,
             };
             let Some(new) = change(value, context).map_err(|e| Error::write(loc.clone(), e))?

@@ -133,7 +133,11 @@ async fn a_run_exports_every_run_once_and_a_rerun_writes_no_file() {
     result.unwrap();
     assert_eq!(again.commit.files_written, 0, "{:?}", again.commit);
     assert!(again.commit.files_unchanged > 0, "{:?}", again.commit);
-    assert_eq!(again.flows_table.files_written, 0, "{:?}", again.flows_table);
+    assert_eq!(
+        again.flows_table.files_written, 0,
+        "{:?}",
+        again.flows_table
+    );
     assert_eq!(exported(store.as_ref()).await, history(&emu));
     let manifests = p.loader().manifests(10).await.unwrap();
     assert_eq!(manifests.len(), 2);
@@ -221,7 +225,11 @@ async fn data_is_committed_before_state_and_a_failed_commit_advances_no_watermar
 async fn a_panic_while_writing_a_day_file_is_a_bug_and_writes_no_state() {
     let (_emu, running) = emulator(2, 50).await;
     let inner = Arc::new(MemoryStore::new());
-    let p = pipeline(&running, refusing(inner.clone(), "catalog_registrations/", true)).await;
+    let p = pipeline(
+        &running,
+        refusing(inner.clone(), "catalog_registrations/", true),
+    )
+    .await;
     let (_, result) = run(&p, &plan()).await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Bug, "{err}");
@@ -244,8 +252,15 @@ async fn a_staging_folder_that_cannot_be_made_stops_the_run_before_any_read() {
     let (_, result) = run(&p, &plan()).await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Staging, "{err}");
-    assert!(err.to_string().contains("/nonexistent/appflow-export-test") || format!("{err:?}").contains("/nonexistent/appflow-export-test"), "{err:?}");
-    assert!(emu.counters().describe_calls_by_flow.is_empty(), "no flow was read");
+    assert!(
+        err.to_string().contains("/nonexistent/appflow-export-test")
+            || format!("{err:?}").contains("/nonexistent/appflow-export-test"),
+        "{err:?}"
+    );
+    assert!(
+        emu.counters().describe_calls_by_flow.is_empty(),
+        "no flow was read"
+    );
     assert!(store.list("executions/").await.unwrap().is_empty());
     assert!(store.list("_state/flows/").await.unwrap().is_empty());
 }
