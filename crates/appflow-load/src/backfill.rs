@@ -39,7 +39,7 @@ pub struct BackfillProgress {
     pub flows: BTreeMap<String, BackfilledFlow>,
 }
 
-const PROGRESS_VERSION: u32 = 1;
+pub(crate) const PROGRESS_VERSION: u32 = 1;
 
 impl BackfillProgress {
     /// Whether `flow` was completed by this backfill (since its last restart).

@@ -24,6 +24,16 @@ pub enum Error {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+    /// An object written by a newer release, in a format this one does not know.
+    #[error(
+        "{location} was written by a newer release of appflow-export ({what} format version {found}; this release knows version {known}): upgrade appflow-export (the object is left as it is)"
+    )]
+    NewerVersion {
+        location: String,
+        what: &'static str,
+        found: u64,
+        known: u64,
+    },
     #[error("{location}: still conflicting with other writers after {attempts} attempts")]
     Contention { location: String, attempts: u32 },
     #[error("staging rows in a temporary file failed")]

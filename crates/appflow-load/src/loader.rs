@@ -9,16 +9,18 @@ use arrow::array::RecordBatch;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backfill::{BackfillId, BackfillProgress, BackfilledFlow};
+use crate::backfill::{BackfillId, BackfillProgress, BackfilledFlow, PROGRESS_VERSION};
 use crate::error::{Error, Result};
 use crate::flows::merge_flows;
 use crate::layout;
 use crate::manifest::RunManifest;
 use crate::merge::{current_with_catalog, merge_catalog, merge_executions};
 use crate::stage::{PartitionKey, Stage};
-use crate::state::{FlowUpdate, StateFile};
+use crate::state::{FlowUpdate, STATE_VERSION, StateFile};
 use crate::store::ObjectStore;
-use crate::update::{Change, Format, Json, Parquet, Updated, Wrote, decode_stored, update};
+use crate::update::{
+    Change, Format, Json, Parquet, Updated, Wrote, decode_error, decode_stored, update,
+};
 use appflow_transform::{Batches, Table};
 
 /// Day files merged and written at the same time (merging is CPU work, writing is IO).
@@ -57,17 +59,25 @@ impl Loader {
     /// Reads, merges and (when its rows changed) writes each day file the stage
     /// touches, executions before catalog registrations, several days at a time.
     pub async fn commit(&self, stage: &mut Stage) -> Result<CommitReport> {
-        self.commit_with(stage, &|_, _| {}).await
+        let mut report = CommitReport::default();
+        self.commit_with(stage, &|_, _| {}, &mut report).await?;
+        Ok(report)
     }
 
     /// [`Loader::commit`], telling `on_day` of each day file (partition) as its merge
-    /// starts, with the number of partitions: for a progress bar.
+    /// starts, with the number of partitions (for a progress bar), and counting into
+    /// `report` what was written, also when a later day fails.
+    ///
+    /// A day whose stored file is of a newer format version is left as it is and the
+    /// other days go on; the commit then fails with that day's error (so no watermark
+    /// moves). Any other failure stops the commit at once.
     pub async fn commit_with(
         &self,
         stage: &mut Stage,
         on_day: &(dyn Fn(&PartitionKey, usize) + Sync),
-    ) -> Result<CommitReport> {
-        let mut report = CommitReport::default();
+        report: &mut CommitReport,
+    ) -> Result<()> {
+        let mut newer: Option<Error> = None;
         let mut tasks = tokio::task::JoinSet::new();
         let keys = stage.partitions()?;
         let mut partitions = keys.iter();
@@ -86,13 +96,40 @@ impl Loader {
             let Some(done) = tasks.join_next().await else {
                 break;
             };
-            report += done.map_err(|e| Error::bug("merging a day file", e))??;
+            let (day, result) = done.map_err(|e| Error::bug("merging a day file", e))?;
+            *report += day;
+            match result {
+                Ok(()) => {}
+                Err(e @ Error::NewerVersion { .. }) => {
+                    tracing::error!(error = %e, "day file left as it is");
+                    newer.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(report)
+        newer.map_or(Ok(()), Err)
     }
 
-    async fn commit_partition(&self, key: PartitionKey, incoming: Batches) -> Result<CommitReport> {
+    /// One day's two files: what was written (also of a day that failed half-way),
+    /// and how the day ended.
+    async fn commit_partition(
+        &self,
+        key: PartitionKey,
+        incoming: Batches,
+    ) -> (CommitReport, Result<()>) {
         let mut report = CommitReport::default();
+        let result = self
+            .commit_partition_into(key, incoming, &mut report)
+            .await;
+        (report, result)
+    }
+
+    async fn commit_partition_into(
+        &self,
+        key: PartitionKey,
+        incoming: Batches,
+        report: &mut CommitReport,
+    ) -> Result<()> {
         let executions = Arc::new(incoming.executions);
         let exec = executions.clone();
         let merge_exec: Arc<Change<RecordBatch>> =
@@ -134,7 +171,7 @@ impl Loader {
         )
         .await?;
         report.count(updated);
-        Ok(report)
+        Ok(())
     }
 
     /// Merges one account and region's `ListFlows` snapshot (`flows_batch` rows,
@@ -207,15 +244,19 @@ impl Loader {
 
     /// Every state file: `(account, region, state)`, sorted.
     pub async fn states(&self) -> Result<Vec<(String, String, StateFile)>> {
-        self.read_all_json(layout::STATE_PREFIX, layout::parse_state_file, STATE_FILE)
-            .await
+        self.read_all_json(
+            layout::STATE_PREFIX,
+            layout::parse_state_file,
+            (STATE_FILE, STATE_VERSION),
+        )
+        .await
     }
 
     /// The stored state of an account and region (empty when there is none yet).
     pub async fn read_state(&self, account_id: &str, region: &str) -> Result<StateFile> {
         let key = layout::state_file(account_id, region);
         Ok(self
-            .read(&key, Json::new(STATE_FILE))
+            .read(&key, Json::versioned(STATE_FILE, STATE_VERSION))
             .await?
             .unwrap_or_default())
     }
@@ -231,7 +272,7 @@ impl Loader {
     ) -> Result<u32> {
         let key = layout::state_file(account_id, region);
         let updates = updates.clone();
-        self.update_json(&key, STATE_FILE, move |state: &mut StateFile| {
+        self.update_json(&key, (STATE_FILE, STATE_VERSION), move |state: &mut StateFile| {
             state.apply(&updates, now_ms)
         })
         .await
@@ -247,7 +288,7 @@ impl Loader {
     ) -> Result<BackfillProgress> {
         let key = layout::backfill_file(id, account_id, region);
         Ok(self
-            .read(&key, Json::new(BACKFILL_FILE))
+            .read(&key, Json::versioned(BACKFILL_FILE, PROGRESS_VERSION))
             .await?
             .unwrap_or_default())
     }
@@ -257,7 +298,7 @@ impl Loader {
         self.read_all_json(
             layout::BACKFILLS_PREFIX,
             layout::parse_backfill_file,
-            BACKFILL_FILE,
+            (BACKFILL_FILE, PROGRESS_VERSION),
         )
         .await
     }
@@ -275,24 +316,26 @@ impl Loader {
     ) -> Result<u32> {
         let key = layout::backfill_file(id, account_id, region);
         let (id, done) = (id.clone(), done.clone());
-        self.update_json(&key, BACKFILL_FILE, move |p: &mut BackfillProgress| {
+        self.update_json(&key, (BACKFILL_FILE, PROGRESS_VERSION), move |p: &mut BackfillProgress| {
             p.apply(&id, &done, restarted_ms)
         })
         .await
     }
 
     /// Every JSON object of ours under `prefix` whose key `parse_key` names an
-    /// account and region, in key order.
+    /// account and region, in key order; `(what, version)`: what they are, and the
+    /// newest format version this release knows.
     async fn read_all_json<T: Serialize + DeserializeOwned + Default + Send + 'static>(
         &self,
         prefix: &str,
         parse_key: fn(&str) -> Option<(String, String)>,
-        what: &'static str,
+        (what, version): (&'static str, u32),
     ) -> Result<Vec<(String, String, T)>> {
         let mut out = Vec::new();
         for key in self.store.list(prefix).await? {
             if let Some((account, region)) = parse_key(&key) {
-                let value = self.read(&key, Json::new(what)).await?.unwrap_or_default();
+                let format = Json::versioned(what, version);
+                let value = self.read(&key, format).await?.unwrap_or_default();
                 out.push((account, region, value));
             }
         }
@@ -306,11 +349,7 @@ impl Loader {
         };
         decode_stored(&format, object.body)
             .map(Some)
-            .map_err(|source| Error::Corrupt {
-                location: self.store.location(key),
-                what: format.what(),
-                source,
-            })
+            .map_err(|source| decode_error(self.store.location(key), format.what(), source))
     }
 
     /// [`update`] of a JSON document of ours whose absence means its default value.
@@ -318,7 +357,7 @@ impl Loader {
     async fn update_json<T: Serialize + DeserializeOwned + Default + Send + 'static>(
         &self,
         key: &str,
-        what: &'static str,
+        (what, version): (&'static str, u32),
         change: impl Fn(&mut T) + Send + Sync + 'static,
     ) -> Result<u32> {
         let change: Arc<Change<T>> = Arc::new(move |stored: Option<T>, _| {
@@ -326,7 +365,8 @@ impl Loader {
             change(&mut value);
             Ok(Some(value))
         });
-        let updated = update(&self.store, key, Json::new(what), None, change).await?;
+        let format = Json::versioned(what, version);
+        let updated = update(&self.store, key, format, None, change).await?;
         Ok(updated.conflicts)
     }
 }

@@ -12,6 +12,8 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::error::BoxError;
+use crate::update::check_version;
+use appflow_transform::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 
 /// Encodes a batch as one Parquet file: zstd, page statistics, the schema version
 /// in the footer's key-value metadata. Timestamps are written as INT64
@@ -39,10 +41,24 @@ pub fn encode(batch: &RecordBatch) -> Result<Bytes, BoxError> {
 /// Decodes a Parquet file into one batch with exactly `schema`'s columns: a nullable
 /// column missing from an older file is filled with nulls; anything else that does
 /// not fit is an error.
+/// A file whose footer names a schema version newer than this release's is refused
+/// (a newer-version error): merging it would drop the columns this release does not know.
 pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .with_batch_size(64 * 1024)
-        .build()?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let found = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
+        .and_then(|e| e.value.as_deref())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("its schema version '{v}' is not a number"))
+        })
+        .transpose()?;
+    check_version(found, SCHEMA_VERSION.parse()?)?;
+    let reader = builder.with_batch_size(64 * 1024).build()?;
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     let Some(first) = batches.first() else {
         return Ok(RecordBatch::new_empty(schema.clone()));

@@ -8,10 +8,14 @@
 //! writer got there first it backs off, reads again and reapplies the change, under
 //! one [`POLICY`]; each lost race is counted once, here.
 //!
-//! This is where the guarantees about a single object live, so it is where they are
-//! extended: recognising a retried put that meets its own earlier write belongs at
-//! the `Conflict` arm, refusing an object of a newer format version belongs in
-//! [`Format::decode`].
+//! The guarantees about a single object live here:
+//! - a retried put that meets its own earlier write (the response was lost, the write
+//!   was not: the SDK retries, and the condition then fails against our own bytes) is
+//!   a success, not a conflict: after a failed condition the object is read again, and
+//!   if it holds exactly the bytes this attempt meant to write, the write is done;
+//! - an object of a newer format version than this release knows is never changed:
+//!   [`Format::decode`] refuses it ([`NewerVersion`]), and the update fails naming the
+//!   object and both versions, leaving it as it is.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -26,6 +30,34 @@ use crate::error::{BoxError, Error, Result};
 use crate::parquet_io::{decode, encode};
 use crate::store::{ObjectStore, PutMode, PutOutcome};
 use appflow_transform::{Table, schema_for};
+
+/// An object in a format version newer than the one this release knows: never
+/// merged into, never rewritten.
+#[derive(Debug)]
+pub(crate) struct NewerVersion {
+    pub found: u64,
+    pub known: u64,
+}
+
+impl std::fmt::Display for NewerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "format version {} is newer than {}",
+            self.found, self.known
+        )
+    }
+}
+
+impl std::error::Error for NewerVersion {}
+
+/// Refuses `found` when it is newer than `known`.
+pub(crate) fn check_version(found: Option<u64>, known: u64) -> Result<(), BoxError> {
+    match found {
+        Some(found) if found > known => Err(Box::new(NewerVersion { found, known })),
+        _ => Ok(()),
+    }
+}
 
 /// How an object's bytes become a value and back.
 pub(crate) trait Format: Send + Sync + 'static {
@@ -58,14 +90,28 @@ impl Format for Parquet {
 /// A JSON document of ours (state, backfill progress, run manifest), pretty-printed.
 pub(crate) struct Json<T> {
     what: &'static str,
+    /// The newest `version` member this release knows (`None`: not versioned).
+    known: Option<u64>,
     value: PhantomData<fn() -> T>,
 }
 
 impl<T> Json<T> {
+    /// A document without a format version (run manifests: written once, never
+    /// rewritten).
     pub(crate) fn new(what: &'static str) -> Self {
         Json {
             what,
+            known: None,
             value: PhantomData,
+        }
+    }
+
+    /// A document whose `version` member is its format version, `known` the newest
+    /// this release reads.
+    pub(crate) fn versioned(what: &'static str, known: u32) -> Self {
+        Json {
+            known: Some(u64::from(known)),
+            ..Self::new(what)
         }
     }
 }
@@ -78,7 +124,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Format for Json<T> {
     }
 
     fn decode(&self, body: Bytes) -> Result<T, BoxError> {
-        Ok(serde_json::from_slice(&body)?)
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        if let Some(known) = self.known {
+            check_version(value.get("version").and_then(|v| v.as_u64()), known)?;
+        }
+        Ok(serde_json::from_value(value)?)
     }
 
     fn encode(&self, value: &T) -> Result<Bytes, BoxError> {
@@ -145,21 +195,12 @@ pub(crate) async fn update<F: Format>(
                 .clone()
                 .map(|b| decode_stored(fmt.as_ref(), b))
                 .transpose()
-                .map_err(|source| Error::Corrupt {
-                    location: loc.clone(),
-                    what: fmt.what(),
-                    source,
-                })?;
+                .map_err(|source| decode_error(loc.clone(), fmt.what(), source))?;
             let context = match context_now {
-                Some((Some(obj), table, ctx_loc)) => {
-                    Some(decode_stored(&Parquet(table), obj.body).map_err(|source| {
-                        Error::Corrupt {
-                            location: ctx_loc,
-                            what: Parquet(table).what(),
-                            source,
-                        }
-                    })?)
-                }
+                Some((Some(obj), table, ctx_loc)) => Some(
+                    decode_stored(&Parquet(table), obj.body)
+                        .map_err(|source| decode_error(ctx_loc, Parquet(table).what(), source))?,
+                ),
                 _ => None,
             };
             let Some(new) = change(value, context).map_err(|e| Error::write(loc.clone(), e))?
@@ -180,14 +221,18 @@ pub(crate) async fn update<F: Format>(
             return Ok(Updated { wrote, conflicts });
         };
         let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
-        match store.put(key, body, mode).await? {
-            PutOutcome::Written { .. } => {
-                return Ok(Updated {
-                    wrote: Wrote::Written,
-                    conflicts,
-                });
-            }
+        let written = Updated {
+            wrote: Wrote::Written,
+            conflicts,
+        };
+        match store.put(key, body.clone(), mode).await? {
+            PutOutcome::Written { .. } => return Ok(written),
             PutOutcome::Conflict => {
+                // Our own earlier attempt, whose response was lost, or another writer?
+                if store.get(key).await?.is_some_and(|now| now.body == body) {
+                    tracing::debug!(object = %location, attempt, "a retried write found its own earlier attempt in place");
+                    return Ok(written);
+                }
                 conflicts += 1;
                 tracing::info!(object = %location, attempt, "another writer changed the object first; merging again");
                 tokio::time::sleep(backoff(attempt)).await;
@@ -198,6 +243,24 @@ pub(crate) async fn update<F: Format>(
         location,
         attempts: POLICY.max_attempts,
     })
+}
+
+/// The error for an object that cannot be decoded: one of a newer release, or one
+/// that is not ours to read.
+pub(crate) fn decode_error(location: String, what: &'static str, source: BoxError) -> Error {
+    match source.downcast::<NewerVersion>() {
+        Ok(newer) => Error::NewerVersion {
+            location,
+            what,
+            found: newer.found,
+            known: newer.known,
+        },
+        Err(source) => Error::Corrupt {
+            location,
+            what,
+            source,
+        },
+    }
 }
 
 /// Decodes what a store holds: bytes from outside, so a decoder that panics on

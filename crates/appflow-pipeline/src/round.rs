@@ -154,16 +154,20 @@ impl Pipeline {
         let now = report.started_ms;
         let committing = Instant::now();
         observer.merging();
-        let files = self
-            .loader
-            .commit_with(&mut round.stage, &|key, total| observer.day(key, total))
+        // Counted as they are written: a failed commit's report says what it wrote.
+        let written_before = report.commit.files_written;
+        self.loader
+            .commit_with(
+                &mut round.stage,
+                &|key, total| observer.day(key, total),
+                &mut report.commit,
+            )
             .await?;
         tracing::info!(
             seconds = committing.elapsed().as_secs_f64(),
-            files_written = files.files_written,
+            files_written = report.commit.files_written - written_before,
             "day files committed"
         );
-        report.commit += files;
         let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
         for (flow, summary) in &round.flows {
             updates

@@ -55,9 +55,13 @@ fn put_blocking(
 ) -> std::io::Result<PutOutcome> {
     let dir = path.parent().unwrap_or(root);
     fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TMP_PREFIX);
+    // Like any file the process creates (0666 less the umask), not tempfile's 0600:
+    // DuckDB or a BI tool running as another user must be able to read the export.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(body)?;
     tmp.as_file().sync_all()?;
 

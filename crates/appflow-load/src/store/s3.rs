@@ -5,6 +5,8 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::{Object, ObjectStore, PutMode, PutOutcome};
@@ -16,6 +18,31 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// How a read whose body breaks off is retried: the SDK's own policy for calls
+    /// (it retries a failed call, not a body cut short after the headers came).
+    reads: ReadRetry,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ReadRetry {
+    attempts: u32,
+    initial: Duration,
+    max: Duration,
+}
+
+impl ReadRetry {
+    /// Exponential with jitter, as the SDK's standard mode: `initial * 2^(n-1)`,
+    /// at most `max`, times a factor in [0.5, 1).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1_u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max);
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() % 1000);
+        exp.mul_f64(0.5 + f64::from(jitter) / 2000.0)
+    }
 }
 
 fn context<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
@@ -36,10 +63,17 @@ impl S3Store {
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
+        let retry = sdk_config.retry_config();
+        let reads = ReadRetry {
+            attempts: retry.map_or(3, |r| r.max_attempts()).max(1),
+            initial: retry.map_or(Duration::from_secs(1), |r| r.initial_backoff()),
+            max: retry.map_or(Duration::from_secs(20), |r| r.max_backoff()),
+        };
         S3Store {
             client: Client::from_conf(config.build()),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
+            reads,
         }
     }
 
@@ -54,29 +88,46 @@ impl S3Store {
 
 #[async_trait::async_trait]
 impl ObjectStore for S3Store {
+    /// A body that breaks off (a reset, a truncated response) is read again, under the
+    /// SDK's attempts and backoff; after the last attempt the error names the key.
     async fn get(&self, key: &str) -> Result<Option<Object>> {
-        let resp = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(Error::read(self.location(key), context(e))),
-        };
-        let etag = resp.e_tag().unwrap_or_default().to_string();
-        let body = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::read(self.location(key), e))?;
-        Ok(Some(Object {
-            body: body.into_bytes(),
-            etag,
-        }))
+        let mut attempt = 1;
+        loop {
+            let resp = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.key(key))
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(Error::read(self.location(key), context(e))),
+            };
+            let etag = resp.e_tag().unwrap_or_default().to_string();
+            match resp.body.collect().await {
+                Ok(body) => {
+                    return Ok(Some(Object {
+                        body: body.into_bytes(),
+                        etag,
+                    }));
+                }
+                Err(e) if attempt < self.reads.attempts => {
+                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
+                    tokio::time::sleep(self.reads.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::read(
+                        self.location(key),
+                        format!("the body broke off on each of {attempt} attempts: {e}"),
+                    ));
+                }
+            }
+        }
     }
 
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
