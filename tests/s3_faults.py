@@ -41,6 +41,9 @@ class FaultPlan:
     seed: int = 1
     first_write_lands_then_reset: bool = False
     delay_seconds: tuple[float, float] = (1.0, 3.0)
+    # The account owning the bucket: as S3 does, a request whose
+    # x-amz-expected-bucket-owner names another account gets 403 AccessDenied.
+    bucket_owner: str | None = None
 
 
 @dataclass
@@ -118,6 +121,9 @@ class FaultProxy:
         with self._lock:
             self.requests.append(Seen(h.command, h.path, headers))
         key = f"{h.command} {h.path} {hashlib.sha256(body).hexdigest()}"
+        expected = next((v for k, v in headers.items() if k.lower() == "x-amz-expected-bucket-owner"), None)
+        if self.plan.bucket_owner and expected and expected != self.plan.bucket_owner:
+            return _error(h, 403, "AccessDenied", "Access Denied")
         fault, delay = self._choose(h.command, key)
         if fault == "internal_error":
             self._count(fault)

@@ -93,6 +93,64 @@ def test_credentials_appear_in_no_output(emulator, faulty_s3):
             assert value not in result.stdout and value not in result.stderr, args
 
 
+# ----------------------------------------------------------------------------- S3 options
+
+def _lower(headers: dict[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.mark.parametrize("args, sse, key", [
+    (["--sse", "AES256"], "AES256", None),
+    (["--sse", "aws:kms", "--sse-kms-key-id", KEY_ARN], "aws:kms", KEY_ARN),
+    (["--sse", "aws:kms"], "aws:kms", None),
+])
+def test_server_side_encryption_is_asked_for_on_every_object(emulator, faulty_s3, args, sse, key):
+    dest, proxy = faulty_s3(FaultPlan())
+    assert_exit(export(emulator, dest, *args), 0)
+    puts = [_lower(r.headers) for r in proxy.requests if r.method == "PUT"]
+    assert len(puts) > 10
+    assert all(p.get("x-amz-server-side-encryption") == sse for p in puts), puts[0]
+    assert all(p.get("x-amz-server-side-encryption-aws-kms-key-id") == key for p in puts), puts[0]
+    for obj in dest.objects():
+        head = dest.client.head_object(Bucket=dest.bucket, Key=obj["Key"])
+        assert head.get("ServerSideEncryption") == sse, obj["Key"]
+        if key:
+            assert head.get("SSEKMSKeyId") == key, obj["Key"]
+
+
+def test_the_expected_bucket_owner_is_sent_on_every_request(emulator, faulty_s3):
+    dest, proxy = faulty_s3(FaultPlan(bucket_owner="123456789012"))
+    assert_exit(export(emulator, dest, "--expected-bucket-owner", "123456789012"), 0)
+    assert len(proxy.requests) > 10
+    sent = [_lower(r.headers).get("x-amz-expected-bucket-owner") for r in proxy.requests]
+    assert set(sent) == {"123456789012"}, f"{sent.count(None)} requests without the header"
+    assert_export(dest, truth(emulator))
+
+
+def test_a_bucket_of_another_account_fails_with_a_message_saying_so(emulator, faulty_s3):
+    dest, _ = faulty_s3(FaultPlan(bucket_owner="123456789012"))
+    result = export(emulator, dest, "--expected-bucket-owner", "111111111111")
+    assert_exit(result, 3)
+    assert "not owned by account 111111111111" in result.stderr, result.stderr[-2000:]
+    assert not dest.objects(), "nothing was written"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sse-kms-key-id", KEY_ARN], "--sse-kms-key-id goes with --sse aws:kms"),
+    (["--sse", "AES256", "--sse-kms-key-id", KEY_ARN], "--sse-kms-key-id goes with --sse aws:kms"),
+    (["--sse", "aes"], "--sse"),
+    (["--expected-bucket-owner", "12345"], "not a 12-digit AWS account id"),
+])
+def test_bad_s3_options_are_usage_errors(emulator, make_dest, args, words):
+    dest = make_dest("s3")
+    result = export(emulator, dest, *args)
+    assert_exit(result, 2)
+    assert words in result.stderr, result.stderr[-2000:]
+
+
 # ----------------------------------------------------------------------------- version skew
 
 FUTURE = "99"

@@ -188,6 +188,36 @@ pub struct S3Args {
     /// Path-style S3 addressing (automatic for IP and localhost endpoints).
     #[arg(long)]
     pub s3_path_style: bool,
+    /// Server-side encryption asked for on every object written: AES256 (SSE-S3) or
+    /// aws:kms (SSE-KMS), for buckets whose policy requires it.
+    #[arg(long, value_enum)]
+    pub sse: Option<SseArg>,
+    /// The KMS key (ARN, key id or alias ARN) of --sse aws:kms (default: the bucket's
+    /// default KMS key).
+    #[arg(long, value_name = "ARN")]
+    pub sse_kms_key_id: Option<String>,
+    /// The AWS account (12 digits) that must own the bucket, sent with every S3
+    /// request: a bucket of another account is refused.
+    #[arg(long, value_name = "ACCOUNT", value_parser = account_id)]
+    pub expected_bucket_owner: Option<String>,
+}
+
+/// `--sse`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SseArg {
+    #[value(name = "AES256")]
+    Aes256,
+    #[value(name = "aws:kms")]
+    Kms,
+}
+
+/// A 12-digit AWS account id.
+fn account_id(value: &str) -> Result<String, String> {
+    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_string())
+    } else {
+        Err(format!("'{value}' is not a 12-digit AWS account id"))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

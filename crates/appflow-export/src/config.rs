@@ -44,6 +44,12 @@ pub struct ConfigFile {
     pub s3_endpoint: Option<String>,
     /// Path-style S3 addressing (`--s3-path-style`).
     pub s3_path_style: Option<bool>,
+    /// Server-side encryption of every object written, "AES256" or "aws:kms" (`--sse`).
+    pub sse: Option<String>,
+    /// The KMS key of `sse = "aws:kms"` (`--sse-kms-key-id`).
+    pub sse_kms_key_id: Option<String>,
+    /// The account that must own the bucket (`--expected-bucket-owner`).
+    pub expected_bucket_owner: Option<String>,
     /// `i/N` or `auto` (`--shard`).
     pub shard: Option<String>,
     /// Run manifests kept (`--keep-manifests`).
@@ -106,6 +112,9 @@ impl ConfigFile {
         value("role-arn", self.role_arn.as_ref().map(OneOrMany::joined));
         value("appflow-endpoint", self.appflow_endpoint.clone());
         value("s3-endpoint", self.s3_endpoint.clone());
+        value("sse", self.sse.clone());
+        value("sse-kms-key-id", self.sse_kms_key_id.clone());
+        value("expected-bucket-owner", self.expected_bucket_owner.clone());
         value("shard", self.shard.clone());
         value("keep-manifests", self.keep_manifests.map(|n| n.to_string()));
         value("log-format", self.log_format.clone());
@@ -131,6 +140,15 @@ impl ConfigFile {
             appflow_endpoint: args.appflow_endpoint.clone(),
             s3_endpoint: args.s3.s3_endpoint.clone(),
             s3_path_style: Some(args.s3.s3_path_style),
+            sse: args.s3.sse.map(|s| {
+                match s {
+                    crate::cli::SseArg::Aes256 => "AES256",
+                    crate::cli::SseArg::Kms => "aws:kms",
+                }
+                .to_string()
+            }),
+            sse_kms_key_id: args.s3.sse_kms_key_id.clone(),
+            expected_bucket_owner: args.s3.expected_bucket_owner.clone(),
             shard: args.shard.clone(),
             keep_manifests: Some(args.keep_manifests),
             log_format: Some(

@@ -4,11 +4,11 @@
 
 use anyhow::anyhow;
 use appflow_extract::{Extractor, FlowSelection, IncrementalPolicy, Shard};
-use appflow_load::{BackfillId, Destination, Loader, S3Options};
+use appflow_load::{BackfillId, Destination, Loader, S3Options, Sse};
 use appflow_pipeline::{Backfill, ErrorKind, Pipeline, Plan, RunReport, Status, Target, now_ms};
 use aws_config::SdkConfig;
 
-use crate::cli::{BackfillArgs, RunArgs, S3Args};
+use crate::cli::{BackfillArgs, RunArgs, S3Args, SseArg};
 use crate::dry_run::DryRun;
 use crate::progress::Progress;
 use crate::{
@@ -25,13 +25,31 @@ pub struct Invocation {
     pub dry_run: bool,
 }
 
-/// The S3 addressing of `--s3-endpoint`, `--s3-path-style` and the environment.
-pub fn s3_options(args: &S3Args) -> S3Options {
+/// The S3 options of `--s3-endpoint`, `--s3-path-style`, `--sse`,
+/// `--sse-kms-key-id`, `--expected-bucket-owner` and the environment.
+pub fn s3_options(args: &S3Args) -> Result<S3Options, Failure> {
     let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
         .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
         .ok()
         .filter(|s| !s.is_empty());
-    S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style)
+    let sse = match (args.sse, &args.sse_kms_key_id) {
+        (None, None) => None,
+        (Some(SseArg::Aes256), None) => Some(Sse::Aes256),
+        (Some(SseArg::Kms), key) => Some(Sse::Kms {
+            key_id: key.clone(),
+        }),
+        (_, Some(_)) => {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                anyhow!("--sse-kms-key-id goes with --sse aws:kms"),
+            ));
+        }
+    };
+    Ok(S3Options {
+        sse,
+        expected_bucket_owner: args.expected_bucket_owner.clone(),
+        ..S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style)
+    })
 }
 
 /// `--shard i/N`, or `auto` from AWS Batch's array job variables.
@@ -96,7 +114,7 @@ impl Invocation {
             plan,
             dest,
             appflow_endpoint: args.appflow_endpoint.clone(),
-            s3: s3_options(&args.s3),
+            s3: s3_options(&args.s3)?,
             dry_run: args.dry_run,
         })
     }

@@ -65,7 +65,7 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build(),
     };
-    let loader = Loader::new(dest.store(&sdk, &s3_options(&args.s3)));
+    let loader = Loader::new(dest.store(&sdk, &s3_options(&args.s3)?));
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let states = loader.states().await.map_err(dest_failure)?;
     let runs = loader.manifests(args.runs).await.map_err(dest_failure)?;

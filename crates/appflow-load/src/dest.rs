@@ -22,6 +22,20 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     /// Path-style addressing (`--s3-path-style`).
     pub path_style: bool,
+    /// Server-side encryption asked for on every PutObject (`--sse`).
+    pub sse: Option<Sse>,
+    /// The account that must own the bucket, sent on every request
+    /// (`--expected-bucket-owner`): S3 refuses a bucket of another account.
+    pub expected_bucket_owner: Option<String>,
+}
+
+/// Server-side encryption of the objects written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    Aes256,
+    /// SSE-KMS with this key, or the bucket's default KMS key when `None`.
+    Kms { key_id: Option<String> },
 }
 
 impl S3Options {
@@ -39,6 +53,7 @@ impl S3Options {
         S3Options {
             endpoint: endpoint_flag,
             path_style: path_style || local_host,
+            ..S3Options::default()
         }
     }
 }

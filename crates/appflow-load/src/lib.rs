@@ -23,7 +23,7 @@ mod store;
 mod update;
 
 pub use backfill::{BackfillId, BackfillProgress, BackfilledFlow};
-pub use dest::{Destination, S3Options};
+pub use dest::{Destination, S3Options, Sse};
 pub use error::{Error, Result};
 pub use loader::{CommitReport, Loader};
 pub use manifest::{FlowRun, RunManifest, run_id};

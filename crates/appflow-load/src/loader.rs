@@ -118,9 +118,7 @@ impl Loader {
         incoming: Batches,
     ) -> (CommitReport, Result<()>) {
         let mut report = CommitReport::default();
-        let result = self
-            .commit_partition_into(key, incoming, &mut report)
-            .await;
+        let result = self.commit_partition_into(key, incoming, &mut report).await;
         (report, result)
     }
 
@@ -272,9 +270,11 @@ impl Loader {
     ) -> Result<u32> {
         let key = layout::state_file(account_id, region);
         let updates = updates.clone();
-        self.update_json(&key, (STATE_FILE, STATE_VERSION), move |state: &mut StateFile| {
-            state.apply(&updates, now_ms)
-        })
+        self.update_json(
+            &key,
+            (STATE_FILE, STATE_VERSION),
+            move |state: &mut StateFile| state.apply(&updates, now_ms),
+        )
         .await
     }
 
@@ -316,9 +316,11 @@ impl Loader {
     ) -> Result<u32> {
         let key = layout::backfill_file(id, account_id, region);
         let (id, done) = (id.clone(), done.clone());
-        self.update_json(&key, (BACKFILL_FILE, PROGRESS_VERSION), move |p: &mut BackfillProgress| {
-            p.apply(&id, &done, restarted_ms)
-        })
+        self.update_json(
+            &key,
+            (BACKFILL_FILE, PROGRESS_VERSION),
+            move |p: &mut BackfillProgress| p.apply(&id, &done, restarted_ms),
+        )
         .await
     }
 

@@ -10,14 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Object, ObjectStore, PutMode, PutOutcome};
-use crate::dest::S3Options;
+use crate::dest::{S3Options, Sse};
 use crate::error::{Error, Result};
+use aws_sdk_s3::types::ServerSideEncryption;
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    sse: Option<Sse>,
+    expected_owner: Option<String>,
     /// How a read whose body breaks off is retried: the SDK's own policy for calls
     /// (it retries a failed call, not a body cut short after the headers came).
     reads: ReadRetry,
@@ -73,6 +76,8 @@ impl S3Store {
             client: Client::from_conf(config.build()),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
+            sse: options.sse.clone(),
+            expected_owner: options.expected_bucket_owner.clone(),
             reads,
         }
     }
@@ -98,6 +103,7 @@ impl ObjectStore for S3Store {
                 .get_object()
                 .bucket(&self.bucket)
                 .key(self.key(key))
+                .set_expected_bucket_owner(self.expected_owner.clone())
                 .send()
                 .await
             {
@@ -136,7 +142,15 @@ impl ObjectStore for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(self.key(key))
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .body(ByteStream::from(body));
+        let req = match &self.sse {
+            None => req,
+            Some(Sse::Aes256) => req.server_side_encryption(ServerSideEncryption::Aes256),
+            Some(Sse::Kms { key_id }) => req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+        };
         let req = match &mode {
             PutMode::Create => req.if_none_match("*"),
             PutMode::Replace(etag) => req.if_match(etag),
@@ -170,6 +184,7 @@ impl ObjectStore for S3Store {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&full)
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .into_paginator()
             .send();
         let mut keys = Vec::new();
@@ -197,6 +212,7 @@ impl ObjectStore for S3Store {
             .delete_object()
             .bucket(&self.bucket)
             .key(self.key(key))
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .send()
             .await
             .map(|_| ())
@@ -210,16 +226,23 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .prefix(self.key(""))
             .max_keys(1)
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .send()
             .await
             .map(|_| ())
             .map_err(|e| {
                 let why = match e.code() {
                     Some("NoSuchBucket") => format!("bucket '{}' does not exist", self.bucket),
-                    Some("AccessDenied") => format!(
-                        "access to bucket '{}' is denied (s3:ListBucket)",
-                        self.bucket
-                    ),
+                    Some("AccessDenied") => match &self.expected_owner {
+                        Some(owner) => format!(
+                            "access to bucket '{}' is denied: it is not owned by account {owner} (--expected-bucket-owner), or the credentials lack s3:ListBucket",
+                            self.bucket
+                        ),
+                        None => format!(
+                            "access to bucket '{}' is denied (s3:ListBucket)",
+                            self.bucket
+                        ),
+                    },
                     _ => format!("bucket '{}' cannot be reached: {}", self.bucket, context(e)),
                 };
                 Error::BadDest { dest, why }
