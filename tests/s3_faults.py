@@ -44,6 +44,8 @@ class FaultPlan:
     # The account owning the bucket: as S3 does, a request whose
     # x-amz-expected-bucket-owner names another account gets 403 AccessDenied.
     bucket_owner: str | None = None
+    # Methods answered 403 AccessDenied, as S3 answers a call the policy denies.
+    deny_methods: tuple[str, ...] = ()
 
 
 @dataclass
@@ -123,6 +125,8 @@ class FaultProxy:
         key = f"{h.command} {h.path} {hashlib.sha256(body).hexdigest()}"
         expected = next((v for k, v in headers.items() if k.lower() == "x-amz-expected-bucket-owner"), None)
         if self.plan.bucket_owner and expected and expected != self.plan.bucket_owner:
+            return _error(h, 403, "AccessDenied", "Access Denied")
+        if h.command in self.plan.deny_methods:
             return _error(h, 403, "AccessDenied", "Access Denied")
         fault, delay = self._choose(h.command, key)
         if fault == "internal_error":

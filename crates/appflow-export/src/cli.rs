@@ -114,7 +114,7 @@ pub struct RunArgs {
     pub max_attempts: u32,
     /// AWS regions to export, each in turn (comma-separated; default: AWS_REGION or
     /// the profile's region).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = region)]
     pub region: Vec<String>,
     /// Assume this IAM role (through STS) to export its account; repeat it (or list
     /// several, comma-separated) to export several accounts into one --dest. Default:
@@ -211,6 +211,30 @@ pub enum SseArg {
     Kms,
 }
 
+/// Whether `name` looks like an AWS region (`eu-west-1`, `us-gov-west-1`,
+/// `cn-north-1`): letters, dash-separated words, a number last.
+pub fn is_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// `--region`.
+fn region(value: &str) -> Result<String, String> {
+    if is_region(value) {
+        Ok(value.to_string())
+    } else {
+        Err(format!("'{value}' is not an AWS region name like eu-west-1"))
+    }
+}
+
 /// A 12-digit AWS account id.
 fn account_id(value: &str) -> Result<String, String> {
     if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
@@ -239,7 +263,7 @@ pub struct StatusArgs {
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
     /// AWS region of the bucket's client (default: AWS_REGION or the profile's).
-    #[arg(long)]
+    #[arg(long, value_parser = region)]
     pub region: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,

@@ -266,6 +266,14 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                 anyhow!("no AWS region: pass --region or set AWS_REGION"),
             ));
         };
+        if !crate::cli::is_region(&region) {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                anyhow!(
+                    "the region '{region}' (from AWS_REGION, AWS_DEFAULT_REGION or the profile) is not an AWS region name like eu-west-1: set it, or pass --region"
+                ),
+            ));
+        }
         if targets.len() > 1 {
             println!(
                 "== {}, {region}",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_appflow::Client;
-use aws_sdk_appflow::error::DisplayErrorContext;
+use appflow_aws::{Service, explain};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 
@@ -202,7 +202,7 @@ impl Extractor {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| Error::Identity(DisplayErrorContext(e).to_string().into()))?;
+            .map_err(|e| Error::Identity(explain(Service::Sts, "sts:GetCallerIdentity", &e).into()))?;
         identity
             .account()
             .map(str::to_string)
@@ -225,7 +225,7 @@ impl Extractor {
         while let Some(page) = pages.next().await {
             count += 1;
             let page =
-                page.map_err(|e| Error::ListFlows(DisplayErrorContext(e).to_string().into()))?;
+                page.map_err(|e| Error::ListFlows(explain(Service::AppFlow, "appflow:ListFlows", &e).into()))?;
             for def in page.flows() {
                 let (Some(name), Some(arn)) = (def.flow_name(), def.flow_arn()) else {
                     continue;
@@ -386,7 +386,7 @@ impl FlowReader {
                 .await
                 .map_err(|e| Error::Describe {
                     flow: self.flow.clone(),
-                    source: DisplayErrorContext(e).to_string().into(),
+                    source: explain(Service::AppFlow, "appflow:DescribeFlowExecutionRecords", &e).into(),
                 })?;
             self.fold.summary.pages += 1;
             let mut oldest_on_page: Option<i64> = None;

@@ -3,7 +3,8 @@
 //! vanished object (`NoSuchKey` on `If-Match`) are reported as conflicts.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use appflow_aws::Service;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use std::time::Duration;
 
@@ -48,10 +49,13 @@ impl ReadRetry {
     }
 }
 
-fn context<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> String {
-    DisplayErrorContext(e).to_string()
+/// One line a person can act on for a failed call of `action`.
+fn context<E, R>(action: &str, e: SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    appflow_aws::explain(Service::S3, action, &e)
 }
 
 impl S3Store {
@@ -111,7 +115,7 @@ impl ObjectStore for S3Store {
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                     return Ok(None);
                 }
-                Err(e) => return Err(Error::read(self.location(key), context(e))),
+                Err(e) => return Err(Error::read(self.location(key), context("s3:GetObject", e))),
             };
             let etag = resp.e_tag().unwrap_or_default().to_string();
             match resp.body.collect().await {
@@ -171,7 +175,7 @@ impl ObjectStore for S3Store {
                     tracing::debug!(key, code, "conditional put lost a race");
                     Ok(PutOutcome::Conflict)
                 } else {
-                    Err(Error::write(self.location(key), context(e)))
+                    Err(Error::write(self.location(key), context("s3:PutObject", e)))
                 }
             }
         }
@@ -194,7 +198,8 @@ impl ObjectStore for S3Store {
             self.prefix.len() + 1
         };
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Error::read(self.location(prefix), context(e)))?;
+            let page = page
+                .map_err(|e| Error::read(self.location(prefix), context("s3:ListBucket", e)))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -216,7 +221,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| Error::write(self.location(key), context(e)))
+            .map_err(|e| Error::write(self.location(key), context("s3:DeleteObject", e)))
     }
 
     async fn check(&self) -> Result<()> {
@@ -243,7 +248,11 @@ impl ObjectStore for S3Store {
                             self.bucket
                         ),
                     },
-                    _ => format!("bucket '{}' cannot be reached: {}", self.bucket, context(e)),
+                    _ => format!(
+                        "bucket '{}' cannot be reached: {}",
+                        self.bucket,
+                        context("s3:ListBucket", e)
+                    ),
                 };
                 Error::BadDest { dest, why }
             })

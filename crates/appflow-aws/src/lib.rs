@@ -1,0 +1,106 @@
+//! What an AWS SDK error means, in one line a person can act on: the cause and the
+//! fix (which setting, which IAM action). The SDK's whole story (its error chain and
+//! debug structures, about 2 KB) goes to the debug log only. Used by extract (AppFlow)
+//! and load (S3) alike: the SDK crates share these error types.
+
+use std::error::Error as StdError;
+use std::fmt::Debug;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// The service a call went to, for the settings a message names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    AppFlow,
+    S3,
+    Sts,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::AppFlow => "AppFlow",
+            Service::S3 => "S3",
+            Service::Sts => "STS",
+        }
+    }
+
+    fn endpoint_settings(self) -> &'static str {
+        match self {
+            Service::AppFlow => "--appflow-endpoint or AWS_ENDPOINT_URL_APPFLOW",
+            Service::S3 => "--s3-endpoint or AWS_ENDPOINT_URL_S3",
+            Service::Sts => "AWS_ENDPOINT_URL_STS",
+        }
+    }
+}
+
+const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an IAM role (ECS task role, instance profile)";
+
+/// One line saying why `action` (an IAM action, `appflow:ListFlows`) on `service`
+/// failed and what to change; the SDK's details are logged at debug level.
+pub fn explain<E, R>(service: Service, action: &str, err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: Debug,
+{
+    let details = DisplayErrorContext(err).to_string();
+    tracing::debug!(service = service.name(), action, details = %details, "AWS SDK error");
+    let svc = service.name();
+    let credentials_missing = details.contains("CredentialsNotLoaded")
+        || details.contains("no credentials")
+        || details.contains("the credential provider was not enabled");
+    match err {
+        _ if credentials_missing => NO_CREDENTIALS.to_string(),
+        SdkError::ConstructionFailure(_) => format!(
+            "the {svc} request for {action} could not be built: check the region (--region or AWS_REGION) and {}",
+            service.endpoint_settings()
+        ),
+        SdkError::TimeoutError(_) => format!(
+            "{svc} did not answer {action} in time: check the network, the region and {}",
+            service.endpoint_settings()
+        ),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => format!(
+            "{svc} did not answer {action} in time: check the network, the region and {}",
+            service.endpoint_settings()
+        ),
+        SdkError::DispatchFailure(failure) if failure.is_io() => format!(
+            "cannot connect to {svc} for {action} ({}): check the network, the region and {}",
+            root_cause(err),
+            service.endpoint_settings()
+        ),
+        SdkError::ServiceError(_) => match err.code() {
+            Some("AccessDenied" | "AccessDeniedException") => format!(
+                "access denied: the credentials in use may not call {action} (grant it in IAM; README lists the actions the job needs)"
+            ),
+            Some(
+                code @ ("UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidSignatureException"
+                | "ExpiredToken"
+                | "ExpiredTokenException"),
+            ) => format!(
+                "{svc} refused the credentials ({code}) for {action}: check or refresh them"
+            ),
+            Some(code) => match err.message() {
+                Some(message) => format!("{svc} answered {action} with {code}: {message}"),
+                None => format!("{svc} answered {action} with {code}"),
+            },
+            None => format!("{svc} answered {action} with an error: {}", root_cause(err)),
+        },
+        _ => format!("{action} failed: {}", root_cause(err)),
+    }
+}
+
+/// The innermost cause's message (`Connection refused (os error 111)`), without the
+/// SDK's debug structures.
+fn root_cause(err: &dyn StdError) -> String {
+    let mut cause: &dyn StdError = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
