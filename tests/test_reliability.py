@@ -213,6 +213,37 @@ def test_a_state_file_of_a_newer_release_is_left_as_it_is_on_s3(emulator, make_d
     assert dest.client.get_object(Bucket=dest.bucket, Key=key)["Body"].read() == future
 
 
+def test_a_day_file_of_a_newer_release_is_left_as_it_is_on_s3(emulator, make_dest, tmp_path):
+    dest = make_dest("s3")
+    assert_exit(export(emulator, dest), 0)
+    key = sorted(o["Key"] for o in dest.objects() if "/executions/" in o["Key"])[-1]
+    local = tmp_path / "day.parquet"
+    dest.client.download_file(dest.bucket, key, str(local))
+    _future_parquet(local, local)
+    future = local.read_bytes()
+    dest.client.put_object(Bucket=dest.bucket, Key=key, Body=future)
+    emulator.add_runs(2)
+    result = export(emulator, dest)
+    assert_exit(result, 3)
+    for words in (key, "version 99", "upgrade appflow-export"):
+        assert words in result.stderr, result.stderr[-2000:]
+    assert dest.client.get_object(Bucket=dest.bucket, Key=key)["Body"].read() == future
+
+
+def test_a_state_file_of_a_newer_release_is_left_as_it_is_locally(emulator, local_dest):
+    assert_exit(export(emulator, local_dest), 0)
+    path = next((local_dest.path / "_state" / "flows").glob("*.json"))
+    state = json.loads(path.read_text())
+    state["version"] = int(FUTURE)
+    path.write_text(json.dumps(state))
+    future = path.read_bytes()
+    result = export(emulator, local_dest)
+    assert_exit(result, 3)
+    for words in (str(path), "version 99", "upgrade appflow-export"):
+        assert words in result.stderr, result.stderr[-2000:]
+    assert path.read_bytes() == future
+
+
 def test_an_older_day_file_is_still_merged(emulator, local_dest):
     """A file of an older schema (a column missing, version 0) is read with nulls and
     merged; it is then rewritten in the current version."""

@@ -220,9 +220,7 @@ pub fn is_region(name: &str) -> bool {
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_digit())
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty()
 }
 
@@ -231,7 +229,9 @@ fn region(value: &str) -> Result<String, String> {
     if is_region(value) {
         Ok(value.to_string())
     } else {
-        Err(format!("'{value}' is not an AWS region name like eu-west-1"))
+        Err(format!(
+            "'{value}' is not an AWS region name like eu-west-1"
+        ))
     }
 }
 

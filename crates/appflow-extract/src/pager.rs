@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aws_sdk_appflow::Client;
 use appflow_aws::{Service, explain};
+use aws_sdk_appflow::Client;
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 
@@ -198,11 +198,9 @@ impl Extractor {
         let Some(sts) = &self.sts else {
             return Err(Error::Identity("no STS client was configured".into()));
         };
-        let identity = sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| Error::Identity(explain(Service::Sts, "sts:GetCallerIdentity", &e).into()))?;
+        let identity = sts.get_caller_identity().send().await.map_err(|e| {
+            Error::Identity(explain(Service::Sts, "sts:GetCallerIdentity", &e).into())
+        })?;
         identity
             .account()
             .map(str::to_string)
@@ -224,8 +222,9 @@ impl Extractor {
         let mut count = 0;
         while let Some(page) = pages.next().await {
             count += 1;
-            let page =
-                page.map_err(|e| Error::ListFlows(explain(Service::AppFlow, "appflow:ListFlows", &e).into()))?;
+            let page = page.map_err(|e| {
+                Error::ListFlows(explain(Service::AppFlow, "appflow:ListFlows", &e).into())
+            })?;
             for def in page.flows() {
                 let (Some(name), Some(arn)) = (def.flow_name(), def.flow_arn()) else {
                     continue;
@@ -386,7 +385,8 @@ impl FlowReader {
                 .await
                 .map_err(|e| Error::Describe {
                     flow: self.flow.clone(),
-                    source: explain(Service::AppFlow, "appflow:DescribeFlowExecutionRecords", &e).into(),
+                    source: explain(Service::AppFlow, "appflow:DescribeFlowExecutionRecords", &e)
+                        .into(),
                 })?;
             self.fold.summary.pages += 1;
             let mut oldest_on_page: Option<i64> = None;

@@ -2,8 +2,8 @@
 //! replace. 412 `PreconditionFailed`, 409 `ConditionalRequestConflict` and a
 //! vanished object (`NoSuchKey` on `If-Match`) are reported as conflicts.
 
-use aws_sdk_s3::Client;
 use appflow_aws::Service;
+use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use std::time::Duration;
@@ -198,8 +198,8 @@ impl ObjectStore for S3Store {
             self.prefix.len() + 1
         };
         while let Some(page) = pages.next().await {
-            let page = page
-                .map_err(|e| Error::read(self.location(prefix), context("s3:ListBucket", e)))?;
+            let page =
+                page.map_err(|e| Error::read(self.location(prefix), context("s3:ListBucket", e)))?;
             keys.extend(
                 page.contents()
                     .iter()
