@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_exit, assert_export, export, run_args, run_export, truth
+from conftest import assert_exit, assert_export, export, run_args, run_export, start_export, truth
 from s3_faults import FaultPlan, FaultProxy
 
 
@@ -63,6 +63,22 @@ def test_s3_faults_are_retried_and_lose_nothing(emulator, faulty_s3, kind):
         assert_export(dest, truth(emulator))
     assert proxy.injected.get(kind, 0) > 0, f"no {kind} was injected: the test proves nothing"
     print(f"\n{kind}: 2 runs, 2 exited 0, slowest {slowest:.1f} s, injected {proxy.injected}")
+
+
+def test_two_writers_under_faults_keep_every_row(emulator, faulty_s3):
+    """Two runs at once (the flows split between them, so they share day files), with
+    resets after writes land and 500s: real conflicts and own writes mixed."""
+    dest, proxy = faulty_s3(FaultPlan(fraction=0.15, kinds=("reset_after", "internal_error"), seed=21))
+    names = emulator.flow_names()
+    for rerun in range(2):
+        if rerun:
+            emulator.add_runs(2)
+        runs = [start_export(emulator, dest, "--max-attempts", "10", "--flows", ",".join(names[i::2]))
+                for i in range(2)]
+        for run in runs:
+            assert_exit(run.wait(), 0)
+        assert_export(dest, truth(emulator))
+    assert proxy.injected.get("reset_after", 0) > 0
 
 
 def test_writes_that_land_but_lose_their_response_are_not_conflicts(emulator, faulty_s3):

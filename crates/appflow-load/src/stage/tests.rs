@@ -1,0 +1,174 @@
+//! Unit tests of `stage.rs`.
+
+use super::*;
+use appflow_model::testkit::{flow, glue, run};
+use appflow_model::{CatalogDetail, ExecutionRecord};
+
+fn flow_rows(name: &str, n: i64) -> Batches {
+    let records: Vec<ExecutionRecord> = (0..n)
+        .map(|i| ExecutionRecord {
+            execution_status: Some("Successful".into()),
+            bytes_processed: Some(i),
+            catalog_details: vec![
+                CatalogDetail {
+                    catalog_type: Some("GLUE".into()),
+                    table_name: None,
+                    table_registration: None,
+                    partition_registration: None
+                };
+                (i % 3) as usize
+            ],
+            ..ExecutionRecord::new(format!("{name}-{i}"), 1_790_000_000_000 + i * 7_200_000)
+        })
+        .collect();
+    appflow_transform::to_batches(&flow(name), &records, 1).unwrap()
+}
+
+fn staged(budget: usize) -> (Stage, Vec<PartitionKey>) {
+    let mut stage = Stage::with_memory_budget(budget);
+    for f in ["a", "b", "c"] {
+        stage.add(&flow_rows(f, 40)).unwrap();
+    }
+    let keys = stage.partitions().unwrap();
+    (stage, keys)
+}
+
+#[test]
+fn spilled_segments_read_back_the_same_rows_as_memory() {
+    let (memory, keys) = staged(usize::MAX);
+    let (spilled, spilled_keys) = staged(1);
+    assert!(memory.dir.is_none(), "nothing written under the budget");
+    assert_eq!(spilled.segments, 3, "one segment per add past the budget");
+    assert_eq!(keys, spilled_keys);
+    assert_eq!(keys.len(), 4, "40 runs two hours apart span four days");
+    let mut rows = 0;
+    for key in &keys {
+        let (m, s) = (memory.read(key).unwrap(), spilled.read(key).unwrap());
+        assert_eq!(m.executions, s.executions, "{key:?}");
+        assert_eq!(m.catalog_registrations, s.catalog_registrations, "{key:?}");
+        rows += m.executions.num_rows();
+    }
+    assert_eq!(rows, 120);
+}
+
+fn version(id: &str, status: &str, updated: i64, catalog: usize) -> ExecutionRecord {
+    ExecutionRecord {
+        catalog_details: (0..catalog)
+            .map(|i| glue(format!("{status}-{i}"), None))
+            .collect(),
+        ..run(id, 1_790_000_000_000, status, updated)
+    }
+}
+
+fn page(records: &[ExecutionRecord]) -> Batches {
+    appflow_transform::to_batches(&flow("f"), records, 1).unwrap()
+}
+
+fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {
+    let col = batch.column_by_name(column).unwrap().as_string::<i32>();
+    col.iter().map(|v| v.unwrap_or("-").to_string()).collect()
+}
+
+/// `execution_id=column` of every row, sorted.
+fn pairs(batch: &RecordBatch, column: &str) -> Vec<String> {
+    let mut out: Vec<_> = strings(batch, "execution_id")
+        .into_iter()
+        .zip(strings(batch, column))
+        .map(|(id, value)| format!("{id}={value}"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn read_only_partition(stage: &mut Stage) -> Batches {
+    let keys = stage.partitions().unwrap();
+    assert_eq!(keys.len(), 1);
+    stage.read(&keys[0]).unwrap()
+}
+
+#[test]
+fn a_run_staged_twice_is_read_once_with_the_catalog_rows_of_its_newest_version() {
+    for budget in [usize::MAX, 1] {
+        let mut stage = Stage::with_memory_budget(budget);
+        // Page 1 has run a open and run b; page 2, read after runs were added at
+        // the front, repeats them: a finished (newer) with other catalog rows, b
+        // unchanged. A third page brings an older version of a again.
+        stage
+            .add(&page(&[
+                version("a", "InProgress", 10, 2),
+                version("b", "Successful", 5, 1),
+            ]))
+            .unwrap();
+        stage
+            .add(&page(&[
+                version("a", "Successful", 20, 1),
+                version("b", "Successful", 5, 1),
+            ]))
+            .unwrap();
+        stage
+            .add(&page(&[version("a", "InProgress", 10, 2)]))
+            .unwrap();
+        let got = read_only_partition(&mut stage);
+        assert_eq!(
+            pairs(&got.executions, "execution_status"),
+            ["a=Successful", "b=Successful"],
+            "budget {budget}"
+        );
+        assert_eq!(
+            pairs(&got.catalog_registrations, "table_name"),
+            ["a=Successful-0", "b=Successful-0"],
+            "budget {budget}: the catalog rows of the version kept, once"
+        );
+        assert_eq!(got.executions.schema(), schema_for(Table::Executions));
+        assert_eq!(
+            got.catalog_registrations.schema(),
+            schema_for(Table::CatalogRegistrations)
+        );
+    }
+}
+
+#[test]
+fn discarded_adds_are_never_read() {
+    for budget in [usize::MAX, 1] {
+        let mut stage = Stage::with_memory_budget(budget);
+        let kept = stage
+            .add(&page(&[version("a", "Successful", 5, 1)]))
+            .unwrap();
+        let failed = [
+            stage.add(&page(&[version("b", "Error", 6, 2)])).unwrap(),
+            stage.add(&page(&[version("a", "Error", 9, 1)])).unwrap(),
+        ];
+        assert!(failed.iter().all(|f| *f != kept));
+        stage.discard(failed);
+        let got = read_only_partition(&mut stage);
+        assert_eq!(strings(&got.executions, "execution_id"), ["a"]);
+        assert_eq!(strings(&got.executions, "execution_status"), ["Successful"]);
+        assert_eq!(
+            strings(&got.catalog_registrations, "table_name"),
+            ["Successful-0"]
+        );
+
+        let mut only_failed = Stage::with_memory_budget(budget);
+        let id = only_failed
+            .add(&page(&[version("b", "Error", 6, 2)]))
+            .unwrap();
+        only_failed.discard([id]);
+        let got = read_only_partition(&mut only_failed);
+        assert_eq!(
+            (
+                got.executions.num_rows(),
+                got.catalog_registrations.num_rows()
+            ),
+            (0, 0)
+        );
+    }
+}
+
+#[test]
+fn days_are_utc_dates() {
+    assert_eq!(day_of(0).unwrap(), "1970-01-01");
+    assert_eq!(day_of(1_795_553_667_564).unwrap(), "2026-11-24");
+    assert_eq!(day_of(86_400_000 - 1).unwrap(), "1970-01-01");
+    assert_eq!(day_of(-1).unwrap(), "1969-12-31");
+    assert!(day_of(i64::MAX).is_err());
+}
