@@ -305,7 +305,9 @@ _NO_AWS_CONFIG = Path(tempfile.gettempdir()) / f"appflow-e2e-{os.getpid()}-no-aw
 
 def export_env(env_extra: dict[str, str] | None = None) -> dict[str, str]:
     """The process environment: dummy credentials, no profile, no metadata service."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # No AWS settings of the caller's, and no RUST_LOG: the binary's default log filter
+    # is part of what the tests check (a test that wants another sets it).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "RUST_LOG"}
     env.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
         AWS_EC2_METADATA_DISABLED="true",

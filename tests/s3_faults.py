@@ -145,14 +145,19 @@ class FaultProxy:
         if fault == "reset_after":
             self._count(fault)
             return _reset(h)
-        truncate = fault == "truncate_body" and h.command == "GET" and len(out_body) > 1
-        if fault == "truncate_body" and not truncate:
-            fault = None
+        # Only an object's body (GetObject, 200) is cut short: the SDK itself retries
+        # listings and error bodies, so only these exercise the exporter's own retry.
+        truncate = (fault == "truncate_body" and h.command == "GET" and status == 200
+                    and "list-type" not in h.path and len(out_body) > 1)
         h.send_response_only(status, reason)
         for k, v in out_headers:
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 h.send_header(k, v)
-        h.send_header("Content-Length", str(len(out_body)))
+        if h.command == "HEAD":  # no body: the object's length, as upstream said
+            length = next((v for k, v in out_headers if k.lower() == "content-length"), "0")
+            h.send_header("Content-Length", length)
+        else:
+            h.send_header("Content-Length", str(len(out_body)))
         h.end_headers()
         if truncate:
             self._count("truncate_body")
@@ -165,7 +170,8 @@ class FaultProxy:
     def _forward(self, h, headers: dict[str, str], body: bytes):
         conn = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
-            sent = {k: v for k, v in headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+            sent = {k: v for k, v in headers.items()
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length")}
             if body or h.command in ("PUT", "POST"):
                 sent["Content-Length"] = str(len(body))
             conn.request(h.command, h.path, body=body, headers=sent)

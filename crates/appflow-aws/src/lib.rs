@@ -71,9 +71,20 @@ where
             service.endpoint_settings()
         ),
         SdkError::ServiceError(_) => match err.code() {
-            Some("AccessDenied" | "AccessDeniedException") => format!(
-                "access denied: the credentials in use may not call {action} (grant it in IAM; README lists the actions the job needs)"
-            ),
+            Some("AccessDenied" | "AccessDeniedException") => {
+                let said = err
+                    .message()
+                    .map(|m| format!(" ({svc} said: {})", truncated(m, 200)))
+                    .unwrap_or_default();
+                let kms = if service == Service::S3 {
+                    " (with SSE-KMS, kms:GenerateDataKey and kms:Decrypt on the key too)"
+                } else {
+                    ""
+                };
+                format!(
+                    "access denied: the credentials in use may not call {action}, or a policy refuses it{kms}{said}"
+                )
+            }
             Some(
                 code @ ("UnrecognizedClientException"
                 | "InvalidClientTokenId"
@@ -92,6 +103,14 @@ where
             None => format!("{svc} answered {action} with an error: {}", root_cause(err)),
         },
         _ => format!("{action} failed: {}", root_cause(err)),
+    }
+}
+
+/// At most `max` characters of `text`.
+fn truncated(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
     }
 }
 

@@ -192,8 +192,8 @@ pub struct S3Args {
     /// aws:kms (SSE-KMS), for buckets whose policy requires it.
     #[arg(long, value_enum)]
     pub sse: Option<SseArg>,
-    /// The KMS key (ARN, key id or alias ARN) of --sse aws:kms (default: the bucket's
-    /// default KMS key).
+    /// The KMS key (ARN, key id or alias ARN) of --sse aws:kms (default: the AWS
+    /// managed key aws/s3; to keep a bucket's own default encryption, give no --sse).
     #[arg(long, value_name = "ARN")]
     pub sse_kms_key_id: Option<String>,
     /// The AWS account (12 digits) that must own the bucket, sent with every S3
@@ -212,11 +212,10 @@ pub enum SseArg {
 }
 
 /// Whether `name` looks like an AWS region (`eu-west-1`, `us-gov-west-1`,
-/// `cn-north-1`): letters, dash-separated words, a number last.
+/// `cn-north-1`, `eusc-de-east-1`): dash-separated words of letters, a number last.
 pub fn is_region(name: &str) -> bool {
     let parts: Vec<&str> = name.split('-').collect();
     parts.len() >= 3
-        && parts[0].len() == 2
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
@@ -263,7 +262,7 @@ pub struct StatusArgs {
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
     /// AWS region of the bucket's client (default: AWS_REGION or the profile's).
-    #[arg(long, value_parser = region)]
+    #[arg(long)]
     pub region: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,

@@ -34,7 +34,7 @@ pub struct S3Options {
 pub enum Sse {
     /// SSE-S3 (`AES256`).
     Aes256,
-    /// SSE-KMS with this key, or the bucket's default KMS key when `None`.
+    /// SSE-KMS with this key, or S3's AWS managed key (`aws/s3`) when `None`.
     Kms { key_id: Option<String> },
 }
 

@@ -104,7 +104,15 @@ impl Loader {
                     tracing::error!(error = %e, "day file left as it is");
                     newer.get_or_insert(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Start no other day, but count what the days in flight write.
+                    while let Some(done) = tasks.join_next().await {
+                        if let Ok((day, _)) = done {
+                            *report += day;
+                        }
+                    }
+                    return Err(e);
+                }
             }
         }
         newer.map_or(Ok(()), Err)

@@ -108,6 +108,21 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_a_newer_schema_version_is_refused_as_newer() {
+        let b = batch();
+        let mut meta = b.schema().metadata().clone();
+        meta.insert(SCHEMA_VERSION_KEY.to_string(), "99".to_string());
+        let schema = Arc::new(b.schema().as_ref().clone().with_metadata(meta));
+        let newer = RecordBatch::try_new(schema, b.columns().to_vec()).unwrap();
+        let err = decode(encode(&newer).unwrap(), &executions_schema()).unwrap_err();
+        let newer = err.downcast_ref::<crate::update::NewerVersion>();
+        assert!(
+            newer.is_some_and(|n| (n.found, n.known) == (99, 1)),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_older_file_without_a_nullable_column_reads_with_nulls() {
         let b = batch();
         let older = b

@@ -328,7 +328,7 @@ mod tests {
         let sneak = Arc::new(Mutex::new(sneak));
         let hook: PutHook = Arc::new({
             let (inner, puts) = (inner.clone(), puts.clone());
-            move |key| {
+            move |key, _| {
                 let (inner, puts, sneak) = (inner.clone(), puts.clone(), sneak.clone());
                 Box::pin(async move {
                     puts.fetch_add(1, Ordering::Relaxed);
@@ -344,6 +344,57 @@ mod tests {
             }
         });
         (Arc::new(Intercepted::new(inner, hook)), puts)
+    }
+
+    #[tokio::test]
+    async fn a_put_that_meets_its_own_earlier_write_is_written_not_a_conflict() {
+        // The first put lands, but its answer is lost and the SDK's retry fails its
+        // condition against it: the store answers a conflict.
+        let inner: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let first = Arc::new(AtomicU32::new(0));
+        let hook: PutHook = Arc::new({
+            let inner = inner.clone();
+            move |key, body| {
+                let (inner, first) = (inner.clone(), first.clone());
+                Box::pin(async move {
+                    if first.fetch_add(1, Ordering::Relaxed) > 0 {
+                        return Ok(None);
+                    }
+                    inner.put(&key, body, PutMode::Create).await?;
+                    Ok(Some(PutOutcome::Conflict))
+                })
+            }
+        });
+        let store: Arc<dyn ObjectStore> = Arc::new(Intercepted::new(inner, hook));
+        let updated = add_to(&store, "a").await.unwrap();
+        assert_eq!((updated.wrote, updated.conflicts), (Wrote::Written, 0));
+        assert_eq!(stored(&store).await.unwrap().0.items, ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_document_of_a_newer_version_is_refused_and_left_as_it_is() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let newer = Bytes::from_static(br#"{"version": 99, "items": ["x"], "new_member": 1}"#);
+        store
+            .put(KEY, newer.clone(), PutMode::Create)
+            .await
+            .unwrap();
+        let err = update(&store, KEY, Json::versioned("doc", 1), None, add("a"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NewerVersion { found: 99, known: 1, location, .. } if location.contains(KEY)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade appflow-export"), "{err}");
+        assert_eq!(store.get(KEY).await.unwrap().unwrap().body, newer);
+        // The same or an older version is read and changed.
+        let older = Bytes::from_static(br#"{"version": 1, "items": ["x"]}"#);
+        store.delete(KEY).await.unwrap();
+        store.put(KEY, older, PutMode::Create).await.unwrap();
+        update(&store, KEY, Json::versioned("doc", 1), None, add("a"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

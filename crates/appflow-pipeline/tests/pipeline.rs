@@ -178,7 +178,7 @@ async fn a_flow_that_fails_half_way_leaves_no_row_and_no_watermark() {
 /// put: an error naming the key), or panic.
 fn refusing(inner: Arc<MemoryStore>, prefix: &'static str, panic: bool) -> Arc<Intercepted> {
     let location = inner.location("");
-    let hook: PutHook = Arc::new(move |key| {
+    let hook: PutHook = Arc::new(move |key, _| {
         let location = location.clone();
         Box::pin(async move {
             if !key.starts_with(prefix) {

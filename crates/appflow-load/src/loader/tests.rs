@@ -345,7 +345,7 @@ fn interleaved(inner: Arc<MemoryStore>, rows: Vec<ExecutionRecord>) -> Intercept
     let other_writer = Arc::new(tokio::sync::Mutex::new(Some(rows)));
     let hook: PutHook = Arc::new({
         let inner = inner.clone();
-        move |key| {
+        move |key, _| {
             let (inner, other_writer) = (inner.clone(), other_writer.clone());
             Box::pin(async move {
                 if key.starts_with("catalog_registrations/")

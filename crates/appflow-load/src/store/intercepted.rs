@@ -9,10 +9,10 @@ use futures::future::BoxFuture;
 use super::{Object, ObjectStore, PutMode, PutOutcome};
 use crate::error::Result;
 
-/// Runs before each put of the key it is given; `Some(outcome)` answers the put
+/// Runs before each put, with its key and body; `Some(outcome)` answers the put
 /// instead of the inner store, `None` lets it through.
 pub type PutHook =
-    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Option<PutOutcome>>> + Send + Sync>;
+    Arc<dyn Fn(String, Bytes) -> BoxFuture<'static, Result<Option<PutOutcome>>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Intercepted {
@@ -40,7 +40,7 @@ impl ObjectStore for Intercepted {
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
-        if let Some(outcome) = (self.before_put)(key.to_string()).await? {
+        if let Some(outcome) = (self.before_put)(key.to_string(), body.clone()).await? {
             return Ok(outcome);
         }
         self.inner.put(key, body, mode).await

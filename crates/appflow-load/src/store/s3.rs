@@ -35,8 +35,9 @@ struct ReadRetry {
 }
 
 impl ReadRetry {
-    /// Exponential with jitter, as the SDK's standard mode: `initial * 2^(n-1)`,
-    /// at most `max`, times a factor in [0.5, 1).
+    /// Exponential with jitter: `initial * 2^(n-1)`, at most `max`, times a factor in
+    /// [0.5, 1) (the SDK's own jitter goes down to 0; a floor keeps a retry from
+    /// coming at once).
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .initial
