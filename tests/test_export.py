@@ -173,3 +173,43 @@ def test_a_run_with_an_impossible_start_fails_only_its_flow(emulator, local_dest
     # The bad flow is refused again on the next run; the others stay exported.
     assert_exit(export(emulator, local_dest), 1)
     assert_export(local_dest, expected.without(bad))
+
+
+def test_a_run_stuck_open_past_max_open_age_holds_no_read_back(start_emulator, local_dest):
+    """A run stuck InProgress for 20 days: the next incremental run reads only back to
+    the watermark (less the lookback), not 7 days deep; a backfill still updates it."""
+    emulator = start_emulator(flows=1, runs_per_flow=1200, days=12)
+    flow = emulator.flow_names()[0]
+    emulator.finish_runs([flow])  # only the stuck run below is open
+    stuck = emulator.add_runs(1, flows=[flow], status="InProgress", start=now_ms() - 20 * DAY_MS)
+    assert_exit(export(emulator, local_dest), 0)
+    emulator.reset_counters()
+    assert_exit(export(emulator, local_dest), 0)
+    calls = emulator.counters()["describe_calls_by_flow"].get(flow, 0)
+    # 1,200 runs over 12 days is about 700 in 7 days: 7 or more pages if the stuck run held.
+    assert calls == 1, f"{calls} DescribeFlowExecutionRecords calls for a flow with nothing new"
+    emulator.finish_runs([flow])
+    args = ["backfill", "--dest", local_dest.uri, "--since", "2020-01-01"]
+    assert_exit(run_export(args, {"AWS_ENDPOINT_URL_APPFLOW": emulator.url,
+                                  "AWS_ENDPOINT_URL_STS": emulator.url}), 0)
+    assert_export(local_dest, truth(emulator))
+    rows = read_output(local_dest.local_copy()).executions
+    row = next(r for key, r in rows.items() if stuck[0][1] in key)
+    assert row["execution_status"] != "InProgress", row
+
+
+def test_a_stuck_run_does_not_hide_a_newer_open_run(start_emulator, local_dest):
+    """A stuck run and a run open for two hours: the newer one still holds the read back,
+    so when it ends, its final version is exported."""
+    emulator = start_emulator(flows=1, runs_per_flow=300, days=3)
+    flow = emulator.flow_names()[0]
+    emulator.finish_runs([flow])
+    emulator.add_runs(1, flows=[flow], status="InProgress", start=now_ms() - 20 * DAY_MS)
+    recent = emulator.add_runs(1, flows=[flow], status="InProgress", start=now_ms() - 2 * 3_600_000)
+    emulator.add_runs(3, flows=[flow], status="Successful")  # newer runs: the watermark passes it
+    assert_exit(export(emulator, local_dest, "--lookback", "10m"), 0)
+    emulator.finish_runs([flow])
+    assert_exit(export(emulator, local_dest, "--lookback", "10m"), 0)
+    rows = read_output(local_dest.local_copy()).executions
+    row = next(r for key, r in rows.items() if recent[0][1] in key)
+    assert row["execution_status"] != "InProgress", row

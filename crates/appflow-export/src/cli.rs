@@ -100,7 +100,8 @@ pub struct RunArgs {
     /// Re-read this much before each flow's watermark, for runs that appear late.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub lookback: Duration,
-    /// An open (InProgress) run holds a flow's watermark back for at most this long.
+    /// An open (InProgress) run younger than this holds its flow's read back to it; an
+    /// older one is stuck and holds nothing back (a backfill still updates it).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub max_open_age: Duration,
     /// Flows read at the same time.

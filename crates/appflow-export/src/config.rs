@@ -28,7 +28,7 @@ pub struct ConfigFile {
     pub flow_pattern: Option<String>,
     /// Re-read this much before each flow's watermark, e.g. "1h" (`--lookback`).
     pub lookback: Option<String>,
-    /// How long an open run holds its flow's watermark back, e.g. "7d" (`--max-open-age`).
+    /// Open runs older than this hold no read back, e.g. "7d" (`--max-open-age`).
     pub max_open_age: Option<String>,
     /// Flows read at the same time (`--concurrency`).
     pub concurrency: Option<u16>,

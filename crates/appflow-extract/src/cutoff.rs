@@ -16,7 +16,8 @@ pub struct Resume {
 pub struct IncrementalPolicy {
     /// Re-read this much before the watermark, for runs that appear late.
     pub lookback: Duration,
-    /// An open run holds the cutoff back for at most this long.
+    /// An open run older than this is stuck: it holds the cutoff back no more (a
+    /// backfill still updates it).
     pub max_open_age: Duration,
 }
 
@@ -31,15 +32,22 @@ impl Default for IncrementalPolicy {
 
 /// The oldest `startedAt` (epoch ms, inclusive) an incremental read must return:
 /// `min(watermark, oldest_open) - lookback`, where an open run older than
-/// `max_open_age` no longer holds it back. `None`: read the whole history.
+/// `max_open_age` ([`open_since`]) holds nothing back at all: reading back to it, or to
+/// any cap, would not find it changed. (The reader leaves such runs out of the oldest
+/// open run it records, so a stuck run never hides a newer open one.) `None`: read the
+/// whole history.
 pub fn cutoff(resume: Resume, policy: IncrementalPolicy, now_ms: i64) -> Option<i64> {
     let watermark = resume.watermark?;
-    let open_floor = now_ms.saturating_sub(millis(policy.max_open_age));
     let held = match resume.oldest_open {
-        Some(open) => watermark.min(open.max(open_floor)),
-        None => watermark,
+        Some(open) if open >= open_since(policy, now_ms) => watermark.min(open),
+        _ => watermark,
     };
     Some(held.saturating_sub(millis(policy.lookback)))
+}
+
+/// The start before which an open run is stuck: `now - max_open_age`.
+pub fn open_since(policy: IncrementalPolicy, now_ms: i64) -> i64 {
+    now_ms.saturating_sub(millis(policy.max_open_age))
 }
 
 fn millis(d: Duration) -> i64 {
@@ -94,8 +102,11 @@ mod tests {
     }
 
     #[test]
-    fn stuck_open_run_holds_back_for_at_most_max_open_age() {
-        // Open for 30 days, now is day 60: held back to day 53 only.
-        check(Some(59 * DAY), Some(30 * DAY), 60 * DAY, Some(53 * DAY - H));
+    fn an_open_run_older_than_max_open_age_holds_nothing_back() {
+        // Open for 30 days, now is day 60: the read stops at the watermark's lookback.
+        check(Some(59 * DAY), Some(30 * DAY), 60 * DAY, Some(59 * DAY - H));
+        // Exactly max_open_age (7 days) old, it still holds; a millisecond older, not.
+        check(Some(59 * DAY), Some(53 * DAY), 60 * DAY, Some(53 * DAY - H));
+        check(Some(59 * DAY), Some(53 * DAY - 1), 60 * DAY, Some(59 * DAY - H));
     }
 }

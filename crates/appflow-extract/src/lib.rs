@@ -13,7 +13,7 @@ mod pager;
 mod record;
 mod shard;
 
-pub use cutoff::{IncrementalPolicy, Resume, cutoff};
+pub use cutoff::{IncrementalPolicy, Resume, cutoff, open_since};
 pub use error::{Error, Result};
 pub use flows::FlowSelection;
 pub use pager::{

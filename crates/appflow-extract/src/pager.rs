@@ -51,6 +51,10 @@ pub struct ExtractJob {
     /// Page to the end even when the cutoff is passed (the flow's pages were not
     /// newest-first last time, so an early stop could miss runs; or a backfill).
     pub full_scan: bool,
+    /// Open runs started before this (epoch ms) are stuck (open longer than
+    /// `--max-open-age`): they do not count as the flow's oldest open run, so they hold
+    /// no later read back, while a newer open run still does. `None`: every open run counts.
+    pub open_since: Option<i64>,
 }
 
 /// A flow being read by [`Extractor::extract`]: its job, and a way to stop reading it.
@@ -157,11 +161,13 @@ impl Fold {
         }
     }
 
-    fn finish(mut self) -> FlowSummary {
+    /// The summary; the oldest open run is the oldest started at or after `open_since`.
+    fn finish(mut self, open_since: Option<i64>) -> FlowSummary {
+        let since = open_since.unwrap_or(i64::MIN);
         self.summary.oldest_open = self
             .open
             .values()
-            .filter(|(_, _, open)| *open)
+            .filter(|(_, started, open)| *open && *started >= since)
             .map(|(_, started, _)| *started)
             .min();
         self.summary
@@ -344,6 +350,7 @@ impl Extractor {
             cutoff: job.cutoff.unwrap_or(i64::MIN),
             until: job.until.unwrap_or(i64::MAX),
             full_scan: job.full_scan,
+            open_since: job.open_since,
             token: None,
             finished: false,
             previous: None,
@@ -362,6 +369,7 @@ pub struct FlowReader {
     cutoff: i64,
     until: i64,
     full_scan: bool,
+    open_since: Option<i64>,
     /// The next page's token (`None` before the first page).
     token: Option<String>,
     finished: bool,
@@ -424,7 +432,7 @@ impl FlowReader {
 
     /// What was read (call once [`FlowReader::next_page`] returned `None`).
     pub fn summary(self) -> FlowSummary {
-        let summary = self.fold.finish();
+        let summary = self.fold.finish(self.open_since);
         tracing::debug!(flow = %self.flow, pages = summary.pages, records = summary.records, "flow read");
         summary
     }
@@ -434,6 +442,19 @@ impl FlowReader {
 mod tests {
     use super::*;
     use appflow_model::testkit::run;
+
+    #[test]
+    fn an_open_run_stuck_before_open_since_is_not_the_oldest_open_run() {
+        let fold = || {
+            let mut fold = Fold::new();
+            fold.kept(&run("recent", 900, "InProgress", 910));
+            fold.kept(&run("stuck", 100, "InProgress", 110));
+            fold
+        };
+        assert_eq!(fold().finish(None).oldest_open, Some(100));
+        assert_eq!(fold().finish(Some(500)).oldest_open, Some(900));
+        assert_eq!(fold().finish(Some(950)).oldest_open, None);
+    }
 
     #[test]
     fn a_run_read_open_and_again_finished_is_not_open() {
@@ -450,7 +471,7 @@ mod tests {
         ] {
             fold.kept(&rec);
         }
-        let s = fold.finish();
+        let s = fold.finish(None);
         assert_eq!(
             (s.records, s.newest_started, s.oldest_open),
             (6, Some(300), Some(200))
@@ -458,6 +479,6 @@ mod tests {
         let mut none_open = Fold::new();
         none_open.kept(&run("a", 300, "InProgress", 310));
         none_open.kept(&run("a", 300, "Error", 320));
-        assert_eq!(none_open.finish().oldest_open, None);
+        assert_eq!(none_open.finish(None).oldest_open, None);
     }
 }

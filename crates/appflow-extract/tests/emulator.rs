@@ -27,6 +27,7 @@ fn job(flow: &FlowInfo, cutoff: Option<i64>) -> ExtractJob {
         cutoff,
         until: None,
         full_scan: false,
+        open_since: None,
     }
 }
 

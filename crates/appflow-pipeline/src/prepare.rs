@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use appflow_extract::{ExtractJob, FlowInfo, FlowListing, Resume, cutoff};
+use appflow_extract::{ExtractJob, FlowInfo, FlowListing, Resume, cutoff, open_since};
 use appflow_load::{BackfillProgress, StateFile};
 
 use crate::Pipeline;
@@ -71,12 +71,15 @@ impl Pipeline {
                         cutoff: Some(b.since_ms),
                         until: (b.until_ms < i64::MAX).then_some(b.until_ms),
                         full_scan: true,
+                        // A backfill leaves the open-run state to incremental runs.
+                        open_since: None,
                     },
                     None => ExtractJob {
                         flow: flow.clone(),
                         cutoff: cutoff(resume, plan.policy, now),
                         until: None,
                         full_scan: state.is_some_and(|s| !s.pages_sorted),
+                        open_since: Some(open_since(plan.policy, now)),
                     },
                 };
                 (job, resume)
