@@ -107,6 +107,11 @@ mod tests {
         check(Some(59 * DAY), Some(30 * DAY), 60 * DAY, Some(59 * DAY - H));
         // Exactly max_open_age (7 days) old, it still holds; a millisecond older, not.
         check(Some(59 * DAY), Some(53 * DAY), 60 * DAY, Some(53 * DAY - H));
-        check(Some(59 * DAY), Some(53 * DAY - 1), 60 * DAY, Some(59 * DAY - H));
+        check(
+            Some(59 * DAY),
+            Some(53 * DAY - 1),
+            60 * DAY,
+            Some(59 * DAY - H),
+        );
     }
 }
