@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BoxError, Error, Result};
 use crate::parquet_io::{decode, encode};
-use crate::store::{ObjectStore, PutMode, PutOutcome};
+use crate::store::{Object, ObjectStore, PutMode, PutOutcome};
 use appflow_transform::{Table, schema_for};
 
 /// An object in a format version newer than the one this release knows: never
@@ -181,8 +181,13 @@ pub(crate) async fn update<F: Format>(
     let format = Arc::new(format);
     let location = store.location(key);
     let mut conflicts = 0;
+    // The object as read after a failed condition, for the next attempt (not read twice).
+    let mut reread: Option<Option<Object>> = None;
     for attempt in 1..=POLICY.max_attempts {
-        let existing = store.get(key).await?;
+        let existing = match reread.take() {
+            Some(object) => object,
+            None => store.get(key).await?,
+        };
         let context_now = match context {
             Some((k, table)) => Some((store.get(k).await?, table, store.location(k))),
             None => None,
@@ -229,10 +234,12 @@ pub(crate) async fn update<F: Format>(
             PutOutcome::Written { .. } => return Ok(written),
             PutOutcome::Conflict => {
                 // Our own earlier attempt, whose response was lost, or another writer?
-                if store.get(key).await?.is_some_and(|now| now.body == body) {
+                let now = store.get(key).await?;
+                if now.as_ref().is_some_and(|now| now.body == body) {
                     tracing::debug!(object = %location, attempt, "a retried write found its own earlier attempt in place");
                     return Ok(written);
                 }
+                reread = Some(now);
                 conflicts += 1;
                 tracing::info!(object = %location, attempt, "another writer changed the object first; merging again");
                 tokio::time::sleep(backoff(attempt)).await;
