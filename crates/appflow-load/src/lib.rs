@@ -17,6 +17,7 @@ mod loader;
 mod manifest;
 mod merge;
 mod parquet_io;
+mod sorted;
 mod stage;
 mod state;
 mod store;

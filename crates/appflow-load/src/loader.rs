@@ -14,14 +14,16 @@ use crate::error::{Error, Result};
 use crate::flows::merge_flows;
 use crate::layout;
 use crate::manifest::RunManifest;
-use crate::merge::{current_with_catalog, merge_catalog, merge_executions};
-use crate::stage::{PartitionKey, Stage};
+use crate::merge::{Stored, merge_catalog, merge_executions};
+use crate::parquet_io::ROW_GROUP_ROWS;
+use crate::stage::{PartitionKey, Stage, StagedDay};
 use crate::state::{FlowUpdate, STATE_VERSION, StateFile};
 use crate::store::ObjectStore;
 use crate::update::{
-    Change, Format, Json, Parquet, Updated, Wrote, decode_error, decode_stored, update,
+    Change, Content, ContentChange, Format, Json, Medium, Parquet, Updated, Wrote, decode_error,
+    decode_stored, temp_file, update, update_content,
 };
-use appflow_transform::{Batches, Table};
+use appflow_transform::Table;
 
 /// Day files merged and written at the same time (merging is CPU work, writing is IO).
 const DAY_FILES_IN_FLIGHT: usize = 2;
@@ -41,6 +43,8 @@ pub struct CommitReport {
 #[derive(Clone, Debug)]
 pub struct Loader {
     store: Arc<dyn ObjectStore>,
+    /// Rows per row group of the day files it writes.
+    row_group_rows: usize,
 }
 
 const STATE_FILE: &str = "state file";
@@ -49,7 +53,18 @@ const MANIFEST: &str = "run manifest";
 
 impl Loader {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Loader { store }
+        Loader {
+            store,
+            row_group_rows: ROW_GROUP_ROWS,
+        }
+    }
+
+    /// A loader whose day files have row groups of at most `rows` rows (tests of
+    /// files of many row groups).
+    #[doc(hidden)]
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = rows.max(1);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -80,18 +95,19 @@ impl Loader {
         let mut newer: Option<Error> = None;
         let mut tasks = tokio::task::JoinSet::new();
         let keys = stage.partitions()?;
+        let scratch = Arc::new(stage.scratch_dir()?);
         let mut partitions = keys.iter();
         loop {
             while tasks.len() < DAY_FILES_IN_FLIGHT {
                 let Some(key) = partitions.next() else { break };
                 on_day(key, keys.len());
-                let incoming = stage.read(key)?;
-                if incoming.executions.num_rows() == 0 {
+                let day = stage.day(key)?;
+                if day.is_empty()? {
                     // Only rows of discarded adds (a flow that failed half-way).
                     continue;
                 }
-                let (loader, key) = (self.clone(), key.clone());
-                tasks.spawn(async move { loader.commit_partition(key, incoming).await });
+                let (loader, key, scratch) = (self.clone(), key.clone(), scratch.clone());
+                tasks.spawn(async move { loader.commit_partition(key, day, scratch).await });
             }
             let Some(done) = tasks.join_next().await else {
                 break;
@@ -123,32 +139,42 @@ impl Loader {
     async fn commit_partition(
         &self,
         key: PartitionKey,
-        incoming: Batches,
+        day: StagedDay,
+        scratch: Arc<std::path::PathBuf>,
     ) -> (CommitReport, Result<()>) {
         let mut report = CommitReport::default();
-        let result = self.commit_partition_into(key, incoming, &mut report).await;
+        let result = self
+            .commit_partition_into(key, day, scratch, &mut report)
+            .await;
         (report, result)
     }
 
+    /// Each file is streamed: the stored file is read into a temporary file, merged
+    /// with the staged rows into another, and that one is put conditionally from disk.
     async fn commit_partition_into(
         &self,
         key: PartitionKey,
-        incoming: Batches,
+        day: StagedDay,
+        scratch: Arc<std::path::PathBuf>,
         report: &mut CommitReport,
     ) -> Result<()> {
-        let executions = Arc::new(incoming.executions);
-        let exec = executions.clone();
-        let merge_exec: Arc<Change<RecordBatch>> =
-            Arc::new(move |stored, _| Ok(merge_executions(stored.as_ref(), &exec)?.batch));
+        let medium = Medium::Disk(scratch.clone());
+        let rows = self.row_group_rows;
         let exec_key = layout::day_file(Table::Executions, &key);
-        let updated = update(
-            &self.store,
-            &exec_key,
-            Parquet(Table::Executions),
-            None,
-            merge_exec,
-        )
-        .await?;
+        let exec_location = self.store.location(&exec_key);
+        let (d, dir, location) = (day.clone(), scratch.clone(), exec_location.clone());
+        let merge_exec: Arc<ContentChange> = Arc::new(move |stored, _| {
+            let stored = file_of(stored)?;
+            let stored = stored.as_deref().map(|path| Stored {
+                path,
+                location: &location,
+                table: Table::Executions,
+            });
+            let out = temp_file(&dir, "merged-")?;
+            let changed = merge_executions(stored, d.executions()?, &out, rows)?;
+            Ok(changed.then_some(Content::File(out)))
+        });
+        let updated = update_content(&self.store, &exec_key, &medium, None, merge_exec).await?;
         report.count(updated);
 
         // A run's catalog rows follow its row in the executions file as it is now,
@@ -157,25 +183,42 @@ impl Loader {
         // Every day with runs has its catalog file, with no rows when none of its
         // runs registered anything: readers that glob a table's files (DuckDB 1.x
         // views, Polars, pyarrow datasets) then never find a table without files.
-        let catalog = incoming.catalog_registrations;
-        let merge_cat: Arc<Change<RecordBatch>> = Arc::new(move |stored, stored_exec| {
-            let stored = stored.as_ref();
-            let current =
-                current_with_catalog(stored_exec.as_ref(), &executions, stored, &catalog)?;
-            let merged = merge_catalog(stored, &catalog, &current)?;
-            Ok(match (merged, stored) {
-                (None, None) => Some(RecordBatch::new_empty(catalog.schema())),
-                (merged, _) => merged,
-            })
+        let cat_key = layout::day_file(Table::CatalogRegistrations, &key);
+        let cat_location = self.store.location(&cat_key);
+        let merge_cat: Arc<ContentChange> = Arc::new(move |stored, executions| {
+            let (stored, executions) = (file_of(stored)?, file_of(executions)?);
+            let stored = stored.as_deref().map(|path| Stored {
+                path,
+                location: &cat_location,
+                table: Table::CatalogRegistrations,
+            });
+            let executions = executions.as_deref().map(|path| Stored {
+                path,
+                location: &exec_location,
+                table: Table::Executions,
+            });
+            let none = || -> crate::sorted::Stream { Box::new(std::iter::empty()) };
+            let new_rows = if day.has_no_catalog_rows() {
+                none()
+            } else {
+                day.catalog()?
+            };
+            // The executions matter only to catalog rows, stored or new.
+            let stored_rows = match stored {
+                Some(s) => !s.is_empty()?,
+                None => false,
+            };
+            let (executions, mine) = if stored_rows || !day.has_no_catalog_rows() {
+                (executions, day.executions()?)
+            } else {
+                (None, none())
+            };
+            let out = temp_file(&scratch, "merged-")?;
+            let changed = merge_catalog(executions, mine, stored, new_rows, &out, rows)?;
+            Ok(changed.then_some(Content::File(out)))
         });
-        let updated = update(
-            &self.store,
-            &layout::day_file(Table::CatalogRegistrations, &key),
-            Parquet(Table::CatalogRegistrations),
-            Some((&exec_key, Table::Executions)),
-            merge_cat,
-        )
-        .await?;
+        let updated =
+            update_content(&self.store, &cat_key, &medium, Some(&exec_key), merge_cat).await?;
         report.count(updated);
         Ok(())
     }
@@ -192,9 +235,9 @@ impl Loader {
     ) -> Result<CommitReport> {
         let mut report = CommitReport::default();
         let merge: Arc<Change<RecordBatch>> =
-            Arc::new(move |stored, _| Ok(merge_flows(stored.as_ref(), &listed, snapshot_ms)?));
+            Arc::new(move |stored| Ok(merge_flows(stored.as_ref(), &listed, snapshot_ms)?));
         let key = layout::flows_file(account_id, region);
-        let updated = update(&self.store, &key, Parquet(Table::Flows), None, merge).await?;
+        let updated = update(&self.store, &key, Parquet(Table::Flows), merge).await?;
         report.count(updated);
         Ok(report)
     }
@@ -203,12 +246,12 @@ impl Loader {
     /// error, never overwritten).
     pub async fn write_manifest(&self, manifest: &RunManifest) -> Result<()> {
         let new = manifest.clone();
-        let create: Arc<Change<RunManifest>> = Arc::new(move |stored, _| match stored {
+        let create: Arc<Change<RunManifest>> = Arc::new(move |stored| match stored {
             None => Ok(Some(new.clone())),
             Some(_) => Err("another run manifest has this run id".into()),
         });
         let key = layout::manifest_file(&manifest.run_id);
-        update(&self.store, &key, Json::new(MANIFEST), None, create).await?;
+        update(&self.store, &key, Json::new(MANIFEST), create).await?;
         Ok(())
     }
 
@@ -370,14 +413,26 @@ impl Loader {
         (what, version): (&'static str, u32),
         change: impl Fn(&mut T) + Send + Sync + 'static,
     ) -> Result<u32> {
-        let change: Arc<Change<T>> = Arc::new(move |stored: Option<T>, _| {
+        let change: Arc<Change<T>> = Arc::new(move |stored: Option<T>| {
             let mut value = stored.unwrap_or_default();
             change(&mut value);
             Ok(Some(value))
         });
         let format = Json::versioned(what, version);
-        let updated = update(&self.store, key, format, None, change).await?;
+        let updated = update(&self.store, key, format, change).await?;
         Ok(updated.conflicts)
+    }
+}
+
+/// The temporary file a streamed read went to.
+fn file_of(content: Option<Content>) -> Result<Option<tempfile::TempPath>> {
+    match content {
+        None => Ok(None),
+        Some(Content::File(path)) => Ok(Some(path)),
+        Some(Content::Memory(_)) => Err(Error::bug(
+            "merging a day file",
+            "a day file read into memory",
+        )),
     }
 }
 

@@ -1,29 +1,36 @@
-//! Copy-on-write merge of one day file with the rows a run brought.
+//! Copy-on-write merge of one day file with the rows a run brought, streamed: the
+//! stored file (a local temporary copy) and the run's staged rows are read side by
+//! side in the file's order ([`Merge`]), and the new file is written to a temporary
+//! file from the first row that differs on; memory holds a few batches, whatever
+//! the rows of the day.
 //!
-//! `executions` is keyed by (account_id, region, flow_name, execution_id): the
-//! newer version wins ([`supersedes`]: stored rows were read before this run's); a version whose content equals
-//! the stored row keeps the stored row, `exported_at` included, so a run with
-//! nothing new changes no byte. `catalog_registrations` follows its execution: the
-//! rows of each execution whose current version came (or equals what came) from
-//! this run are replaced by this run's rows.
+//! `executions` is keyed by (flow_name, started_at, execution_id) within its account
+//! and region: the newer version wins ([`supersedes`]: stored rows were read before
+//! this run's); a version whose content equals the stored row keeps the stored row,
+//! `exported_at` included, so a run with nothing new changes no byte.
+//! `catalog_registrations` follows its execution: the rows of each execution whose
+//! current version (in the executions file as stored when the catalog file is
+//! written) came, or equals what came, from this run are replaced by this run's rows.
 
-use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
 
-use appflow_model::supersedes;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{
-    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
-};
-use arrow::datatypes::TimestampMillisecondType;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
 
-pub(crate) const KEY: [&str; 4] = ["account_id", "region", "flow_name", "execution_id"];
-pub(crate) const VERSION: &str = "last_updated_at";
-const FIRST_WRITTEN: &str = "exported_at";
+use crate::error::{Error, Result};
+use crate::parquet_io::{FileSink, READ_BATCH_ROWS, Reader};
+use crate::sorted::{Encoder, Input, Merge, Picked, Row, Stream};
+use crate::update::decode_error;
+use appflow_model::supersedes;
+use appflow_transform::{Table, schema_for};
 
-/// Executions whose stored rows must equal this run's (their catalog rows follow).
-pub(crate) type KeySet = HashSet<Vec<u8>>;
+const FIRST_WRITTEN: &str = "exported_at";
+const DATA_FILE: &str = "Parquet file of this export";
 
 pub(crate) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
     batch
@@ -42,21 +49,6 @@ pub(crate) fn rows(batch: &RecordBatch, names: &[&str]) -> Result<Rows, ArrowErr
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
     RowConverter::new(fields)?.convert_columns(&cols)
-}
-
-fn key_rows(batch: &RecordBatch) -> Result<Rows, ArrowError> {
-    rows(batch, &KEY)
-}
-
-fn content_rows(batch: &RecordBatch, skip: Option<&str>) -> Result<Rows, ArrowError> {
-    let schema = batch.schema();
-    let names: Vec<&str> = schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .filter(|n| Some(*n) != skip)
-        .collect();
-    rows(batch, &names)
 }
 
 pub(crate) fn concat(
@@ -87,136 +79,319 @@ pub(crate) fn sorted(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, Ar
     take_record_batch(batch, &order)
 }
 
-/// The outcome of merging an executions day file.
-pub(crate) struct MergedExecutions {
-    /// The new file content; `None` when the stored file is already up to date.
-    pub batch: Option<RecordBatch>,
-    /// Executions whose stored row now equals this run's newest version.
-    pub current: KeySet,
+/// A day file as stored (a local copy), where it is, and its table.
+#[derive(Clone, Copy)]
+pub(crate) struct Stored<'a> {
+    pub path: &'a Path,
+    pub location: &'a str,
+    pub table: Table,
 }
 
-/// Merges this run's execution rows into a day file's rows.
+impl Stored<'_> {
+    /// The stored rows, batch by batch. A decoder that panics on the file's bytes (a
+    /// damaged file) is a corrupt object, not a bug of ours.
+    fn reader(&self) -> Result<Reader> {
+        let file = File::open(self.path).map_err(|e| crate::store::local_file(self.path, e))?;
+        let schema = schema_for(self.table);
+        guarded(self.location, || {
+            Reader::new(file, &schema, READ_BATCH_ROWS)
+        })
+    }
+
+    /// [`Stored::reader`] as a stream.
+    fn rows(&self) -> Result<Stream> {
+        let mut reader = self.reader()?;
+        let location = self.location.to_string();
+        Ok(Box::new(std::iter::from_fn(move || {
+            guarded(&location, || reader.next().transpose()).transpose()
+        })))
+    }
+
+    /// Whether the file has no rows (read from its footer).
+    pub(crate) fn is_empty(&self) -> Result<bool> {
+        Ok(self.reader()?.rows() == 0)
+    }
+
+    fn input(&self, content: &Arc<Encoder>) -> Result<Input> {
+        let location = self.location.to_string();
+        Ok(Input {
+            rows: self.rows()?,
+            content: content.clone(),
+            unsorted: Box::new(move || {
+                Error::Corrupt {
+                location: location.clone(),
+                what: DATA_FILE,
+                source: "its rows are not sorted by flow_name, started_at and execution_id, as the data contract says".into(),
+            }
+            }),
+        })
+    }
+}
+
+/// Runs a decoder on stored bytes; its errors and panics name the object.
+fn guarded<T>(
+    location: &str,
+    decode: impl FnOnce() -> std::result::Result<T, crate::error::BoxError>,
+) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .unwrap_or_else(|_| Err("its decoder failed on its bytes (a damaged file)".into()))
+        .map_err(|source| decode_error(location.to_string(), DATA_FILE, source))
+}
+
+fn no_rows(content: &Arc<Encoder>) -> Input {
+    Input {
+        rows: Box::new(std::iter::empty()),
+        content: content.clone(),
+        unsorted: Box::new(|| Error::bug("merging a day file", "an empty input")),
+    }
+}
+
+fn staged(rows: Stream, content: &Arc<Encoder>) -> Input {
+    Input {
+        rows,
+        content: content.clone(),
+        unsorted: Box::new(|| Error::bug("merging a day file", "staged rows are out of order")),
+    }
+}
+
+/// The new version of a day file, written to a local temporary file from the first
+/// row that differs from the stored file on: until then the merge only counts the
+/// stored rows it keeps, and a merge that changes nothing writes nothing.
+pub(crate) struct Output<'a> {
+    path: &'a Path,
+    table: Table,
+    stored: Option<Stored<'a>>,
+    row_group_rows: usize,
+    /// Stored rows kept, in order, while nothing changed.
+    kept: usize,
+    sink: Option<FileSink>,
+    picked: Picked,
+}
+
+impl<'a> Output<'a> {
+    pub(crate) fn new(
+        path: &'a Path,
+        table: Table,
+        stored: Option<Stored<'a>>,
+        row_group_rows: usize,
+    ) -> Self {
+        Output {
+            path,
+            table,
+            stored,
+            row_group_rows,
+            kept: 0,
+            sink: None,
+            picked: Picked::new(READ_BATCH_ROWS),
+        }
+    }
+
+    fn sink_error(&self, e: impl std::fmt::Display) -> Error {
+        Error::stage(format!("temporary file {}: {e}", self.path.display()))
+    }
+
+    /// The stored file's next row goes on as it is.
+    fn keep(&mut self, row: &Row) -> Result<()> {
+        if self.sink.is_none() {
+            self.kept += 1;
+            return Ok(());
+        }
+        self.push(row)
+    }
+
+    /// A row that is not the stored file's next one: the file changes.
+    fn add(&mut self, row: &Row) -> Result<()> {
+        self.change()?;
+        self.push(row)
+    }
+
+    fn push(&mut self, row: &Row) -> Result<()> {
+        self.picked.push(row);
+        if self.picked.full() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(batch) = self.picked.take(None)? {
+            let sink = self
+                .sink
+                .as_mut()
+                .ok_or_else(|| Error::bug("merging a day file", "no output file"))?;
+            sink.write(&batch)
+                .map_err(|e| Error::stage(format!("temporary file: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// From now on rows are written: the file starts with the stored rows kept so far.
+    fn change(&mut self) -> Result<()> {
+        if self.sink.is_some() {
+            return Ok(());
+        }
+        let schema: SchemaRef = schema_for(self.table);
+        let mut sink = FileSink::create(self.path, &schema, self.row_group_rows)
+            .map_err(|e| self.sink_error(e))?;
+        if let (Some(stored), true) = (self.stored, self.kept > 0) {
+            let mut left = self.kept;
+            for batch in stored.rows()? {
+                let batch = batch?;
+                let n = left.min(batch.num_rows());
+                sink.write(&batch.slice(0, n))
+                    .map_err(|e| self.sink_error(e))?;
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            if left > 0 {
+                return Err(Error::bug(
+                    "merging a day file",
+                    "the stored file has fewer rows than were kept",
+                ));
+            }
+        }
+        self.sink = Some(sink);
+        Ok(())
+    }
+
+    /// Ends the file: `true` when it was written (the day file changes).
+    pub(crate) fn finish(mut self) -> Result<bool> {
+        if self.sink.is_none() {
+            return Ok(false);
+        }
+        self.flush()?;
+        let path = self.path;
+        match self.sink.take() {
+            Some(sink) => sink
+                .finish()
+                .map_err(|e| Error::stage(format!("temporary file {}: {e}", path.display())))?,
+            None => {}
+        }
+        Ok(true)
+    }
+}
+
+/// Merges this run's execution rows (one version of each run, sorted) into a day
+/// file, writing the new file to `out`. `false`: the stored file is up to date.
 pub(crate) fn merge_executions(
-    existing: Option<&RecordBatch>,
-    incoming: &RecordBatch,
-) -> Result<MergedExecutions, ArrowError> {
-    let (all, n_old) = concat(existing, incoming)?;
-    let keys = key_rows(&all)?;
-    let version_col = column(&all, VERSION)?.as_primitive::<TimestampMillisecondType>();
-    let version = |i: usize| version_col.is_valid(i).then(|| version_col.value(i));
-
-    // First pass: group rows by key. Row contents are compared only where keys
-    // collide (a run read again); a day of new runs needs no comparison at all.
-    let mut rows_of: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(all.num_rows());
-    for i in 0..all.num_rows() {
-        rows_of.entry(keys.row(i).data()).or_default().push(i);
-    }
-    let collisions = rows_of.values().any(|rows| rows.len() > 1);
-    let content = if collisions {
-        Some(content_rows(&all, Some(FIRST_WRITTEN))?)
-    } else {
-        None
+    stored: Option<Stored<'_>>,
+    incoming: Stream,
+    out: &Path,
+    row_group_rows: usize,
+) -> Result<bool> {
+    let schema = schema_for(Table::Executions);
+    let content = Arc::new(Encoder::content(&schema, Some(FIRST_WRITTEN))?);
+    let stored_input = match &stored {
+        Some(s) => s.input(&content)?,
+        None => no_rows(&content),
     };
-    let same =
-        |a: usize, b: usize| a == b || content.as_ref().is_some_and(|c| c.row(a) == c.row(b));
-
-    let mut keep = Vec::with_capacity(rows_of.len());
-    let mut current = KeySet::with_capacity(incoming.num_rows());
-    let mut changed = false;
-    for (key, rows) in &rows_of {
-        // Rows are in order: stored rows first, then this run's, as read.
-        let mut winner = rows[0];
-        let mut newest_incoming = None;
-        for &i in rows {
-            if i >= n_old && newest_incoming.is_none_or(|j| supersedes(version(i), version(j))) {
-                newest_incoming = Some(i);
-            }
-            if i != winner && supersedes(version(i), version(winner)) && !same(i, winner) {
-                winner = i;
+    const STORED: usize = 0;
+    let mut merge = Merge::new(&schema, vec![stored_input, staged(incoming, &content)])?;
+    let mut output = Output::new(out, Table::Executions, stored, row_group_rows);
+    while let Some(rows) = merge.next_group()? {
+        // Stored rows first, then this run's; the newest different version wins.
+        let mut winner = &rows[0];
+        for row in &rows[1..] {
+            if row.replaces(winner)? {
+                winner = row;
             }
         }
-        changed |= winner >= n_old;
-        if newest_incoming.is_some_and(|j| same(winner, j)) {
-            current.insert(key.to_vec());
+        if rows.iter().filter(|r| r.input == STORED).count() > 1 {
+            // A run stored twice: the file changes, whichever row is kept.
+            output.change()?;
         }
-        keep.push(winner as u32);
+        if winner.input == STORED {
+            output.keep(winner)?;
+        } else {
+            output.add(winner)?;
+        }
     }
-    let batch = if changed {
-        keep.sort_unstable();
-        let merged = take_record_batch(&all, &UInt32Array::from(keep))?;
-        Some(sorted(
-            &merged,
-            &["flow_name", "started_at", "execution_id"],
-        )?)
-    } else {
-        None
-    };
-    Ok(MergedExecutions { batch, current })
+    output.finish()
 }
 
-/// The executions whose stored row equals this run's newest version, among those
-/// that have catalog rows stored or coming: the only ones the catalog merge asks about.
-pub(crate) fn current_with_catalog(
-    stored_exec: Option<&RecordBatch>,
-    incoming_exec: &RecordBatch,
-    stored_cat: Option<&RecordBatch>,
-    incoming_cat: &RecordBatch,
-) -> Result<KeySet, ArrowError> {
-    let mut wanted = KeySet::new();
-    for batch in stored_cat.into_iter().chain([incoming_cat]) {
-        let keys = key_rows(batch)?;
-        wanted.extend((0..batch.num_rows()).map(|i| keys.row(i).data().to_vec()));
-    }
-    let only_wanted = |batch: &RecordBatch| -> Result<RecordBatch, ArrowError> {
-        let keys = key_rows(batch)?;
-        let mask: BooleanArray = (0..batch.num_rows())
-            .map(|i| Some(wanted.contains(keys.row(i).data())))
-            .collect();
-        filter_record_batch(batch, &mask)
-    };
-    let stored = stored_exec.map(only_wanted).transpose()?;
-    Ok(merge_executions(stored.as_ref(), &only_wanted(incoming_exec)?)?.current)
-}
-
-/// Merges this run's catalog rows into a day file's rows: for every execution in
-/// `current`, the stored rows are replaced by this run's. `None`: nothing changes.
+/// Merges this run's catalog rows into a day file, writing the new file to `out`:
+/// for every execution whose row in `executions` (the executions file as stored
+/// now) is this run's version, or holds the same content, the stored catalog rows are
+/// replaced by this run's. `false`: the stored file is up to date. A day without a
+/// stored catalog file gets one, with no rows when none of its runs registered
+/// anything.
 pub(crate) fn merge_catalog(
-    existing: Option<&RecordBatch>,
-    incoming: &RecordBatch,
-    current: &KeySet,
-) -> Result<Option<RecordBatch>, ArrowError> {
-    let (all, n_old) = concat(existing, incoming)?;
-    let keys = key_rows(&all)?;
-    let replaced = |i: usize| current.contains(keys.row(i).data());
-    let (mut keep, mut dropped, mut added) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..all.num_rows() {
-        match (i < n_old, replaced(i)) {
-            (true, false) => keep.push(i as u32),
-            (true, true) => dropped.push(i),
-            (false, true) => {
-                keep.push(i as u32);
-                added.push(i);
+    executions: Option<Stored<'_>>,
+    incoming_executions: Stream,
+    stored: Option<Stored<'_>>,
+    incoming: Stream,
+    out: &Path,
+    row_group_rows: usize,
+) -> Result<bool> {
+    // The inputs: the executions file as stored now, this run's executions, the
+    // stored catalog rows, this run's catalog rows.
+    const CURRENT: usize = 0;
+    const MINE: usize = 1;
+    const STORED: usize = 2;
+    const NEW: usize = 3;
+    let exec_content = Arc::new(Encoder::content(
+        &schema_for(Table::Executions),
+        Some(FIRST_WRITTEN),
+    )?);
+    let cat_content = Arc::new(Encoder::content(
+        &schema_for(Table::CatalogRegistrations),
+        None,
+    )?);
+    let inputs = vec![
+        match &executions {
+            Some(e) => e.input(&exec_content)?,
+            None => no_rows(&exec_content),
+        },
+        staged(incoming_executions, &exec_content),
+        match &stored {
+            Some(s) => s.input(&cat_content)?,
+            None => no_rows(&cat_content),
+        },
+        staged(incoming, &cat_content),
+    ];
+    let mut merge = Merge::new(&schema_for(Table::Executions), inputs)?;
+    let mut output = Output::new(out, Table::CatalogRegistrations, stored, row_group_rows);
+    while let Some(rows) = merge.next_group()? {
+        let of = |input: usize| rows.iter().filter(move |r| r.input == input);
+        let (stored_rows, new_rows): (Vec<&Row>, Vec<&Row>) =
+            (of(STORED).collect(), of(NEW).collect());
+        if stored_rows.is_empty() && new_rows.is_empty() {
+            continue;
+        }
+        let mut now: Option<&Row> = None;
+        for row in of(CURRENT) {
+            if now.is_none_or(|w| row.replaces(w).unwrap_or(false)) {
+                now = Some(row);
             }
-            (false, false) => {}
+        }
+        let current = match (of(MINE).next(), now) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(mine), Some(now)) => {
+                supersedes(mine.version()?, now.version()?) || mine.same(now)?
+            }
+        };
+        let unchanged = !current
+            || (stored_rows.len() == new_rows.len()
+                && stored_rows
+                    .iter()
+                    .zip(&new_rows)
+                    .try_fold(true, |all, (a, b)| Ok::<_, Error>(all && a.same(b)?))?);
+        if unchanged {
+            for row in stored_rows {
+                output.keep(row)?;
+            }
+        } else {
+            output.change()?;
+            for row in new_rows {
+                output.add(row)?;
+            }
         }
     }
-    // Row contents are compared only when stored rows would be replaced.
-    let unchanged = if dropped.is_empty() || added.is_empty() {
-        dropped.is_empty() && added.is_empty()
-    } else {
-        let content = content_rows(&all, None)?;
-        let mut before: Vec<_> = dropped.iter().map(|&i| content.row(i)).collect();
-        let mut after: Vec<_> = added.iter().map(|&i| content.row(i)).collect();
-        before.sort();
-        after.sort();
-        before == after
-    };
-    if unchanged {
-        return Ok(None);
+    if stored.is_none() {
+        output.change()?;
     }
-    let merged = take_record_batch(&all, &UInt32Array::from(keep))?;
-    Ok(Some(sorted(
-        &merged,
-        &["flow_name", "started_at", "execution_id", "ordinal"],
-    )?))
+    output.finish()
 }

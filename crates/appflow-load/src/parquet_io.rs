@@ -1,36 +1,57 @@
-//! Parquet bytes <-> Arrow batches, with the settings of the data contract.
+//! Parquet <-> Arrow batches, with the settings of the data contract: whole files in
+//! memory for small objects, and batch by batch from and to local files for day files.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
 
 use crate::error::BoxError;
 use crate::update::check_version;
 use appflow_transform::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 
-/// Encodes a batch as one Parquet file: zstd, page statistics, the schema version
-/// in the footer's key-value metadata. Timestamps are written as INT64
-/// TIMESTAMP(MILLIS, adjusted to UTC) because the Arrow type is `Timestamp(ms, "UTC")`.
-pub fn encode(batch: &RecordBatch) -> Result<Bytes, BoxError> {
-    let kv = batch
-        .schema()
+/// Rows per row group of a data file: a merge streams a stored file row group by
+/// row group, so memory follows this, never the rows of a day.
+pub(crate) const ROW_GROUP_ROWS: usize = 65_536;
+
+/// Rows per batch read from a stored file.
+pub(crate) const READ_BATCH_ROWS: usize = 4096;
+
+/// The writer settings of the data contract: zstd, page statistics, the schema
+/// version in the footer's key-value metadata, row groups of at most `row_group_rows`.
+/// Timestamps are written as INT64 TIMESTAMP(MILLIS, adjusted to UTC) because the
+/// Arrow type is `Timestamp(ms, "UTC")`.
+pub(crate) fn properties(
+    schema: &SchemaRef,
+    row_group_rows: usize,
+) -> Result<WriterProperties, BoxError> {
+    let kv = schema
         .metadata()
         .iter()
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
-    let props = WriterProperties::builder()
+    Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_key_value_metadata(Some(kv))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_created_by(concat!("appflow-export ", env!("CARGO_PKG_VERSION")).to_string())
-        .build();
+        .build())
+}
+
+/// Encodes a batch as one Parquet file in memory (the flows table; tests).
+pub fn encode(batch: &RecordBatch) -> Result<Bytes, BoxError> {
+    let props = properties(&batch.schema(), ROW_GROUP_ROWS)?;
     let mut out = Vec::with_capacity(64 * 1024);
     let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     writer.write(batch)?;
@@ -38,33 +59,98 @@ pub fn encode(batch: &RecordBatch) -> Result<Bytes, BoxError> {
     Ok(Bytes::from(out))
 }
 
-/// Decodes a Parquet file into one batch with exactly `schema`'s columns: a nullable
-/// column missing from an older file is filled with nulls; anything else that does
-/// not fit is an error.
-/// A file whose footer names a schema version newer than this release's is refused
-/// (a newer-version error): merging it would drop the columns this release does not know.
-pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let found = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
-        .and_then(|e| e.value.as_deref())
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("its schema version '{v}' is not a number"))
+/// A Parquet file being written to a local temporary file, batch by batch.
+pub(crate) struct FileSink {
+    writer: ArrowWriter<BufWriter<File>>,
+}
+
+impl FileSink {
+    pub(crate) fn create(
+        path: &Path,
+        schema: &SchemaRef,
+        row_group_rows: usize,
+    ) -> Result<Self, BoxError> {
+        let file = File::create(path)?;
+        let props = properties(schema, row_group_rows)?;
+        let writer = ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props))?;
+        Ok(FileSink { writer })
+    }
+
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
+        Ok(self.writer.write(batch)?)
+    }
+
+    /// Writes the footer and flushes the file.
+    pub(crate) fn finish(self) -> Result<(), BoxError> {
+        let mut out = self.writer.into_inner()?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// The batches of a Parquet file, each with exactly `schema`'s columns (see [`fit`]),
+/// read `batch_rows` at a time: memory holds a batch and the pages it comes from,
+/// never the file.
+pub(crate) struct Reader {
+    batches: ParquetRecordBatchReader,
+    schema: SchemaRef,
+    rows: i64,
+}
+
+impl Reader {
+    /// A reader of `input` (a local file, or bytes in memory). A file whose footer
+    /// names a schema version newer than this release's is refused (a newer-version
+    /// error): merging it would drop the columns this release does not know.
+    pub(crate) fn new<R: ChunkReader + 'static>(
+        input: R,
+        schema: &SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Self, BoxError> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
+        let found = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
+            .and_then(|e| e.value.as_deref())
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("its schema version '{v}' is not a number"))
+            })
+            .transpose()?;
+        check_version(found, SCHEMA_VERSION.parse()?)?;
+        let rows = builder.metadata().file_metadata().num_rows();
+        Ok(Reader {
+            batches: builder.with_batch_size(batch_rows.max(1)).build()?,
+            schema: schema.clone(),
+            rows,
         })
-        .transpose()?;
-    check_version(found, SCHEMA_VERSION.parse()?)?;
-    let reader = builder.with_batch_size(64 * 1024).build()?;
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    let Some(first) = batches.first() else {
-        return Ok(RecordBatch::new_empty(schema.clone()));
-    };
-    let file_schema = first.schema();
-    let batch = arrow::compute::concat_batches(&file_schema, &batches)?;
+    }
+
+    /// The file's rows, as its footer counts them.
+    pub(crate) fn rows(&self) -> i64 {
+        self.rows
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<RecordBatch, BoxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.batches.next()?;
+        Some(
+            batch
+                .map_err(BoxError::from)
+                .and_then(|b| fit(&b, &self.schema)),
+        )
+    }
+}
+
+/// The rows of `batch` with exactly `schema`'s columns: a nullable column missing
+/// from an older file is filled with nulls; anything else that does not fit is an
+/// error.
+fn fit(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
     let columns = schema
         .fields()
         .iter()
@@ -80,7 +166,18 @@ pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError>
             None => Err(format!("column {} is missing", field.name())),
         })
         .collect::<Result<Vec<ArrayRef>, String>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// Decodes a Parquet file in memory into one batch with exactly `schema`'s columns
+/// (the flows table; tests). See [`Reader`].
+pub fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let batches = Reader::new(bytes, schema, 64 * 1024)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(arrow::compute::concat_batches(schema, &batches)?)
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Staging: every flow's rows of a run, kept in local temporary Arrow IPC files and
 //! indexed by (account, region, day), so memory stays bounded by the stage's budget
-//! while reading and by one day's rows while merging.
+//! while reading, and by a batch per sorted run while a day is read back.
+//!
+//! Each time the rows in memory pass the budget they are split by day, sorted like
+//! a day file and written as one segment (a sorted run of each day it touches); a
+//! day is read back by merging its runs ([`StagedDay`]), never whole.
 //!
 //! Rows come in page by page. Each [`Stage::add`] is numbered, and the number is
 //! staged with the rows (a column of the stage's own, never written to the export),
@@ -11,14 +15,15 @@
 //! - the adds of a flow that failed half-way can be [`Stage::discard`]ed: none of
 //!   its rows reach a day file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::ops::Range;
 use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::compute::{concat_batches, filter_record_batch, max, min, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType, UInt64Type};
 use arrow::ipc::reader::FileReader;
@@ -26,7 +31,8 @@ use arrow::ipc::writer::FileWriter;
 use chrono::DateTime;
 
 use crate::error::{Error, Result};
-use crate::merge::{KEY, VERSION, rows};
+use crate::merge::sorted;
+use crate::sorted::{Encoder, Input, Merge, Picked, Row, SORT_KEY, Stream};
 use appflow_model::supersedes;
 use appflow_transform::{Batches, Table, schema_for};
 
@@ -46,8 +52,9 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
         .ok_or(Error::BadTimestamp { millis })
 }
 
-/// Rows kept in memory before they are written to a segment file.
-const MEMORY_BUDGET: usize = 32 << 20;
+/// Rows kept in memory before they are written to a segment file (splitting and
+/// sorting them for a segment takes about twice as much again).
+const MEMORY_BUDGET: usize = 16 << 20;
 
 /// The stage's own column: the number of the [`Stage::add`] that brought the row.
 const ADDED_BY: &str = "_stage_add";
@@ -71,18 +78,24 @@ fn tagged(table: Table, batch: &RecordBatch, id: AddId) -> Result<RecordBatch> {
     RecordBatch::try_new(staged_schema(table), columns).map_err(stage_bug)
 }
 
-/// `batch` without the stage's column (its last).
-fn untagged(batch: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = (0..batch.num_columns().saturating_sub(1)).collect();
-    batch.project(&keep).map_err(stage_bug)
-}
-
-/// Where one partition's rows of a segment are: the segment and the batch index
-/// (the same in both tables' files).
-#[derive(Clone, Copy, Debug)]
+/// Where one partition's rows of a segment are: the segment, and the batches of each
+/// table's file that hold them (a sorted run, [`STAGED_BATCH_ROWS`] rows a batch).
+#[derive(Clone, Debug)]
 struct Slice {
     segment: usize,
-    batch: usize,
+    executions: Range<usize>,
+    catalog_registrations: Range<usize>,
+}
+
+/// Rows per batch of a staged run: a day is read back one batch per run at a time.
+const STAGED_BATCH_ROWS: usize = 1024;
+
+/// Staged rows' order: the day file's, and for catalog rows, their ordinal within it.
+fn sort_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::CatalogRegistrations => &["flow_name", "started_at", "execution_id", "ordinal"],
+        _ => &SORT_KEY,
+    }
 }
 
 /// The rows of a run, waiting to be merged into their day files. Rows are kept in
@@ -223,6 +236,16 @@ impl Stage {
         Ok(())
     }
 
+    /// The stage's temporary folder, made now if it is not yet: day files are merged
+    /// through temporary files there.
+    pub(crate) fn scratch_dir(&mut self) -> Result<PathBuf> {
+        self.make_dir()?;
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .ok_or_else(|| stage_bug("no staging folder"))
+    }
+
     fn path(&self, segment: usize, table: Table) -> Result<PathBuf> {
         let dir = self
             .dir
@@ -275,7 +298,8 @@ impl Stage {
         self.discarded.extend(adds.into_iter().map(|a| a.0));
     }
 
-    /// The pending rows, split by partition. They leave `pending` only once split.
+    /// The pending rows, split by partition, each part sorted. They leave `pending`
+    /// only once split.
     fn split_pending(&mut self) -> Result<Vec<(PartitionKey, Batches)>> {
         if self.pending.is_empty() {
             return Ok(Vec::new());
@@ -301,10 +325,15 @@ impl Stage {
             .map(|(key, rows)| {
                 let cat_rows = cat_groups.get(&key).cloned().unwrap_or_default();
                 let part = Batches {
-                    executions: take_record_batch(&exec, &UInt32Array::from(rows))
-                        .map_err(stage_bug)?,
-                    catalog_registrations: take_record_batch(&cat, &UInt32Array::from(cat_rows))
-                        .map_err(stage_bug)?,
+                    executions: sorted_run(
+                        Table::Executions,
+                        &take_record_batch(&exec, &UInt32Array::from(rows)).map_err(stage_bug)?,
+                    )?,
+                    catalog_registrations: sorted_run(
+                        Table::CatalogRegistrations,
+                        &take_record_batch(&cat, &UInt32Array::from(cat_rows))
+                            .map_err(stage_bug)?,
+                    )?,
                 };
                 Ok((key, part))
             })
@@ -331,13 +360,16 @@ impl Stage {
             &self.path(segment, Table::CatalogRegistrations)?,
             &staged_schema(Table::CatalogRegistrations),
         )?;
-        for (batch, (key, part)) in parts.into_iter().enumerate() {
-            exec.write(&part.executions).map_err(stage_io)?;
-            cat.write(&part.catalog_registrations).map_err(stage_io)?;
-            self.slices
-                .entry(key)
-                .or_default()
-                .push(Slice { segment, batch });
+        let (mut exec_batches, mut cat_batches) = (0, 0);
+        for (key, part) in parts {
+            let executions = write_run(&mut exec, &part.executions, &mut exec_batches)?;
+            let catalog_registrations =
+                write_run(&mut cat, &part.catalog_registrations, &mut cat_batches)?;
+            self.slices.entry(key).or_default().push(Slice {
+                segment,
+                executions,
+                catalog_registrations,
+            });
         }
         exec.finish().map_err(stage_io)?;
         cat.finish().map_err(stage_io)?;
@@ -362,65 +394,195 @@ impl Stage {
         Ok(keys)
     }
 
-    /// The staged rows of one partition (call [`Stage::partitions`] first): one
-    /// version of each run, with its catalog rows, none of a discarded add. Empty
-    /// when every row of the partition was discarded.
-    pub fn read(&self, key: &PartitionKey) -> Result<Batches> {
-        let staged = self.read_staged(key)?;
-        let staged = self.without_discarded(staged)?;
-        let current = newest_versions(staged)?;
-        Ok(Batches {
-            executions: untagged(&current.executions)?,
-            catalog_registrations: untagged(&current.catalog_registrations)?,
-        })
-    }
-
-    fn without_discarded(&self, staged: Batches) -> Result<Batches> {
-        if self.discarded.is_empty() {
-            return Ok(staged);
+    /// The staged rows of one partition (call [`Stage::partitions`] first), to be read
+    /// as sorted streams: see [`StagedDay`].
+    pub fn day(&self, key: &PartitionKey) -> Result<StagedDay> {
+        let mut runs = Vec::new();
+        for s in self.slices.get(key).map(Vec::as_slice).unwrap_or_default() {
+            runs.push(Run::Segment {
+                executions: (
+                    Arc::new(self.path(s.segment, Table::Executions)?),
+                    s.executions.clone(),
+                ),
+                catalog_registrations: (
+                    Arc::new(self.path(s.segment, Table::CatalogRegistrations)?),
+                    s.catalog_registrations.clone(),
+                ),
+            });
         }
-        let kept = |batch: &RecordBatch| -> Result<RecordBatch> {
-            let added = added_by(batch)?;
-            let mask: BooleanArray = added
-                .values()
-                .iter()
-                .map(|a| Some(!self.discarded.contains(a)))
-                .collect();
-            filter_record_batch(batch, &mask).map_err(stage_bug)
-        };
-        Ok(Batches {
-            executions: kept(&staged.executions)?,
-            catalog_registrations: kept(&staged.catalog_registrations)?,
+        let mut has_catalog = self
+            .slices
+            .get(key)
+            .into_iter()
+            .flatten()
+            .any(|s| !s.catalog_registrations.is_empty());
+        if let Some(part) = self.memory.get(key) {
+            has_catalog |= part.catalog_registrations.num_rows() > 0;
+            runs.push(Run::Memory(part.clone()));
+        }
+        Ok(StagedDay {
+            runs,
+            discarded: Arc::new(self.discarded.clone()),
+            has_catalog,
         })
     }
 
-    /// Every staged row of one partition, with the stage's column.
-    fn read_staged(&self, key: &PartitionKey) -> Result<Batches> {
-        let slices = self.slices.get(key).map(Vec::as_slice).unwrap_or_default();
-        let in_memory = self.memory.get(key);
-        let read_table = |table: Table, in_memory: Option<&RecordBatch>| -> Result<RecordBatch> {
-            let mut parts = Vec::with_capacity(slices.len() + 1);
-            for s in slices {
-                let file = File::open(self.path(s.segment, table)?).map_err(stage_io)?;
-                let mut reader =
-                    FileReader::try_new(BufReader::new(file), None).map_err(stage_io)?;
-                reader.set_index(s.batch).map_err(stage_io)?;
-                match reader.next() {
-                    Some(batch) => parts.push(batch.map_err(stage_io)?),
-                    None => return Err(stage_io("a staged batch is missing")),
-                }
-            }
-            parts.extend(in_memory.cloned());
-            concat(table, parts)
+    /// [`Stage::day`]'s rows, whole in memory (tests).
+    #[cfg(test)]
+    pub(crate) fn read(&self, key: &PartitionKey) -> Result<Batches> {
+        let day = self.day(key)?;
+        let all = |table: Table, rows: Stream| -> Result<RecordBatch> {
+            let parts = rows.collect::<Result<Vec<_>>>()?;
+            concat_batches(&schema_for(table), &parts).map_err(stage_bug)
         };
         Ok(Batches {
-            executions: read_table(Table::Executions, in_memory.map(|m| &m.executions))?,
-            catalog_registrations: read_table(
-                Table::CatalogRegistrations,
-                in_memory.map(|m| &m.catalog_registrations),
-            )?,
+            executions: all(Table::Executions, day.executions()?)?,
+            catalog_registrations: all(Table::CatalogRegistrations, day.catalog()?)?,
         })
     }
+}
+
+/// Sorts a part of one partition as runs are stored.
+fn sorted_run(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
+    sorted(batch, sort_columns(table)).map_err(stage_bug)
+}
+
+/// Writes `batch` (a sorted run) as batches of [`STAGED_BATCH_ROWS`] rows; returns
+/// their indexes in the file, counting on from `next`.
+fn write_run(
+    writer: &mut FileWriter<BufWriter<File>>,
+    batch: &RecordBatch,
+    next: &mut usize,
+) -> Result<Range<usize>> {
+    let first = *next;
+    for piece in pieces(batch) {
+        writer.write(&piece).map_err(stage_io)?;
+        *next += 1;
+    }
+    Ok(first..*next)
+}
+
+/// `batch` in slices of at most [`STAGED_BATCH_ROWS`] rows (none when it is empty).
+fn pieces(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + Send + 'static {
+    let batch = batch.clone();
+    (0..batch.num_rows())
+        .step_by(STAGED_BATCH_ROWS)
+        .map(move |at| batch.slice(at, STAGED_BATCH_ROWS.min(batch.num_rows() - at)))
+}
+
+/// One sorted run of a partition: a segment's batches, or the rows left in memory.
+#[derive(Clone, Debug)]
+enum Run {
+    Segment {
+        executions: (Arc<PathBuf>, Range<usize>),
+        catalog_registrations: (Arc<PathBuf>, Range<usize>),
+    },
+    Memory(Batches),
+}
+
+impl Run {
+    /// The run's rows of `table`, a batch at a time. A segment file is opened for
+    /// each batch, so a day of many runs holds no file open.
+    fn rows(&self, table: Table) -> Stream {
+        match self {
+            Run::Segment {
+                executions,
+                catalog_registrations,
+            } => {
+                let (path, batches) = match table {
+                    Table::CatalogRegistrations => catalog_registrations.clone(),
+                    _ => executions.clone(),
+                };
+                Box::new(batches.map(move |i| read_batch(&path, i)))
+            }
+            Run::Memory(part) => {
+                let batch = match table {
+                    Table::CatalogRegistrations => &part.catalog_registrations,
+                    _ => &part.executions,
+                };
+                Box::new(pieces(batch).map(Ok))
+            }
+        }
+    }
+}
+
+/// Batch `index` of a segment file.
+fn read_batch(path: &PathBuf, index: usize) -> Result<RecordBatch> {
+    let file = File::open(path.as_path()).map_err(stage_io)?;
+    let mut reader = FileReader::try_new(BufReader::new(file), None).map_err(stage_io)?;
+    reader.set_index(index).map_err(stage_io)?;
+    match reader.next() {
+        Some(batch) => batch.map_err(stage_io),
+        None => Err(stage_io("a staged batch is missing")),
+    }
+}
+
+/// The staged rows of one day file, read back as streams sorted like the day file:
+/// one version of each run (the newest by [`supersedes`]; on a tie, the one added
+/// last), with the catalog rows of that version only, none of a discarded add.
+/// Memory holds one batch per sorted run; each call reads the runs again (a write
+/// that lost a race merges again).
+#[derive(Clone, Debug)]
+pub struct StagedDay {
+    runs: Vec<Run>,
+    discarded: Arc<HashSet<u64>>,
+    /// Whether any catalog row was staged for the day (before versions are chosen).
+    has_catalog: bool,
+}
+
+impl StagedDay {
+    /// Whether no catalog row was staged for this day (then [`StagedDay::catalog`] has none).
+    pub(crate) fn has_no_catalog_rows(&self) -> bool {
+        !self.has_catalog
+    }
+
+    /// Whether every staged row of the day was discarded (or none was staged).
+    pub(crate) fn is_empty(&self) -> Result<bool> {
+        Ok(self.executions()?.next().transpose()?.is_none())
+    }
+
+    /// The runs of the day, one row each, in the day file's order.
+    pub(crate) fn executions(&self) -> Result<Stream> {
+        Ok(Box::new(Newest::new(self, false)?))
+    }
+
+    /// The catalog rows of the versions [`StagedDay::executions`] returns, in the
+    /// day file's order.
+    pub(crate) fn catalog(&self) -> Result<Stream> {
+        Ok(Box::new(Newest::new(self, true)?))
+    }
+
+    /// The runs' rows of `table`, without the rows of discarded adds.
+    fn inputs(&self, table: Table) -> Result<Vec<Input>> {
+        let content = Arc::new(Encoder::content(&staged_schema(table), None)?);
+        Ok(self
+            .runs
+            .iter()
+            .map(|run| {
+                let discarded = self.discarded.clone();
+                let rows = run.rows(table).map(move |b| without(&discarded, b?));
+                Input {
+                    rows: Box::new(rows),
+                    content: content.clone(),
+                    unsorted: Box::new(|| stage_bug("staged rows are out of order")),
+                }
+            })
+            .collect())
+    }
+}
+
+/// `batch` without the rows of the `discarded` adds.
+fn without(discarded: &HashSet<u64>, batch: RecordBatch) -> Result<RecordBatch> {
+    if discarded.is_empty() {
+        return Ok(batch);
+    }
+    let added = added_by(&batch)?;
+    let mask: BooleanArray = added
+        .values()
+        .iter()
+        .map(|a| Some(!discarded.contains(a)))
+        .collect();
+    filter_record_batch(&batch, &mask).map_err(stage_bug)
 }
 
 fn added_by(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<UInt64Type>> {
@@ -430,61 +592,96 @@ fn added_by(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<UInt64T
         .ok_or_else(|| stage_bug(format!("no column {ADDED_BY}")))
 }
 
-/// One row per run, the newer version by [`supersedes`] (an add made later was read
-/// later); catalog rows only of the add that brought that row.
-fn newest_versions(staged: Batches) -> Result<Batches> {
-    let exec = &staged.executions;
-    let keys = rows(exec, &KEY).map_err(stage_bug)?;
-    let version = exec
-        .column_by_name(VERSION)
-        .ok_or_else(|| stage_bug(format!("no column {VERSION}")))?
-        .as_primitive::<TimestampMillisecondType>();
-    let added = added_by(exec)?;
-    let version = |i: usize| version.is_valid(i).then(|| version.value(i));
-    // Of two rows of one run, the one that supersedes the other.
-    let newer = |a: usize, b: usize| {
-        let (later, earlier) = if added.value(a) >= added.value(b) {
-            (a, b)
+/// The newest version of each run of a day (or its catalog rows), merged from the
+/// day's sorted runs.
+struct Newest {
+    merge: Merge,
+    /// Inputs before this one are execution rows, the others catalog rows.
+    catalog_from: usize,
+    catalog: bool,
+    picked: Picked,
+    /// The table's columns, without the stage's.
+    columns: Vec<usize>,
+}
+
+impl Newest {
+    fn new(day: &StagedDay, catalog: bool) -> Result<Self> {
+        let mut inputs = day.inputs(Table::Executions)?;
+        let catalog_from = inputs.len();
+        let table = if catalog {
+            inputs.extend(day.inputs(Table::CatalogRegistrations)?);
+            Table::CatalogRegistrations
         } else {
-            (b, a)
+            Table::Executions
         };
-        if supersedes(version(later), version(earlier)) {
-            later
+        let width = schema_for(table).fields().len();
+        Ok(Newest {
+            merge: Merge::new(&staged_schema(Table::Executions), inputs)?,
+            catalog_from,
+            catalog,
+            picked: Picked::new(STAGED_BATCH_ROWS),
+            columns: (0..width).collect(),
+        })
+    }
+
+    /// Adds the rows of the next run to `picked`; `false` when every run is read.
+    fn pick_next(&mut self) -> Result<bool> {
+        let Some(group) = self.merge.next_group()? else {
+            return Ok(false);
+        };
+        let added = |row: &Row| -> Result<u64> { Ok(added_by(row.batch())?.value(row.index)) };
+        // Of two versions of a run, the one added later wins unless it is older.
+        let mut winner: Option<&Row> = None;
+        for row in group.iter().filter(|r| r.input < self.catalog_from) {
+            winner = Some(match winner {
+                None => row,
+                Some(w) => {
+                    let (later, earlier) = if added(row)? >= added(w)? {
+                        (row, w)
+                    } else {
+                        (w, row)
+                    };
+                    if supersedes(later.version()?, earlier.version()?) {
+                        later
+                    } else {
+                        earlier
+                    }
+                }
+            });
+        }
+        let Some(winner) = winner else {
+            // Catalog rows of a run whose rows were all discarded.
+            return Ok(true);
+        };
+        if self.catalog {
+            let add = added(winner)?;
+            for row in group.iter().filter(|r| r.input >= self.catalog_from) {
+                if added(row)? == add {
+                    self.picked.push(row);
+                }
+            }
         } else {
-            earlier
+            self.picked.push(winner);
         }
-    };
-    // The row kept for each key; most keys are seen once.
-    let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(exec.num_rows());
-    let mut repeated = false;
-    for i in 0..exec.num_rows() {
-        match winner.entry(keys.row(i).data()) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(i);
+        Ok(true)
+    }
+}
+
+impl Iterator for Newest {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.picked.full() {
+                return self.picked.take(Some(&self.columns)).transpose();
             }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                repeated = true;
-                let kept = newer(i, *o.get());
-                o.insert(kept);
+            match self.pick_next() {
+                Ok(true) => {}
+                Ok(false) => return self.picked.take(Some(&self.columns)).transpose(),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
-    if !repeated {
-        return Ok(staged);
-    }
-    let mut keep: Vec<u32> = winner.values().map(|&i| i as u32).collect();
-    keep.sort_unstable();
-    let chosen: HashMap<&[u8], u64> = winner.iter().map(|(k, &i)| (*k, added.value(i))).collect();
-    let cat = &staged.catalog_registrations;
-    let cat_keys = rows(cat, &KEY).map_err(stage_bug)?;
-    let cat_added = added_by(cat)?;
-    let mask: BooleanArray = (0..cat.num_rows())
-        .map(|i| Some(chosen.get(cat_keys.row(i).data()) == Some(&cat_added.value(i))))
-        .collect();
-    Ok(Batches {
-        executions: take_record_batch(exec, &UInt32Array::from(keep)).map_err(stage_bug)?,
-        catalog_registrations: filter_record_batch(cat, &mask).map_err(stage_bug)?,
-    })
 }
 
 #[cfg(test)]

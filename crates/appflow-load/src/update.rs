@@ -17,7 +17,9 @@
 //!   [`Format::decode`] refuses it ([`NewerVersion`]), and the update fails naming the
 //!   object and both versions, leaving it as it is.
 
+use std::fs::File;
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BoxError, Error, Result};
 use crate::parquet_io::{decode, encode};
-use crate::store::{Object, ObjectStore, PutMode, PutOutcome};
+use crate::store::{ObjectStore, PutMode, PutOutcome, local_file};
 use appflow_transform::{Table, schema_for};
 
 /// An object in a format version newer than the one this release knows: never
@@ -145,11 +147,118 @@ pub(crate) struct Policy {
 /// With [`backoff`], about two minutes of patience (dozens of shards on one account).
 pub(crate) const POLICY: Policy = Policy { max_attempts: 80 };
 
-/// A change: the stored value (`None`: no object yet) and, when the update names a
-/// context object, that object as stored now, to the new value (`None`: keep the
-/// object as it is, or create none).
-pub(crate) type Change<V> =
-    dyn Fn(Option<V>, Option<RecordBatch>) -> Result<Option<V>, BoxError> + Send + Sync;
+/// A change of a decoded value: the stored value (`None`: no object yet) to the new
+/// value (`None`: keep the object as it is, or create none).
+pub(crate) type Change<V> = dyn Fn(Option<V>) -> Result<Option<V>, BoxError> + Send + Sync;
+
+/// A change of an object's content: what is stored (`None`: no object yet) and, when
+/// the update names a context object, that object as stored now, to the new content
+/// (`None`: keep the object as it is, or create none).
+pub(crate) type ContentChange =
+    dyn Fn(Option<Content>, Option<Content>) -> Result<Option<Content>> + Send + Sync;
+
+/// An object's bytes as an update holds them.
+#[derive(Debug)]
+pub(crate) enum Content {
+    Memory(Bytes),
+    /// A local temporary file, removed when dropped: day files are never held whole
+    /// in memory.
+    File(tempfile::TempPath),
+}
+
+impl Content {
+    async fn put(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        key: &str,
+        mode: PutMode,
+    ) -> Result<PutOutcome> {
+        match self {
+            Content::Memory(body) => store.put(key, body.clone(), mode).await,
+            Content::File(path) => store.put_file(key, path, mode).await,
+        }
+    }
+
+    /// Whether two contents hold the same bytes.
+    async fn same(&self, other: &Content) -> Result<bool> {
+        match (self, other) {
+            (Content::Memory(a), Content::Memory(b)) => Ok(a == b),
+            (Content::File(a), Content::File(b)) => {
+                let (a, b) = (a.to_path_buf(), b.to_path_buf());
+                tokio::task::spawn_blocking(move || same_files(&a, &b))
+                    .await
+                    .map_err(|e| Error::bug("comparing temporary files", e))?
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Whether two local files hold the same bytes, compared in pieces.
+fn same_files(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let open = |p: &Path| File::open(p).map_err(|e| local_file(p, e));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let len = |f: &File, p: &Path| f.metadata().map(|m| m.len()).map_err(|e| local_file(p, e));
+    if len(&fa, a)? != len(&fb, b)? {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0; 256 * 1024], vec![0; 256 * 1024]);
+    loop {
+        let n = fa.read(&mut ba).map_err(|e| local_file(a, e))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n]).map_err(|e| local_file(b, e))?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Where an update holds the objects it reads.
+#[derive(Clone, Debug)]
+pub(crate) enum Medium {
+    Memory,
+    /// Streamed into temporary files in this folder.
+    Disk(Arc<PathBuf>),
+}
+
+impl Medium {
+    async fn read(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        key: &str,
+    ) -> Result<Option<(Content, String)>> {
+        match self {
+            Medium::Memory => Ok(store
+                .get(key)
+                .await?
+                .map(|o| (Content::Memory(o.body), o.etag))),
+            Medium::Disk(dir) => {
+                let path = temp_file(dir, "read-")?;
+                Ok(store
+                    .get_file(key, &path)
+                    .await?
+                    .map(|etag| (Content::File(path), etag)))
+            }
+        }
+    }
+}
+
+/// A new temporary file in `dir`, removed when dropped.
+pub(crate) fn temp_file(dir: &Path, prefix: &str) -> Result<tempfile::TempPath> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(dir)
+        .map(|f| f.into_temp_path())
+        .map_err(|e| {
+            Error::stage(format!(
+                "cannot create a temporary file in {}: {e}",
+                dir.display()
+            ))
+        })
+}
 
 /// What happened to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,77 +276,93 @@ pub(crate) struct Updated {
     pub conflicts: u32,
 }
 
-/// Reads, changes and conditionally writes the object at `key` (of `format`) until
-/// its write holds or nothing needs writing. With `context`, that day file is read
-/// again on every attempt and handed to the change (a catalog file follows the
-/// executions file as it is when the catalog file is written).
+/// [`update_content`] of an object held in memory and decoded by `format`; nothing
+/// is written when the new value encodes to the stored bytes.
 pub(crate) async fn update<F: Format>(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     format: F,
-    context: Option<(&str, Table)>,
     change: Arc<Change<F::Value>>,
 ) -> Result<Updated> {
-    let format = Arc::new(format);
+    let location = store.location(key);
+    let content_change: Arc<ContentChange> = Arc::new(move |stored, _| {
+        let stored = match stored {
+            Some(Content::Memory(bytes)) => Some(bytes),
+            Some(Content::File(_)) => {
+                return Err(Error::bug("updating an object", "read to a file"));
+            }
+            None => None,
+        };
+        let value = stored
+            .clone()
+            .map(|b| decode_stored(&format, b))
+            .transpose()
+            .map_err(|source| decode_error(location.clone(), format.what(), source))?;
+        let Some(new) = change(value).map_err(|e| Error::write(location.clone(), e))? else {
+            return Ok(None);
+        };
+        let body = format
+            .encode(&new)
+            .map_err(|e| Error::write(location.clone(), e))?;
+        Ok((stored.as_ref() != Some(&body)).then_some(Content::Memory(body)))
+    });
+    update_content(store, key, &Medium::Memory, None, content_change).await
+}
+
+/// Reads, changes and conditionally writes the object at `key` until its write holds
+/// or nothing needs writing, holding its content as `medium` says. With `context`,
+/// that object is read again on every attempt and handed to the change (a catalog
+/// file follows the executions file as it is when the catalog file is written).
+pub(crate) async fn update_content(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    medium: &Medium,
+    context: Option<&str>,
+    change: Arc<ContentChange>,
+) -> Result<Updated> {
     let location = store.location(key);
     let mut conflicts = 0;
     // The object as read after a failed condition, for the next attempt (not read twice).
-    let mut reread: Option<Option<Object>> = None;
+    let mut reread: Option<Option<(Content, String)>> = None;
     for attempt in 1..=POLICY.max_attempts {
         let existing = match reread.take() {
             Some(object) => object,
-            None => store.get(key).await?,
+            None => medium.read(store, key).await?,
         };
         let context_now = match context {
-            Some((k, table)) => Some((store.get(k).await?, table, store.location(k))),
+            Some(k) => medium.read(store, k).await?.map(|(content, _)| content),
             None => None,
         };
-        let stored = existing.as_ref().map(|o| o.body.clone());
-        let (fmt, change, loc) = (format.clone(), change.clone(), location.clone());
+        let (stored, etag) = existing.map_or((None, None), |(c, e)| (Some(c), Some(e)));
+        let had_object = stored.is_some();
+        let change = change.clone();
         // Decoding, merging and encoding a day file is CPU work: off the IO threads.
-        let body = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
-            let value = stored
-                .clone()
-                .map(|b| decode_stored(fmt.as_ref(), b))
-                .transpose()
-                .map_err(|source| decode_error(loc.clone(), fmt.what(), source))?;
-            let context = match context_now {
-                Some((Some(obj), table, ctx_loc)) => Some(
-                    decode_stored(&Parquet(table), obj.body)
-                        .map_err(|source| decode_error(ctx_loc, Parquet(table).what(), source))?,
-                ),
-                _ => None,
-            };
-            let Some(new) = change(value, context).map_err(|e| Error::write(loc.clone(), e))?
-            else {
-                return Ok(None);
-            };
-            let body = fmt.encode(&new).map_err(|e| Error::write(loc, e))?;
-            Ok((stored.as_ref() != Some(&body)).then_some(body))
-        })
-        .await
-        .map_err(|e| Error::bug(format!("updating {location}"), e))??;
+        let body = tokio::task::spawn_blocking(move || change(stored, context_now))
+            .await
+            .map_err(|e| Error::bug(format!("updating {location}"), e))??;
         let Some(body) = body else {
-            let wrote = if existing.is_some() {
+            let wrote = if had_object {
                 Wrote::Unchanged
             } else {
                 Wrote::Absent
             };
             return Ok(Updated { wrote, conflicts });
         };
-        let mode = existing.map_or(PutMode::Create, |o| PutMode::Replace(o.etag));
+        let mode = etag.map_or(PutMode::Create, PutMode::Replace);
         let written = Updated {
             wrote: Wrote::Written,
             conflicts,
         };
-        match store.put(key, body.clone(), mode).await? {
+        match body.put(store, key, mode).await? {
             PutOutcome::Written { .. } => return Ok(written),
             PutOutcome::Conflict => {
                 // Our own earlier attempt, whose response was lost, or another writer?
-                let now = store.get(key).await?;
-                if now.as_ref().is_some_and(|now| now.body == body) {
-                    tracing::debug!(object = %location, attempt, "a retried write found its own earlier attempt in place");
-                    return Ok(written);
+                let now = medium.read(store, key).await?;
+                if let Some((now, _)) = &now {
+                    if now.same(&body).await? {
+                        tracing::debug!(object = %location, attempt, "a retried write found its own earlier attempt in place");
+                        return Ok(written);
+                    }
                 }
                 reread = Some(now);
                 conflicts += 1;
@@ -305,7 +430,7 @@ mod tests {
 
     /// A change that adds `item` (once) to the stored document.
     fn add(item: &'static str) -> Arc<Change<Doc>> {
-        Arc::new(move |stored: Option<Doc>, _| {
+        Arc::new(move |stored: Option<Doc>| {
             let mut doc = stored.unwrap_or_default();
             if !doc.items.iter().any(|i| i == item) {
                 doc.items.push(item.to_string());
@@ -315,7 +440,7 @@ mod tests {
     }
 
     async fn add_to(store: &Arc<dyn ObjectStore>, item: &'static str) -> Result<Updated> {
-        update(store, KEY, Json::new("test document"), None, add(item)).await
+        update(store, KEY, Json::new("test document"), add(item)).await
     }
 
     async fn stored(store: &Arc<dyn ObjectStore>) -> Option<(Doc, String)> {
@@ -386,7 +511,7 @@ mod tests {
             .put(KEY, newer.clone(), PutMode::Create)
             .await
             .unwrap();
-        let err = update(&store, KEY, Json::versioned("doc", 1), None, add("a"))
+        let err = update(&store, KEY, Json::versioned("doc", 1), add("a"))
             .await
             .unwrap_err();
         assert!(
@@ -399,7 +524,7 @@ mod tests {
         let older = Bytes::from_static(br#"{"version": 1, "items": ["x"]}"#);
         store.delete(KEY).await.unwrap();
         store.put(KEY, older, PutMode::Create).await.unwrap();
-        update(&store, KEY, Json::versioned("doc", 1), None, add("a"))
+        update(&store, KEY, Json::versioned("doc", 1), add("a"))
             .await
             .unwrap();
     }
@@ -414,11 +539,9 @@ mod tests {
         assert_eq!((again.wrote, again.conflicts), (Wrote::Unchanged, 0));
         assert_eq!(stored(&store).await.unwrap().1, etag, "not rewritten");
 
-        let keep: Arc<Change<Doc>> = Arc::new(|_, _| Ok(None));
+        let keep: Arc<Change<Doc>> = Arc::new(|_| Ok(None));
         let other = "_state/other.json";
-        let none = update(&store, other, Json::new("doc"), None, keep)
-            .await
-            .unwrap();
+        let none = update(&store, other, Json::new("doc"), keep).await.unwrap();
         assert_eq!(none.wrote, Wrote::Absent);
         assert!(store.get(other).await.unwrap().is_none());
     }
@@ -468,8 +591,8 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_a_change_is_reported_as_a_bug() {
         let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-        let boom: Arc<Change<Doc>> = Arc::new(|_, _| panic!("boom"));
-        let err = update(&store, KEY, Json::new("doc"), None, boom)
+        let boom: Arc<Change<Doc>> = Arc::new(|_| panic!("boom"));
+        let err = update(&store, KEY, Json::new("doc"), boom)
             .await
             .unwrap_err();
         assert!(err.is_bug(), "{err}");

@@ -1,12 +1,13 @@
 //! A store in front of another that runs a hook before each put, for tests (feature
 //! `testkit`): another writer's put first, a put that is refused, conflicts or panics.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::{Object, ObjectStore, PutMode, PutOutcome};
+use super::{Object, ObjectStore, PutMode, PutOutcome, local_file};
 use crate::error::Result;
 
 /// Runs before each put, with its key and body; `Some(outcome)` answers the put
@@ -44,6 +45,19 @@ impl ObjectStore for Intercepted {
             return Ok(outcome);
         }
         self.inner.put(key, body, mode).await
+    }
+    async fn get_file(&self, key: &str, path: &Path) -> Result<Option<String>> {
+        self.inner.get_file(key, path).await
+    }
+    /// The hook sees the file's bytes (tests hold small files).
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<PutOutcome> {
+        let body = tokio::fs::read(path)
+            .await
+            .map_err(|e| local_file(path, e))?;
+        if let Some(outcome) = (self.before_put)(key.to_string(), Bytes::from(body)).await? {
+            return Ok(outcome);
+        }
+        self.inner.put_file(key, path, mode).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.inner.list(prefix).await

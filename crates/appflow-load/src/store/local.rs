@@ -3,13 +3,13 @@
 //! on one machine cannot lose an update.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{Object, ObjectStore, PutMode, PutOutcome};
+use super::{Object, ObjectStore, PutMode, PutOutcome, local_file};
 use crate::error::{Error, Result};
 
 /// The lock every conditional put takes, under the destination's `_state/`.
@@ -35,8 +35,38 @@ impl LocalStore {
 
 /// The tag of a local file: a digest of its content.
 fn etag(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
+    tag_of(Sha256::digest(body).as_slice())
+}
+
+fn tag_of(digest: &[u8]) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Copies `from` into `to` in pieces (never whole in memory), returning the tag of
+/// what it copied.
+fn copy_tagged(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
+    }
+    Ok(tag_of(hasher.finalize().as_slice()))
+}
+
+/// The tag of the file at `path`, read in pieces; `None` when there is none.
+fn tag_of_file(path: &Path) -> std::io::Result<Option<String>> {
+    match File::open(path) {
+        Ok(mut f) => copy_tagged(&mut f, &mut std::io::sink()).map(Some),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
@@ -47,10 +77,17 @@ fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Where a put's bytes come from.
+enum Source<'a> {
+    Memory(&'a [u8]),
+    /// A local file, copied in pieces.
+    File(&'a Path),
+}
+
 fn put_blocking(
     root: &Path,
     path: &Path,
-    body: &[u8],
+    body: Source<'_>,
     mode: &PutMode,
 ) -> std::io::Result<PutOutcome> {
     let dir = path.parent().unwrap_or(root);
@@ -62,7 +99,18 @@ fn put_blocking(
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(body)?;
+    let tag = match body {
+        Source::Memory(bytes) => {
+            tmp.write_all(bytes)?;
+            etag(bytes)
+        }
+        Source::File(from) => {
+            let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+            let tag = copy_tagged(&mut File::open(from)?, &mut out)?;
+            out.flush()?;
+            tag
+        }
+    };
     tmp.as_file().sync_all()?;
 
     let lock_path = root.join(LOCK_FILE);
@@ -76,13 +124,13 @@ fn put_blocking(
         .open(&lock_path)?;
     lock.lock()?;
     // The lock is held until `lock` is dropped, on every path out of here.
-    let current = read(path)?.map(|b| etag(&b));
+    let current = tag_of_file(path)?;
     if !mode.allows(current.as_deref()) {
         return Ok(PutOutcome::Conflict);
     }
     tmp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()?;
-    Ok(PutOutcome::Written { etag: etag(body) })
+    Ok(PutOutcome::Written { etag: tag })
 }
 
 fn list_blocking(base: &Path, root: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
@@ -130,7 +178,43 @@ impl ObjectStore for LocalStore {
 
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
         let (root, path) = (self.root.clone(), self.path(key));
-        tokio::task::spawn_blocking(move || put_blocking(&root, &path, &body, &mode))
+        tokio::task::spawn_blocking(move || {
+            put_blocking(&root, &path, Source::Memory(&body), &mode)
+        })
+        .await
+        .map_err(|e| Error::write(self.location(key), e))?
+        .map_err(|e| Error::write(self.location(key), e))
+    }
+
+    /// Copies the object into `to` in pieces. A file replaced meanwhile (renamed over)
+    /// is read whole as it was when opened: the open file keeps its old content.
+    async fn get_file(&self, key: &str, to: &Path) -> Result<Option<String>> {
+        let (from, to_owned) = (self.path(key), to.to_path_buf());
+        let copy = move || -> std::io::Result<Result<Option<String>>> {
+            let mut src = match File::open(&from) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Ok(None)),
+                Err(e) => return Err(e),
+            };
+            let mut out = match File::create(&to_owned) {
+                Ok(f) => std::io::BufWriter::new(f),
+                Err(e) => return Ok(Err(local_file(&to_owned, e))),
+            };
+            let tag = copy_tagged(&mut src, &mut out)?;
+            if let Err(e) = out.flush() {
+                return Ok(Err(local_file(&to_owned, e)));
+            }
+            Ok(Ok(Some(tag)))
+        };
+        tokio::task::spawn_blocking(copy)
+            .await
+            .map_err(|e| Error::read(self.location(key), e))?
+            .map_err(|e| Error::read(self.location(key), e))?
+    }
+
+    async fn put_file(&self, key: &str, from: &Path, mode: PutMode) -> Result<PutOutcome> {
+        let (root, path, from) = (self.root.clone(), self.path(key), from.to_path_buf());
+        tokio::task::spawn_blocking(move || put_blocking(&root, &path, Source::File(&from), &mode))
             .await
             .map_err(|e| Error::write(self.location(key), e))?
             .map_err(|e| Error::write(self.location(key), e))

@@ -1,8 +1,10 @@
 //! The places we write, behind one small trait with conditional puts.
 
+use std::path::Path;
+
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[cfg(any(test, feature = "testkit"))]
 mod intercepted;
@@ -65,6 +67,27 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome>;
     /// Every key under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Streams the object at `key` into the local file `path` (created or truncated)
+    /// and returns its tag, or `None` when there is none. Day files go this way, so
+    /// that no object is ever held whole in memory. This default, through
+    /// [`ObjectStore::get`], is for stores that hold their objects in memory anyway.
+    async fn get_file(&self, key: &str, path: &Path) -> Result<Option<String>> {
+        let Some(object) = self.get(key).await? else {
+            return Ok(None);
+        };
+        tokio::fs::write(path, &object.body)
+            .await
+            .map_err(|e| local_file(path, e))?;
+        Ok(Some(object.etag))
+    }
+    /// [`ObjectStore::put`] of the bytes of the local file `path`, streamed from
+    /// disk. This default reads the file into memory (see [`ObjectStore::get_file`]).
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<PutOutcome> {
+        let body = tokio::fs::read(path)
+            .await
+            .map_err(|e| local_file(path, e))?;
+        self.put(key, Bytes::from(body), mode).await
+    }
     /// Removes the object at `key`; a missing key is not an error (two writers may
     /// prune the same old run manifests). Used only under `_state/runs/`: data is
     /// never deleted.
@@ -73,4 +96,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn check(&self) -> Result<()>;
     /// Where `key` is, for messages (`s3://bucket/prefix/key`, `/path/key`).
     fn location(&self, key: &str) -> String;
+}
+
+/// A local temporary file of a streamed object failed: the staging disk, not the
+/// destination.
+pub(crate) fn local_file(path: &Path, e: std::io::Error) -> Error {
+    Error::stage(format!("temporary file {}: {e}", path.display()))
 }

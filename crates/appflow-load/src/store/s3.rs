@@ -6,11 +6,14 @@ use appflow_aws::Service;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
 
 use bytes::Bytes;
 
-use super::{Object, ObjectStore, PutMode, PutOutcome};
+use super::{Object, ObjectStore, PutMode, PutOutcome, local_file};
 use crate::dest::{S3Options, Sse};
 use crate::error::{Error, Result};
 use aws_sdk_s3::types::ServerSideEncryption;
@@ -87,68 +90,35 @@ impl S3Store {
         }
     }
 
-    fn key(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.prefix)
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for S3Store {
-    /// A body that breaks off (a reset, a truncated response) is read again, under the
-    /// SDK's attempts and backoff; after the last attempt the error names the key.
-    async fn get(&self, key: &str) -> Result<Option<Object>> {
-        let mut attempt = 1;
-        loop {
-            let resp = match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.key(key))
-                .set_expected_bucket_owner(self.expected_owner.clone())
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(Error::read(self.location(key), context("s3:GetObject", e))),
-            };
-            let etag = resp.e_tag().unwrap_or_default().to_string();
-            match resp.body.collect().await {
-                Ok(body) => {
-                    return Ok(Some(Object {
-                        body: body.into_bytes(),
-                        etag,
-                    }));
-                }
-                Err(e) if attempt < self.reads.attempts => {
-                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
-                    tokio::time::sleep(self.reads.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(Error::read(
-                        self.location(key),
-                        format!("the body broke off on each of {attempt} attempts: {e}"),
-                    ));
-                }
-            }
+    /// A GetObject of `key`: `None` when there is no such object.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(Error::read(self.location(key), context("s3:GetObject", e))),
         }
     }
 
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
+    /// A conditional PutObject of `body` at `key`.
+    async fn put_stream(&self, key: &str, body: ByteStream, mode: PutMode) -> Result<PutOutcome> {
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.key(key))
             .set_expected_bucket_owner(self.expected_owner.clone())
-            .body(ByteStream::from(body));
+            .body(body);
         let req = match &self.sse {
             None => req,
             Some(Sse::Aes256) => req.server_side_encryption(ServerSideEncryption::Aes256),
@@ -180,6 +150,103 @@ impl ObjectStore for S3Store {
                 }
             }
         }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    /// A body that breaks off (a reset, a truncated response) is read again, under the
+    /// SDK's attempts and backoff; after the last attempt the error names the key.
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        let mut attempt = 1;
+        loop {
+            let Some(resp) = self.get_object(key).await? else {
+                return Ok(None);
+            };
+            let etag = resp.e_tag().unwrap_or_default().to_string();
+            match resp.body.collect().await {
+                Ok(body) => {
+                    return Ok(Some(Object {
+                        body: body.into_bytes(),
+                        etag,
+                    }));
+                }
+                Err(e) if attempt < self.reads.attempts => {
+                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
+                    tokio::time::sleep(self.reads.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::read(
+                        self.location(key),
+                        format!("the body broke off on each of {attempt} attempts: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        self.put_stream(key, ByteStream::from(body), mode).await
+    }
+
+    /// Streams the object into `path`; a body that breaks off is read again from the
+    /// start, as in [`ObjectStore::get`].
+    async fn get_file(&self, key: &str, path: &Path) -> Result<Option<String>> {
+        let mut attempt = 1;
+        loop {
+            let Some(resp) = self.get_object(key).await? else {
+                return Ok(None);
+            };
+            let etag = resp.e_tag().unwrap_or_default().to_string();
+            let mut file = tokio::fs::File::create(path)
+                .await
+                .map_err(|e| local_file(path, e))?;
+            let mut body = resp.body;
+            let broke = loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => file
+                        .write_all(&chunk)
+                        .await
+                        .map_err(|e| local_file(path, e))?,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            match broke {
+                None => {
+                    file.flush().await.map_err(|e| local_file(path, e))?;
+                    return Ok(Some(etag));
+                }
+                Some(e) if attempt < self.reads.attempts => {
+                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
+                    tokio::time::sleep(self.reads.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Some(e) => {
+                    return Err(Error::read(
+                        self.location(key),
+                        format!("the body broke off on each of {attempt} attempts: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The SDK streams the file and reopens it when it retries the call.
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<PutOutcome> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| Error::stage(format!("temporary file {}: {e}", path.display())))?;
+        self.put_stream(key, body, mode).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
