@@ -263,11 +263,9 @@ impl<'a> Output<'a> {
         }
         self.flush()?;
         let path = self.path;
-        match self.sink.take() {
-            Some(sink) => sink
-                .finish()
-                .map_err(|e| Error::stage(format!("temporary file {}: {e}", path.display())))?,
-            None => {}
+        if let Some(sink) = self.sink.take() {
+            sink.finish()
+                .map_err(|e| Error::stage(format!("temporary file {}: {e}", path.display())))?;
         }
         Ok(true)
     }

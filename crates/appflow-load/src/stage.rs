@@ -507,8 +507,8 @@ impl Run {
 }
 
 /// Batch `index` of a segment file.
-fn read_batch(path: &PathBuf, index: usize) -> Result<RecordBatch> {
-    let file = File::open(path.as_path()).map_err(stage_io)?;
+fn read_batch(path: &std::path::Path, index: usize) -> Result<RecordBatch> {
+    let file = File::open(path).map_err(stage_io)?;
     let mut reader = FileReader::try_new(BufReader::new(file), None).map_err(stage_io)?;
     reader.set_index(index).map_err(stage_io)?;
     match reader.next() {

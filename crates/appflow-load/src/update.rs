@@ -358,11 +358,11 @@ pub(crate) async fn update_content(
             PutOutcome::Conflict => {
                 // Our own earlier attempt, whose response was lost, or another writer?
                 let now = medium.read(store, key).await?;
-                if let Some((now, _)) = &now {
-                    if now.same(&body).await? {
-                        tracing::debug!(object = %location, attempt, "a retried write found its own earlier attempt in place");
-                        return Ok(written);
-                    }
+                if let Some((now, _)) = &now
+                    && now.same(&body).await?
+                {
+                    tracing::debug!(object = %location, attempt, "a retried write found its own earlier attempt in place");
+                    return Ok(written);
                 }
                 reread = Some(now);
                 conflicts += 1;
