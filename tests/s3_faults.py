@@ -46,6 +46,9 @@ class FaultPlan:
     bucket_owner: str | None = None
     # Methods answered 403 AccessDenied, as S3 answers a call the policy denies.
     deny_methods: tuple[str, ...] = ()
+    # PUTs whose path contains this are held (never forwarded) until `release()`,
+    # then reset: the writer is stopped in the middle of its put (a crash).
+    hold_puts: str | None = None
 
 
 @dataclass
@@ -68,6 +71,8 @@ class FaultProxy:
         self._rng = random.Random(self.plan.seed)
         self._lock = threading.Lock()
         self._writes_seen: set[str] = set()
+        self.holding = threading.Event()
+        self._released = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,7 +93,12 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self
 
+    def release(self) -> None:
+        """Ends every held PUT with a reset (none of them reaches S3)."""
+        self._released.set()
+
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -128,6 +138,10 @@ class FaultProxy:
             return _error(h, 403, "AccessDenied", "Access Denied")
         if h.command in self.plan.deny_methods:
             return _error(h, 403, "AccessDenied", "Access Denied")
+        if h.command == "PUT" and self.plan.hold_puts and self.plan.hold_puts in h.path:
+            self.holding.set()
+            self._released.wait(120)
+            return _reset(h)
         fault, delay = self._choose(h.command, key)
         if fault == "internal_error":
             self._count(fault)

@@ -103,6 +103,30 @@ def test_writes_that_land_but_lose_their_response_are_not_conflicts(emulator, fa
     print(f"\nfirst write lands then reset: 2 runs, 2 exited 0, slowest {slowest:.1f} s, injected {proxy.injected}")
 
 
+def test_a_run_killed_during_a_day_file_put_leaves_the_stored_file_and_the_next_run_heals(
+        emulator, faulty_s3, tmp_path):
+    """The merged day file is written to a temporary file, then put from disk: a run
+    killed (SIGKILL) while its put is in flight leaves the stored day file as it was
+    (here: none), no watermark moved, and the next run exports exactly the emulator's data."""
+    dest, proxy = faulty_s3(FaultPlan(hold_puts="/executions/"))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    dest.env["TMPDIR"] = str(staging)
+    run = start_export(emulator, dest)
+    assert proxy.holding.wait(120), "the run never put a day file"
+    # The merged file is on the local disk, complete, while its put is in flight.
+    merged = [p for p in staging.rglob("merged-*") if p.stat().st_size > 0]
+    assert merged and all(pq.ParquetFile(p).metadata.num_rows > 0 for p in merged), list(staging.rglob("*"))
+    run.proc.kill()
+    run.wait()
+    proxy.release()
+    keys = [o["Key"] for o in dest.objects()]
+    assert not [k for k in keys if "/executions/" in k or "/_state/flows/" in k], keys
+    del dest.env["TMPDIR"]
+    assert_exit(export(emulator, dest), 0)
+    assert_export(dest, truth(emulator))
+
+
 def test_credentials_appear_in_no_output(emulator, faulty_s3):
     dest, _ = faulty_s3(FaultPlan(fraction=0.3, kinds=("internal_error", "reset_before"), seed=5))
     secret, token = "SentinelSecretKey0123456789", "SentinelSessionToken0123456789"

@@ -456,4 +456,6 @@ impl CommitReport {
 }
 
 #[cfg(test)]
+mod streaming_tests;
+#[cfg(test)]
 mod tests;

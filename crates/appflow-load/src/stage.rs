@@ -427,6 +427,12 @@ impl Stage {
         })
     }
 
+    /// How many segments (sorted runs of the days they touch) were written (tests).
+    #[cfg(test)]
+    pub(crate) fn segments(&self) -> usize {
+        self.segments
+    }
+
     /// [`Stage::day`]'s rows, whole in memory (tests).
     #[cfg(test)]
     pub(crate) fn read(&self, key: &PartitionKey) -> Result<Batches> {
