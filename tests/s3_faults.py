@@ -94,7 +94,8 @@ class FaultProxy:
         return self
 
     def release(self) -> None:
-        """Ends every held PUT with a reset (none of them reaches S3)."""
+        """Ends every held PUT with a reset (none of them reaches S3) and holds no more."""
+        self.plan.hold_puts = None
         self._released.set()
 
     def stop(self) -> None:
