@@ -88,7 +88,7 @@ struct Slice {
 }
 
 /// Rows per batch of a staged run: a day is read back one batch per run at a time.
-const STAGED_BATCH_ROWS: usize = 1024;
+const STAGED_BATCH_ROWS: usize = 256;
 
 /// Staged rows' order: the day file's, and for catalog rows, their ordinal within it.
 fn sort_columns(table: Table) -> &'static [&'static str] {
@@ -298,20 +298,21 @@ impl Stage {
         self.discarded.extend(adds.into_iter().map(|a| a.0));
     }
 
-    /// The pending rows, split by partition, each part sorted. They leave `pending`
-    /// only once split.
+    /// The pending rows, split by partition, each part sorted.
     fn split_pending(&mut self) -> Result<Vec<(PartitionKey, Batches)>> {
         if self.pending.is_empty() {
             return Ok(Vec::new());
         }
-        let exec = concat(
-            Table::Executions,
-            self.pending.iter().map(|b| b.executions.clone()),
-        )?;
-        let cat = concat(
-            Table::CatalogRegistrations,
-            self.pending.iter().map(|b| b.catalog_registrations.clone()),
-        )?;
+        // The pages are dropped once copied into one batch per table: an error from
+        // here on stops the run anyway (see `add`).
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let (exec, cat): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .map(|b| (b.executions, b.catalog_registrations))
+            .unzip();
+        let exec = concat(Table::Executions, exec)?;
+        let cat = concat(Table::CatalogRegistrations, cat)?;
         let exec_groups = group(&exec)?;
         let cat_groups = group(&cat)?;
         if let Some(orphan) = cat_groups.keys().find(|k| !exec_groups.contains_key(*k)) {
@@ -338,8 +339,6 @@ impl Stage {
                 Ok((key, part))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.pending.clear();
-        self.pending_bytes = 0;
         Ok(parts)
     }
 

@@ -19,8 +19,11 @@ pub struct Batches {
     pub catalog_registrations: RecordBatch,
 }
 
-fn ts() -> TimestampMillisecondBuilder {
-    TimestampMillisecondBuilder::new().with_timezone("UTC")
+/// A timestamp column of `n` rows. Every builder is sized to its rows: a page's batch
+/// then holds what its rows need, not a builder's default capacity (the stage counts
+/// what batches hold).
+fn ts(n: usize) -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC")
 }
 
 /// Flattens one flow's runs into rows, `exported_at` (epoch ms) stamped on each.
@@ -44,7 +47,7 @@ pub fn to_batches(
         Arc::new(b.finish()) as ArrayRef
     };
     let times = |f: &dyn Fn(&ExecutionRecord) -> Option<i64>| {
-        let mut b = ts();
+        let mut b = ts(n);
         records.iter().for_each(|r| b.append_option(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
@@ -98,11 +101,11 @@ fn catalog_batch(flow: &FlowInfo, records: &[ExecutionRecord]) -> Result<RecordB
     let mut region = StringBuilder::with_capacity(n, 0);
     let mut flow_name = StringBuilder::with_capacity(n, 0);
     let mut execution_id = StringBuilder::with_capacity(n, 0);
-    let mut started_at = ts();
+    let mut started_at = ts(n);
     let mut ordinal = Int32Builder::with_capacity(n);
-    let mut catalog_type = StringBuilder::new();
-    let mut table_name = StringBuilder::new();
-    let mut reg: [StringBuilder; 6] = std::array::from_fn(|_| StringBuilder::new());
+    let mut catalog_type = StringBuilder::with_capacity(n, 0);
+    let mut table_name = StringBuilder::with_capacity(n, 0);
+    let mut reg: [StringBuilder; 6] = std::array::from_fn(|_| StringBuilder::with_capacity(n, 0));
     for r in records {
         for (i, d) in r.catalog_details.iter().enumerate() {
             account.append_value(&flow.account_id);
