@@ -88,7 +88,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Keeps glibc's allocator from holding freed memory (before any thread starts): large
+/// blocks (Arrow buffers, Parquet pages) always come from and go back to the system,
+/// and threads share at most two arenas. Without it a run's peak RSS was about twice
+/// its peak heap (BENCHMARKS.md); `MALLOC_*` variables set by the user still win.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let unset = |name: &str| std::env::var_os(name).is_none();
+        // SAFETY: mallopt only sets allocator parameters; called before other threads.
+        unsafe {
+            if unset("MALLOC_MMAP_THRESHOLD_") {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+            }
+            if unset("MALLOC_ARENA_MAX") {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let argv = match config::expand(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(f) => {

@@ -22,7 +22,7 @@ use appflow_transform::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 
 /// Rows per row group of a data file: a merge streams a stored file row group by
 /// row group, so memory follows this, never the rows of a day.
-pub(crate) const ROW_GROUP_ROWS: usize = 65_536;
+pub(crate) const ROW_GROUP_ROWS: usize = 32_768;
 
 /// Rows per batch read from a stored file.
 pub(crate) const READ_BATCH_ROWS: usize = 4096;
