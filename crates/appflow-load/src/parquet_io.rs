@@ -25,7 +25,7 @@ use appflow_transform::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 pub(crate) const ROW_GROUP_ROWS: usize = 32_768;
 
 /// Rows per batch read from a stored file.
-pub(crate) const READ_BATCH_ROWS: usize = 4096;
+pub(crate) const READ_BATCH_ROWS: usize = 1024;
 
 /// The writer settings of the data contract: zstd, page statistics, the schema
 /// version in the footer's key-value metadata, row groups of at most `row_group_rows`.

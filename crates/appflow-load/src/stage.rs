@@ -54,7 +54,18 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
 
 /// Rows kept in memory before they are written to a segment file (splitting and
 /// sorting them for a segment takes about twice as much again).
-const MEMORY_BUDGET: usize = 16 << 20;
+const MEMORY_BUDGET: usize = 8 << 20;
+
+/// Sorted runs a day is read back from at most: past it, the segments are merged.
+const MAX_RUNS: usize = 16;
+
+/// Pages added before they are compacted into one batch (see [`Stage::compact`]).
+const COMPACT_EVERY: usize = 64;
+
+/// What the rows of a staged entry hold in memory.
+fn size_of(b: &Batches) -> usize {
+    b.executions.get_array_memory_size() + b.catalog_registrations.get_array_memory_size()
+}
 
 /// The stage's own column: the number of the [`Stage::add`] that brought the row.
 const ADDED_BY: &str = "_stage_add";
@@ -108,8 +119,12 @@ pub struct Stage {
     parent: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     segments: usize,
+    /// Segments whose files hold staged rows (the others were merged away).
+    live: usize,
     slices: BTreeMap<PartitionKey, Vec<Slice>>,
     pending: Vec<Batches>,
+    /// The first entry of `pending` that is a page, not compacted pages.
+    compacted: usize,
     pending_bytes: usize,
     budget: usize,
     memory: BTreeMap<PartitionKey, Batches>,
@@ -207,8 +222,10 @@ impl Stage {
             parent,
             dir: None,
             segments: 0,
+            live: 0,
             slices: BTreeMap::new(),
             pending: Vec::new(),
+            compacted: 0,
             pending_bytes: 0,
             budget: budget.unwrap_or(MEMORY_BUDGET),
             memory: BTreeMap::new(),
@@ -283,13 +300,36 @@ impl Stage {
                 id,
             )?,
         };
-        self.pending_bytes += staged.executions.get_array_memory_size()
-            + staged.catalog_registrations.get_array_memory_size();
+        self.pending_bytes += size_of(&staged);
         self.pending.push(staged);
+        if self.pending.len() - self.compacted >= COMPACT_EVERY {
+            self.compact()?;
+        }
         if self.pending_bytes >= self.budget {
             self.spill()?;
         }
         Ok(id)
+    }
+
+    /// Copies the pages added since the last compaction into one batch per table: a
+    /// page of a hundred rows holds a few times its data in buffers and their
+    /// padding, so compacted rows fill the budget with more rows, and a day is
+    /// spilled in fewer sorted runs.
+    fn compact(&mut self) -> Result<()> {
+        let pages = self.pending.split_off(self.compacted);
+        let before: usize = pages.iter().map(size_of).sum();
+        let (exec, cat): (Vec<_>, Vec<_>) = pages
+            .into_iter()
+            .map(|b| (b.executions, b.catalog_registrations))
+            .unzip();
+        let compacted = Batches {
+            executions: concat(Table::Executions, exec)?,
+            catalog_registrations: concat(Table::CatalogRegistrations, cat)?,
+        };
+        self.pending_bytes = self.pending_bytes - before + size_of(&compacted);
+        self.pending.push(compacted);
+        self.compacted = self.pending.len();
+        Ok(())
     }
 
     /// Forgets the rows of these adds (a flow that failed after some of its pages
@@ -307,6 +347,7 @@ impl Stage {
         // here on stops the run anyway (see `add`).
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        self.compacted = 0;
         let (exec, cat): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .map(|b| (b.executions, b.catalog_registrations))
@@ -373,7 +414,81 @@ impl Stage {
         exec.finish().map_err(stage_io)?;
         cat.finish().map_err(stage_io)?;
         tracing::debug!(segment, "staged rows written to a temporary segment");
+        self.live += 1;
+        if self.live >= MAX_RUNS {
+            self.merge_runs()?;
+        }
         Ok(())
+    }
+
+    /// Merges every segment into one, a sorted run of each day (every row kept, with
+    /// its add's number), and removes the old files: a day is then read back from at
+    /// most [`MAX_RUNS`] runs, so memory does not grow with the rows staged.
+    fn merge_runs(&mut self) -> Result<()> {
+        let segment = self.segments;
+        self.segments += 1;
+        let mut exec = writer(
+            &self.path(segment, Table::Executions)?,
+            &staged_schema(Table::Executions),
+        )?;
+        let mut cat = writer(
+            &self.path(segment, Table::CatalogRegistrations)?,
+            &staged_schema(Table::CatalogRegistrations),
+        )?;
+        let (mut exec_batches, mut cat_batches) = (0, 0);
+        let mut old = HashSet::new();
+        for (key, slices) in std::mem::take(&mut self.slices) {
+            let runs = slices
+                .iter()
+                .map(|s| {
+                    old.insert(s.segment);
+                    self.run_of(s)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let executions =
+                write_merged(&mut exec, &runs, Table::Executions, &mut exec_batches)?;
+            let catalog_registrations = write_merged(
+                &mut cat,
+                &runs,
+                Table::CatalogRegistrations,
+                &mut cat_batches,
+            )?;
+            self.slices.insert(
+                key,
+                vec![Slice {
+                    segment,
+                    executions,
+                    catalog_registrations,
+                }],
+            );
+        }
+        exec.finish().map_err(stage_io)?;
+        cat.finish().map_err(stage_io)?;
+        for s in old {
+            for table in [Table::Executions, Table::CatalogRegistrations] {
+                match std::fs::remove_file(self.path(s, table)?) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(stage_io(e)),
+                    _ => {}
+                }
+            }
+        }
+        self.live = 1;
+        tracing::debug!(segment, "staged segments merged into one");
+        Ok(())
+    }
+
+    /// The sorted run a slice is.
+    fn run_of(&self, s: &Slice) -> Result<Run> {
+        Ok(Run::Segment {
+            executions: (
+                Arc::new(self.path(s.segment, Table::Executions)?),
+                s.executions.clone(),
+            ),
+            catalog_registrations: (
+                Arc::new(self.path(s.segment, Table::CatalogRegistrations)?),
+                s.catalog_registrations.clone(),
+            ),
+        })
     }
 
     /// Ends adding and returns the partitions that have rows, in order. The rows
@@ -398,16 +513,7 @@ impl Stage {
     pub fn day(&self, key: &PartitionKey) -> Result<StagedDay> {
         let mut runs = Vec::new();
         for s in self.slices.get(key).map(Vec::as_slice).unwrap_or_default() {
-            runs.push(Run::Segment {
-                executions: (
-                    Arc::new(self.path(s.segment, Table::Executions)?),
-                    s.executions.clone(),
-                ),
-                catalog_registrations: (
-                    Arc::new(self.path(s.segment, Table::CatalogRegistrations)?),
-                    s.catalog_registrations.clone(),
-                ),
-            });
+            runs.push(self.run_of(s)?);
         }
         let mut has_catalog = self
             .slices
@@ -450,6 +556,47 @@ impl Stage {
 /// Sorts a part of one partition as runs are stored.
 fn sorted_run(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
     sorted(batch, sort_columns(table)).map_err(stage_bug)
+}
+
+/// Writes the rows of `runs` of `table`, merged in order (every row), as batches of
+/// [`STAGED_BATCH_ROWS`] rows; returns their indexes in the file, counting on from
+/// `next`.
+fn write_merged(
+    writer: &mut FileWriter<BufWriter<File>>,
+    runs: &[Run],
+    table: Table,
+    next: &mut usize,
+) -> Result<Range<usize>> {
+    let schema = staged_schema(table);
+    let content = Arc::new(Encoder::content(&schema, None)?);
+    let inputs = runs
+        .iter()
+        .map(|run| Input {
+            rows: run.rows(table),
+            content: content.clone(),
+            unsorted: Box::new(|| stage_bug("staged rows are out of order")),
+        })
+        .collect();
+    let mut merge = Merge::new(&schema, inputs)?;
+    let mut picked = Picked::new(STAGED_BATCH_ROWS);
+    let first = *next;
+    let mut write = |picked: &mut Picked| -> Result<()> {
+        if let Some(batch) = picked.take(None)? {
+            writer.write(&batch).map_err(stage_io)?;
+            *next += 1;
+        }
+        Ok(())
+    };
+    while let Some(group) = merge.next_group()? {
+        for row in &group {
+            picked.push(row);
+            if picked.full() {
+                write(&mut picked)?;
+            }
+        }
+    }
+    write(&mut picked)?;
+    Ok(first..*next)
 }
 
 /// Writes `batch` (a sorted run) as batches of [`STAGED_BATCH_ROWS`] rows; returns
