@@ -56,8 +56,8 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
 /// sorting them for a segment takes about twice as much again).
 const MEMORY_BUDGET: usize = 8 << 20;
 
-/// Sorted runs a day is read back from at most: past it, the segments are merged.
-const MAX_RUNS: usize = 16;
+/// Segments of one level merged into one of the next.
+const FAN_IN: usize = 8;
 
 /// Pages added before they are compacted into one batch (see [`Stage::compact`]).
 const COMPACT_EVERY: usize = 64;
@@ -119,8 +119,9 @@ pub struct Stage {
     parent: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     segments: usize,
-    /// Segments whose files hold staged rows (the others were merged away).
-    live: usize,
+    /// The level of each segment whose files hold staged rows (0: written from
+    /// memory; n: merged from segments of level n - 1); the others were merged away.
+    levels: BTreeMap<usize, u32>,
     slices: BTreeMap<PartitionKey, Vec<Slice>>,
     pending: Vec<Batches>,
     /// The first entry of `pending` that is a page, not compacted pages.
@@ -222,7 +223,7 @@ impl Stage {
             parent,
             dir: None,
             segments: 0,
-            live: 0,
+            levels: BTreeMap::new(),
             slices: BTreeMap::new(),
             pending: Vec::new(),
             compacted: 0,
@@ -268,9 +269,7 @@ impl Stage {
             .dir
             .as_ref()
             .ok_or_else(|| stage_bug("no staging folder"))?;
-        Ok(dir
-            .path()
-            .join(format!("{segment:06}-{}.arrow", table.name())))
+        Ok(segment_path(dir.path(), segment, table))
     }
 
     /// Adds the rows of some runs (typically one page of a flow's), returning the
@@ -414,17 +413,29 @@ impl Stage {
         exec.finish().map_err(stage_io)?;
         cat.finish().map_err(stage_io)?;
         tracing::debug!(segment, "staged rows written to a temporary segment");
-        self.live += 1;
-        if self.live >= MAX_RUNS {
-            self.merge_runs()?;
+        self.levels.insert(segment, 0);
+        // Whenever a level holds FAN_IN segments, they become one of the next level.
+        while let Some(level) = (0..)
+            .take_while(|l| self.levels.values().any(|v| v == l))
+            .find(|l| self.levels.values().filter(|v| *v == l).count() >= FAN_IN)
+        {
+            let merged: Vec<usize> = self
+                .levels
+                .iter()
+                .filter(|(_, l)| **l == level)
+                .map(|(s, _)| *s)
+                .collect();
+            self.merge_runs(&merged, level + 1)?;
         }
         Ok(())
     }
 
-    /// Merges every segment into one, a sorted run of each day (every row kept, with
-    /// its add's number), and removes the old files: a day is then read back from at
-    /// most [`MAX_RUNS`] runs, so memory does not grow with the rows staged.
-    fn merge_runs(&mut self) -> Result<()> {
+    /// Merges the segments `merged` into one of `level`, a sorted run of each day
+    /// (every row kept, with its add's number), and removes their files. Segments are
+    /// merged in levels, `FAN_IN` at a time (as an LSM tree does): a day is read back
+    /// from at most `FAN_IN - 1` runs per level, levels grow with the logarithm of the
+    /// rows staged, and each row is rewritten once per level.
+    fn merge_runs(&mut self, merged: &[usize], level: u32) -> Result<()> {
         let segment = self.segments;
         self.segments += 1;
         let mut exec = writer(
@@ -436,59 +447,63 @@ impl Stage {
             &staged_schema(Table::CatalogRegistrations),
         )?;
         let (mut exec_batches, mut cat_batches) = (0, 0);
-        let mut old = HashSet::new();
-        for (key, slices) in std::mem::take(&mut self.slices) {
-            let runs = slices
+        for slices in self.slices.values_mut() {
+            let (from, kept): (Vec<Slice>, Vec<Slice>) = std::mem::take(slices)
+                .into_iter()
+                .partition(|s| merged.contains(&s.segment));
+            *slices = kept;
+            if from.is_empty() {
+                continue;
+            }
+            let dir = self
+                .dir
+                .as_ref()
+                .ok_or_else(|| stage_bug("no staging folder"))?;
+            let runs = from
                 .iter()
-                .map(|s| {
-                    old.insert(s.segment);
-                    self.run_of(s)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let executions =
-                write_merged(&mut exec, &runs, Table::Executions, &mut exec_batches)?;
+                .map(|s| run_in(dir.path(), s))
+                .collect::<Vec<_>>();
+            let executions = write_merged(&mut exec, &runs, Table::Executions, &mut exec_batches)?;
             let catalog_registrations = write_merged(
                 &mut cat,
                 &runs,
                 Table::CatalogRegistrations,
                 &mut cat_batches,
             )?;
-            self.slices.insert(
-                key,
-                vec![Slice {
-                    segment,
-                    executions,
-                    catalog_registrations,
-                }],
-            );
+            slices.push(Slice {
+                segment,
+                executions,
+                catalog_registrations,
+            });
         }
         exec.finish().map_err(stage_io)?;
         cat.finish().map_err(stage_io)?;
-        for s in old {
+        for s in merged {
+            self.levels.remove(s);
             for table in [Table::Executions, Table::CatalogRegistrations] {
-                match std::fs::remove_file(self.path(s, table)?) {
+                match std::fs::remove_file(self.path(*s, table)?) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(stage_io(e)),
                     _ => {}
                 }
             }
         }
-        self.live = 1;
-        tracing::debug!(segment, "staged segments merged into one");
+        self.levels.insert(segment, level);
+        tracing::debug!(
+            segment,
+            level,
+            merged = merged.len(),
+            "staged segments merged into one"
+        );
         Ok(())
     }
 
     /// The sorted run a slice is.
     fn run_of(&self, s: &Slice) -> Result<Run> {
-        Ok(Run::Segment {
-            executions: (
-                Arc::new(self.path(s.segment, Table::Executions)?),
-                s.executions.clone(),
-            ),
-            catalog_registrations: (
-                Arc::new(self.path(s.segment, Table::CatalogRegistrations)?),
-                s.catalog_registrations.clone(),
-            ),
-        })
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| stage_bug("no staging folder"))?;
+        Ok(run_in(dir.path(), s))
     }
 
     /// Ends adding and returns the partitions that have rows, in order. The rows
@@ -550,6 +565,25 @@ impl Stage {
             executions: all(Table::Executions, day.executions()?)?,
             catalog_registrations: all(Table::CatalogRegistrations, day.catalog()?)?,
         })
+    }
+}
+
+/// The file of one table of a segment.
+fn segment_path(dir: &std::path::Path, segment: usize, table: Table) -> PathBuf {
+    dir.join(format!("{segment:06}-{}.arrow", table.name()))
+}
+
+/// The sorted run a slice of a segment in `dir` is.
+fn run_in(dir: &std::path::Path, s: &Slice) -> Run {
+    Run::Segment {
+        executions: (
+            Arc::new(segment_path(dir, s.segment, Table::Executions)),
+            s.executions.clone(),
+        ),
+        catalog_registrations: (
+            Arc::new(segment_path(dir, s.segment, Table::CatalogRegistrations)),
+            s.catalog_registrations.clone(),
+        ),
     }
 }
 

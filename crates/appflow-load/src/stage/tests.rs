@@ -175,39 +175,53 @@ fn days_are_utc_dates() {
 
 #[test]
 fn past_the_most_runs_segments_are_merged_and_read_back_the_same_rows() {
-    // Each add spills (budget 1): 40 segments, merged whenever 16 hold rows.
+    // Each add spills (budget 1): 46 segments written from memory, merged 8 at a time
+    // into segments of level 1, and 8 of those into one of level 2.
     let fill = |budget: usize| {
         let mut stage = Stage::with_memory_budget(budget);
         let mut ids = Vec::new();
-        for i in 0..40 {
+        for i in 0..66 {
             let name = ["a", "b", "c"][i % 3];
             ids.push(stage.add(&flow_rows(name, 12 + i as i64)).unwrap());
             // The same runs again, a newer version with other catalog rows.
             if i % 7 == 0 {
                 let mut again = flow_rows(name, 3);
                 let status = Arc::new(arrow::array::StringArray::from(vec!["Failed"; 3]));
-                let col = again.executions.schema().index_of("execution_status").unwrap();
+                let col = again
+                    .executions
+                    .schema()
+                    .index_of("execution_status")
+                    .unwrap();
                 let mut cols = again.executions.columns().to_vec();
                 cols[col] = status;
-                again.executions =
-                    RecordBatch::try_new(again.executions.schema(), cols).unwrap();
+                again.executions = RecordBatch::try_new(again.executions.schema(), cols).unwrap();
                 ids.push(stage.add(&again).unwrap());
             }
         }
         // A flow that failed: its adds are left out wherever they were staged.
-        stage.discard([ids[4], ids[20], ids[37]]);
+        stage.discard([ids[4], ids[20], ids[37], ids[70]]);
         let keys = stage.partitions().unwrap();
         (stage, keys)
     };
     let (memory, keys) = fill(usize::MAX);
     let (spilled, spilled_keys) = fill(1);
     assert_eq!(keys, spilled_keys);
-    assert!(spilled.segments > MAX_RUNS, "{} segments", spilled.segments);
-    assert!(spilled.live <= MAX_RUNS, "{} segments hold rows", spilled.live);
-    let files = std::fs::read_dir(spilled.dir.as_ref().unwrap().path()).unwrap().count();
-    assert_eq!(files, 2 * spilled.live, "merged segments' files are removed");
+    let live = spilled.levels.len();
+    assert!(
+        spilled.levels.values().any(|l| *l == 2),
+        "{:?}",
+        spilled.levels
+    );
+    for level in 0..3 {
+        let n = spilled.levels.values().filter(|l| **l == level).count();
+        assert!(n < FAN_IN, "level {level} holds {n} segments");
+    }
+    let files = std::fs::read_dir(spilled.dir.as_ref().unwrap().path())
+        .unwrap()
+        .count();
+    assert_eq!(files, 2 * live, "merged segments' files are removed");
     for key in &keys {
-        assert!(spilled.day(key).unwrap().runs.len() <= MAX_RUNS);
+        assert!(spilled.day(key).unwrap().runs.len() <= live);
         let (m, s) = (memory.read(key).unwrap(), spilled.read(key).unwrap());
         assert_eq!(m.executions, s.executions, "{key:?}");
         assert_eq!(m.catalog_registrations, s.catalog_registrations, "{key:?}");
