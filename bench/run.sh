@@ -11,6 +11,7 @@ flows=${1:-200}
 runs=${2:-5000}
 days=${3:-90}
 cargo build --release -p appflow-export -p appflow-emulator --bins
+cargo build --release -p appflow-extract --example page_all
 # Where cargo builds (CARGO_TARGET_DIR, a config's build.target-dir, or target/).
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
 [ -x /usr/bin/time ] || { echo "bench needs GNU time: apt-get install time" >&2; exit 1; }
@@ -39,7 +40,18 @@ measure() { # $1 label, then the command and its arguments (without --dest and t
     "$label" "$records" "$secs" "$(awk -v r="$records" -v s="$secs" 'BEGIN { print (s > 0 ? r / s : 0) }')" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
 }
 echo "appflow-export bench: $flows flows x $runs runs over $days days, $(nproc) cores, $(date -u +%Y-%m-%d)"
+# The floor: the same emulator paged through the same Extractor, records dropped.
+/usr/bin/time -v -o "$work/time.txt" "$bin/examples/page_all" "$endpoint" >"$work/out.txt"
+page_wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt" | awk '{ n = split($0, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }')
+printf '%-24s %10s records  wall %8.2f s  %10s            peak RSS %6.1f MB\n' "paging alone" \
+  "$(awk '{print $2}' "$work/out.txt")" "$page_wall" "" "$(awk -F': ' '/Maximum resident set size/ {print $2 / 1024}' "$work/time.txt")"
+# The emulator's own CPU per page, to show it is not what limits the export.
+emu_cpu() { awk '{print ($14 + $15) / 100}' "/proc/$emu/stat"; }
+cpu_before=$(emu_cpu)
 measure "full export" run
+echo "emulator CPU during the full export: $(awk -v a="$cpu_before" -v b="$(emu_cpu)" 'BEGIN { printf "%.2f", b - a }') s"
 measure "incremental, no change" run
 measure "backfill, whole history" backfill --since "$(date -u -d "$((days + 10)) days ago" +%Y-%m-%d)"
 du -sh "$work/dest" | awk '{print "output size: " $1}'
+# The in-process stages alone (criterion): transform, encode, transform + encode.
+cargo bench -p appflow-load --bench stages -- --noplot 2>/dev/null | grep -E '^stages/|time:|thrpt:'
