@@ -35,9 +35,13 @@ $(VENV)/.installed: Makefile
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_DEPS)
 	touch $@
 
-## make bench: the full-export benchmark (release build), see BENCHMARKS.md.
+## make bench: the benchmarks (release build), see BENCHMARKS.md: the full export
+## beside paging alone and the in-process stages; memory at 200,000 runs a day;
+## the peers (boto3 + pyarrow, dlt) on the same data.
 bench:
 	bash bench/run.sh
+	bash bench/scale.sh
+	bash bench/peers/run.sh
 
 fmt:
 	$(CARGO) fmt --all

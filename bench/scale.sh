@@ -5,6 +5,7 @@
 # RSS of the exporter. Run it at 200,000 and at 1,000,000 runs a day to see that the
 # peak does not grow with the runs of a day.
 # Usage: bash bench/scale.sh [FLOWS] [RUNS_PER_FLOW] [DAYS] [REPEATS]
+# EXPORT_BIN=path measures another build of appflow-export (an older release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flows=${1:-500}
@@ -29,7 +30,7 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 
 measure() { # $1 label, $2 destination, then the command and its arguments
   local label=$1 dest=$2
   shift 2
-  /usr/bin/time -v -o "$work/time.txt" "$bin/appflow-export" "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
+  /usr/bin/time -v -o "$work/time.txt" "${EXPORT_BIN:-$bin/appflow-export}" "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
   local wall rss secs
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")

@@ -8,8 +8,6 @@
 //! Within one account and region (one day file), the sort key is the merge key: a
 //! run's `started_at` never changes (it is also what names its day).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -162,13 +160,15 @@ struct Cursor {
     unsorted: Box<dyn Fn() -> Error + Send>,
 }
 
-/// Reads sorted inputs side by side, a key at a time.
+/// Reads sorted inputs side by side, a key at a time. The next key is found by
+/// comparing each input's current key in place: inputs are few (a day file and the
+/// staged rows; a day's sorted runs, at most 7 per level of the stage), and no key is
+/// copied but the one being taken.
 pub(crate) struct Merge {
     cursors: Vec<Option<Cursor>>,
-    /// The next key of each input that has rows left, smallest first (ties: the
-    /// input listed first).
-    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
     keys: Encoder,
+    /// The key being taken (reused: no allocation per row).
+    key: Vec<u8>,
 }
 
 impl Merge {
@@ -176,14 +176,11 @@ impl Merge {
     pub(crate) fn new(schema: &SchemaRef, inputs: Vec<Input>) -> Result<Self> {
         let mut merge = Merge {
             cursors: Vec::with_capacity(inputs.len()),
-            heap: BinaryHeap::with_capacity(inputs.len()),
             keys: Encoder::sort_key(schema)?,
+            key: Vec::new(),
         };
-        for (i, input) in inputs.into_iter().enumerate() {
+        for input in inputs {
             let cursor = merge.first(input)?;
-            if let Some(c) = &cursor {
-                merge.heap.push(Reverse((c.keys.row(0).data().to_vec(), i)));
-            }
             merge.cursors.push(cursor);
         }
         Ok(merge)
@@ -212,30 +209,34 @@ impl Merge {
     /// The rows of the next key, from every input, in input order (and in each
     /// input's order); `None` when every input is read.
     pub(crate) fn next_group(&mut self) -> Result<Option<Vec<Row>>> {
-        let Some(Reverse((key, first))) = self.heap.pop() else {
+        let mut smallest: Option<&[u8]> = None;
+        for cursor in self.cursors.iter().flatten() {
+            let key = cursor.keys.row(cursor.index).data();
+            if smallest.is_none_or(|s| key < s) {
+                smallest = Some(key);
+            }
+        }
+        let Some(smallest) = smallest else {
             return Ok(None);
         };
+        self.key.clear();
+        self.key.extend_from_slice(smallest);
         let mut group = Vec::with_capacity(2);
-        self.take(first, &key, &mut group)?;
-        while let Some(Reverse((k, _))) = self.heap.peek() {
-            if *k != key {
-                break;
-            }
-            let Some(Reverse((_, i))) = self.heap.pop() else {
-                break;
-            };
-            self.take(i, &key, &mut group)?;
+        for i in 0..self.cursors.len() {
+            self.take(i, &mut group)?;
         }
         Ok(Some(group))
     }
 
-    /// Takes every row of `key` from input `i` (its cursor is on the first), then
-    /// puts the input's next key back on the heap.
-    fn take(&mut self, i: usize, key: &[u8], group: &mut Vec<Row>) -> Result<()> {
+    /// Takes every row of the current key from input `i`, if its cursor is on one.
+    fn take(&mut self, i: usize, group: &mut Vec<Row>) -> Result<()> {
         loop {
             let Some(cursor) = self.cursors[i].as_mut() else {
                 return Ok(());
             };
+            if cursor.keys.row(cursor.index).data() != self.key.as_slice() {
+                return Ok(());
+            }
             group.push(Row {
                 input: i,
                 loaded: cursor.loaded.clone(),
@@ -259,14 +260,8 @@ impl Merge {
                     }
                 }
             }
-            let next = cursor.keys.row(cursor.index).data();
-            match next.cmp(key) {
-                std::cmp::Ordering::Equal => continue,
-                std::cmp::Ordering::Greater => {
-                    self.heap.push(Reverse((next.to_vec(), i)));
-                    return Ok(());
-                }
-                std::cmp::Ordering::Less => return Err((cursor.unsorted)()),
+            if cursor.keys.row(cursor.index).data() < self.key.as_slice() {
+                return Err((cursor.unsorted)());
             }
         }
     }
