@@ -3,8 +3,8 @@
 //! the data contract's writer settings, and both together. 100,000 runs of 100 flows
 //! in pages of 100, with values shaped like AppFlow's (ids, ARNs, statuses, messages).
 
-use appflow_model::testkit::{flow, glue};
 use appflow_model::ExecutionRecord;
+use appflow_model::testkit::{flow, glue};
 use appflow_transform::{Batches, executions_schema, to_batches};
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -16,7 +16,13 @@ const T0: i64 = 1_790_000_000_000;
 
 /// One flow's runs, newest first (as AppFlow pages them).
 fn records(f: usize) -> Vec<ExecutionRecord> {
-    let statuses = ["Successful", "Successful", "Successful", "Error", "InProgress"];
+    let statuses = [
+        "Successful",
+        "Successful",
+        "Successful",
+        "Error",
+        "InProgress",
+    ];
     (0..RUNS)
         .rev()
         .map(|i| {
@@ -29,8 +35,12 @@ fn records(f: usize) -> Vec<ExecutionRecord> {
                 num_parallel_processes: Some(1),
                 max_page_size: Some(1000),
                 put_failures_count: (status == "Error").then_some(1),
-                execution_message: (status == "Error")
-                    .then(|| format!("Salesforce API call failed: INVALID_FIELD on object {}", i % 17)),
+                execution_message: (status == "Error").then(|| {
+                    format!(
+                        "Salesforce API call failed: INVALID_FIELD on object {}",
+                        i % 17
+                    )
+                }),
                 data_pull_start_time: Some(started),
                 data_pull_end_time: Some(started + 20_000),
                 catalog_details: if i % 10 == 0 {

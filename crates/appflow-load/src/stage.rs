@@ -667,8 +667,8 @@ enum Run {
 }
 
 impl Run {
-    /// The run's rows of `table`, a batch at a time. A segment file is opened for
-    /// each batch, so a day of many runs holds no file open.
+    /// The run's rows of `table`, a batch at a time. A segment file is opened once
+    /// per stream (its footer read once); a day is read from a few runs per level.
     fn rows(&self, table: Table) -> Stream {
         match self {
             Run::Segment {
@@ -679,7 +679,14 @@ impl Run {
                     Table::CatalogRegistrations => catalog_registrations.clone(),
                     _ => executions.clone(),
                 };
-                Box::new(batches.map(move |i| read_batch(&path, i)))
+                let mut reader: Option<FileReader<BufReader<File>>> = None;
+                Box::new(batches.map(move |i| {
+                    let r = match &mut reader {
+                        Some(r) => r,
+                        None => reader.insert(open_segment(&path)?),
+                    };
+                    read_batch(r, i)
+                }))
             }
             Run::Memory(part) => {
                 let batch = match table {
@@ -692,10 +699,14 @@ impl Run {
     }
 }
 
-/// Batch `index` of a segment file.
-fn read_batch(path: &std::path::Path, index: usize) -> Result<RecordBatch> {
+/// A segment file, to read its batches.
+fn open_segment(path: &std::path::Path) -> Result<FileReader<BufReader<File>>> {
     let file = File::open(path).map_err(stage_io)?;
-    let mut reader = FileReader::try_new(BufReader::new(file), None).map_err(stage_io)?;
+    FileReader::try_new(BufReader::new(file), None).map_err(stage_io)
+}
+
+/// Batch `index` of a segment file.
+fn read_batch(reader: &mut FileReader<BufReader<File>>, index: usize) -> Result<RecordBatch> {
     reader.set_index(index).map_err(stage_io)?;
     match reader.next() {
         Some(batch) => batch.map_err(stage_io),
