@@ -133,7 +133,9 @@ class FaultProxy:
         headers = {k: v for k, v in h.headers.items()}
         with self._lock:
             self.requests.append(Seen(h.command, h.path, headers))
-        key = f"{h.command} {h.path} {hashlib.sha256(body).hexdigest()}"
+        # A write is known by its payload: a streamed upload (aws-chunked) signs each
+        # chunk with the request's time, so a retry's bytes differ from the first's.
+        key = f"{h.command} {h.path} {hashlib.sha256(_payload(headers, body)).hexdigest()}"
         expected = next((v for k, v in headers.items() if k.lower() == "x-amz-expected-bucket-owner"), None)
         if self.plan.bucket_owner and expected and expected != self.plan.bucket_owner:
             return _error(h, 403, "AccessDenied", "Access Denied")
@@ -210,6 +212,24 @@ def _read_body(h: BaseHTTPRequestHandler) -> bytes:
             h.rfile.readline()
     length = int(h.headers.get("Content-Length") or 0)
     return h.rfile.read(length) if length else b""
+
+
+def _payload(headers: dict[str, str], body: bytes) -> bytes:
+    """The object's bytes of a PUT body: an aws-chunked body without its chunk headers
+    (sizes, signatures) and trailers; any other body as it is."""
+    encoding = next((v for k, v in headers.items() if k.lower() == "content-encoding"), "")
+    if "aws-chunked" not in encoding:
+        return body
+    out, at = b"", 0
+    while True:
+        end = body.find(b"\r\n", at)
+        if end < 0:
+            return body
+        size = int(body[at:end].split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            return out
+        out += body[end + 2:end + 2 + size]
+        at = end + 2 + size + 2
 
 
 def _error(h: BaseHTTPRequestHandler, status: int, code: str, message: str) -> None:

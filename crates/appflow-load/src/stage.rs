@@ -186,7 +186,9 @@ fn group(batch: &RecordBatch) -> Result<BTreeMap<PartitionKey, Vec<u32>>> {
     Ok(groups)
 }
 
-fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<FileWriter<BufWriter<File>>> {
+type SegmentWriter = FileWriter<BufWriter<File>>;
+
+fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<SegmentWriter> {
     let file = File::create(path).map_err(stage_io)?;
     FileWriter::try_new(BufWriter::new(file), schema).map_err(stage_io)
 }
@@ -389,16 +391,7 @@ impl Stage {
             return Ok(());
         }
         self.make_dir()?;
-        let segment = self.segments;
-        self.segments += 1;
-        let mut exec = writer(
-            &self.path(segment, Table::Executions)?,
-            &staged_schema(Table::Executions),
-        )?;
-        let mut cat = writer(
-            &self.path(segment, Table::CatalogRegistrations)?,
-            &staged_schema(Table::CatalogRegistrations),
-        )?;
+        let (segment, mut exec, mut cat) = self.new_segment()?;
         let (mut exec_batches, mut cat_batches) = (0, 0);
         for (key, part) in parts {
             let executions = write_run(&mut exec, &part.executions, &mut exec_batches)?;
@@ -436,16 +429,7 @@ impl Stage {
     /// from at most `FAN_IN - 1` runs per level, levels grow with the logarithm of the
     /// rows staged, and each row is rewritten once per level.
     fn merge_runs(&mut self, merged: &[usize], level: u32) -> Result<()> {
-        let segment = self.segments;
-        self.segments += 1;
-        let mut exec = writer(
-            &self.path(segment, Table::Executions)?,
-            &staged_schema(Table::Executions),
-        )?;
-        let mut cat = writer(
-            &self.path(segment, Table::CatalogRegistrations)?,
-            &staged_schema(Table::CatalogRegistrations),
-        )?;
+        let (segment, mut exec, mut cat) = self.new_segment()?;
         let (mut exec_batches, mut cat_batches) = (0, 0);
         for slices in self.slices.values_mut() {
             let (from, kept): (Vec<Slice>, Vec<Slice>) = std::mem::take(slices)
@@ -495,6 +479,21 @@ impl Stage {
             "staged segments merged into one"
         );
         Ok(())
+    }
+
+    /// A new segment's number and its two files, open for writing.
+    fn new_segment(&mut self) -> Result<(usize, SegmentWriter, SegmentWriter)> {
+        let segment = self.segments;
+        self.segments += 1;
+        let exec = writer(
+            &self.path(segment, Table::Executions)?,
+            &staged_schema(Table::Executions),
+        )?;
+        let cat = writer(
+            &self.path(segment, Table::CatalogRegistrations)?,
+            &staged_schema(Table::CatalogRegistrations),
+        )?;
+        Ok((segment, exec, cat))
     }
 
     /// The sorted run a slice is.

@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use bytes::Bytes;
 
@@ -110,6 +110,47 @@ impl S3Store {
         }
     }
 
+    /// Reads the object at `key` into `sink`, returning its tag (`None`: no such
+    /// object). A body that breaks off (a reset, a truncated response) is read again
+    /// from the start, under the SDK's attempts and backoff (the SDK retries a failed
+    /// call, not a body cut short after the headers came); after the last attempt the
+    /// error names the key.
+    async fn read_into(&self, key: &str, sink: &mut Sink<'_>) -> Result<Option<String>> {
+        let mut attempt = 1;
+        loop {
+            let Some(resp) = self.get_object(key).await? else {
+                return Ok(None);
+            };
+            let etag = resp.e_tag().unwrap_or_default().to_string();
+            sink.restart().await?;
+            let mut body = resp.body;
+            let broke = loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => sink.write(&chunk).await?,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            match broke {
+                None => {
+                    sink.finish().await?;
+                    return Ok(Some(etag));
+                }
+                Some(e) if attempt < self.reads.attempts => {
+                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
+                    tokio::time::sleep(self.reads.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Some(e) => {
+                    return Err(Error::read(
+                        self.location(key),
+                        format!("the body broke off on each of {attempt} attempts: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
     /// A conditional PutObject of `body` at `key`.
     async fn put_stream(&self, key: &str, body: ByteStream, mode: PutMode) -> Result<PutOutcome> {
         let req = self
@@ -161,84 +202,67 @@ impl S3Store {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for S3Store {
-    /// A body that breaks off (a reset, a truncated response) is read again, under the
-    /// SDK's attempts and backoff; after the last attempt the error names the key.
-    async fn get(&self, key: &str) -> Result<Option<Object>> {
-        let mut attempt = 1;
-        loop {
-            let Some(resp) = self.get_object(key).await? else {
-                return Ok(None);
-            };
-            let etag = resp.e_tag().unwrap_or_default().to_string();
-            match resp.body.collect().await {
-                Ok(body) => {
-                    return Ok(Some(Object {
-                        body: body.into_bytes(),
-                        etag,
-                    }));
-                }
-                Err(e) if attempt < self.reads.attempts => {
-                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
-                    tokio::time::sleep(self.reads.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(Error::read(
-                        self.location(key),
-                        format!("the body broke off on each of {attempt} attempts: {e}"),
-                    ));
-                }
+/// Where a read's body goes: memory (small objects) or a local file (day files).
+enum Sink<'a> {
+    Memory(Vec<u8>),
+    File(tokio::fs::File, &'a Path),
+}
+
+impl Sink<'_> {
+    /// Drops what an earlier attempt wrote.
+    async fn restart(&mut self) -> Result<()> {
+        match self {
+            Sink::Memory(bytes) => bytes.clear(),
+            Sink::File(file, path) => {
+                file.set_len(0).await.map_err(|e| local_file(path, e))?;
+                file.rewind().await.map_err(|e| local_file(path, e))?;
             }
         }
+        Ok(())
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            Sink::Memory(bytes) => bytes.extend_from_slice(chunk),
+            Sink::File(file, path) => file
+                .write_all(chunk)
+                .await
+                .map_err(|e| local_file(path, e))?,
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        if let Sink::File(file, path) = self {
+            file.flush().await.map_err(|e| local_file(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        let mut body = Sink::Memory(Vec::new());
+        let etag = self.read_into(key, &mut body).await?;
+        Ok(etag.map(|etag| Object {
+            body: match body {
+                Sink::Memory(bytes) => Bytes::from(bytes),
+                Sink::File(..) => Bytes::new(),
+            },
+            etag,
+        }))
     }
 
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome> {
         self.put_stream(key, ByteStream::from(body), mode).await
     }
 
-    /// Streams the object into `path`; a body that breaks off is read again from the
-    /// start, as in [`ObjectStore::get`].
     async fn get_file(&self, key: &str, path: &Path) -> Result<Option<String>> {
-        let mut attempt = 1;
-        loop {
-            let Some(resp) = self.get_object(key).await? else {
-                return Ok(None);
-            };
-            let etag = resp.e_tag().unwrap_or_default().to_string();
-            let mut file = tokio::fs::File::create(path)
-                .await
-                .map_err(|e| local_file(path, e))?;
-            let mut body = resp.body;
-            let broke = loop {
-                match body.try_next().await {
-                    Ok(Some(chunk)) => file
-                        .write_all(&chunk)
-                        .await
-                        .map_err(|e| local_file(path, e))?,
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
-                }
-            };
-            match broke {
-                None => {
-                    file.flush().await.map_err(|e| local_file(path, e))?;
-                    return Ok(Some(etag));
-                }
-                Some(e) if attempt < self.reads.attempts => {
-                    tracing::debug!(key, attempt, error = %e, "the body broke off; reading it again");
-                    tokio::time::sleep(self.reads.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Some(e) => {
-                    return Err(Error::read(
-                        self.location(key),
-                        format!("the body broke off on each of {attempt} attempts: {e}"),
-                    ));
-                }
-            }
-        }
+        let file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| local_file(path, e))?;
+        self.read_into(key, &mut Sink::File(file, path)).await
     }
 
     /// The SDK streams the file and reopens it when it retries the call.
