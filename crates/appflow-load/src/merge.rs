@@ -360,7 +360,11 @@ pub(crate) fn merge_catalog(
         }
         let mut now: Option<&Row> = None;
         for row in of(CURRENT) {
-            if now.is_none_or(|w| row.replaces(w).unwrap_or(false)) {
+            let newer = match now {
+                None => true,
+                Some(w) => row.replaces(w)?,
+            };
+            if newer {
                 now = Some(row);
             }
         }

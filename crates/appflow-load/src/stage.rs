@@ -408,8 +408,7 @@ impl Stage {
         tracing::debug!(segment, "staged rows written to a temporary segment");
         self.levels.insert(segment, 0);
         // Whenever a level holds FAN_IN segments, they become one of the next level.
-        while let Some(level) = (0..)
-            .take_while(|l| self.levels.values().any(|v| v == l))
+        while let Some(level) = (0..=self.levels.values().copied().max().unwrap_or(0))
             .find(|l| self.levels.values().filter(|v| *v == l).count() >= FAN_IN)
         {
             let merged: Vec<usize> = self

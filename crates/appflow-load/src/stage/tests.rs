@@ -212,7 +212,7 @@ fn past_the_most_runs_segments_are_merged_and_read_back_the_same_rows() {
         "{:?}",
         spilled.levels
     );
-    for level in 0..3 {
+    for level in 0..4 {
         let n = spilled.levels.values().filter(|l| **l == level).count();
         assert!(n < FAN_IN, "level {level} holds {n} segments");
     }
