@@ -213,16 +213,18 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if let Some(batch) = self.picked.take(None)? {
-            let sink = self
-                .sink
-                .as_mut()
-                .ok_or_else(|| Error::bug("merging a day file", "no output file"))?;
-            sink.write(&batch)
-                .map_err(|e| Error::stage(format!("temporary file: {e}")))?;
-        }
-        Ok(())
+    /// Writes the next batch picked; `false`: none was waiting.
+    fn flush(&mut self) -> Result<bool> {
+        let Some(batch) = self.picked.take(None)? else {
+            return Ok(false);
+        };
+        let sink = self
+            .sink
+            .as_mut()
+            .ok_or_else(|| Error::bug("merging a day file", "no output file"))?;
+        sink.write(&batch)
+            .map_err(|e| Error::stage(format!("temporary file: {e}")))?;
+        Ok(true)
     }
 
     /// From now on rows are written: the file starts with the stored rows kept so far.
@@ -261,7 +263,7 @@ impl<'a> Output<'a> {
         if self.sink.is_none() {
             return Ok(false);
         }
-        self.flush()?;
+        while self.flush()? {}
         let path = self.path;
         if let Some(sink) = self.sink.take() {
             sink.finish()

@@ -279,11 +279,16 @@ fn next_rows(rows: &mut Stream) -> Result<Option<RecordBatch>> {
 }
 
 /// Rows picked one at a time from inputs' batches, handed on as batches of about
-/// `rows` rows.
+/// `rows` rows. Rows picked in a row from one batch (the usual case: runs and files
+/// rarely interleave finely) are handed on as a slice of it, not copied.
 pub(crate) struct Picked {
     batches: Vec<Arc<Loaded>>,
     indices: Vec<(usize, usize)>,
     rows: usize,
+    /// Whether the rows picked since the last take are consecutive rows of one batch.
+    consecutive: bool,
+    /// Consecutive rows handed on as a slice when the next row broke the run.
+    ready: Option<RecordBatch>,
 }
 
 impl Picked {
@@ -292,6 +297,8 @@ impl Picked {
             batches: Vec::new(),
             indices: Vec::with_capacity(rows),
             rows: rows.max(1),
+            consecutive: true,
+            ready: None,
         }
     }
 
@@ -300,28 +307,61 @@ impl Picked {
             .batches
             .last()
             .is_some_and(|b| Arc::ptr_eq(b, &row.loaded));
-        if !same_batch {
+        let next = same_batch
+            && self
+                .indices
+                .last()
+                .is_some_and(|&(_, i)| i + 1 == row.index);
+        if self.consecutive && !self.indices.is_empty() && !next {
+            // A run of rows long enough to stand as a batch of its own goes on as a
+            // slice; a short one is copied with the rows after it.
+            if self.ready.is_none() && self.indices.len() >= self.rows / 8 {
+                self.ready = self.slice();
+                self.batches.clear();
+                self.indices.clear();
+            } else {
+                self.consecutive = false;
+            }
+        }
+        if self.batches.is_empty() || !same_batch {
             self.batches.push(row.loaded.clone());
         }
         self.indices.push((self.batches.len() - 1, row.index));
     }
 
-    /// Whether a batch's worth of rows is waiting.
-    pub(crate) fn full(&self) -> bool {
-        self.indices.len() >= self.rows
+    /// The rows picked, consecutive rows of one batch, as a slice of it.
+    fn slice(&self) -> Option<RecordBatch> {
+        let (&(_, first), batch) = (self.indices.first()?, self.batches.first()?);
+        Some(batch.batch.slice(first, self.indices.len()))
     }
 
-    /// The rows picked so far, as one batch (`None`: none), projected to `columns`
-    /// when given.
+    /// Whether a batch's worth of rows is waiting.
+    pub(crate) fn full(&self) -> bool {
+        self.ready.is_some() || self.indices.len() >= self.rows
+    }
+
+    /// The next batch of rows picked (`None`: none is waiting), projected to
+    /// `columns` when given; call it until `None` once every row is picked.
     pub(crate) fn take(&mut self, columns: Option<&[usize]>) -> Result<Option<RecordBatch>> {
-        if self.indices.is_empty() {
-            return Ok(None);
-        }
-        let batches: Vec<&RecordBatch> = self.batches.iter().map(|l| &l.batch).collect();
-        let batch = interleave_record_batch(&batches, &self.indices)
-            .map_err(|e| Error::bug("merging sorted rows", e))?;
-        self.batches.clear();
-        self.indices.clear();
+        let batch = match self.ready.take() {
+            Some(batch) => batch,
+            None if self.indices.is_empty() => return Ok(None),
+            None => {
+                let batch = if self.consecutive {
+                    self.slice()
+                        .ok_or_else(|| Error::bug("merging sorted rows", "no rows picked"))?
+                } else {
+                    let batches: Vec<&RecordBatch> =
+                        self.batches.iter().map(|l| &l.batch).collect();
+                    interleave_record_batch(&batches, &self.indices)
+                        .map_err(|e| Error::bug("merging sorted rows", e))?
+                };
+                self.batches.clear();
+                self.indices.clear();
+                self.consecutive = true;
+                batch
+            }
+        };
         let batch = match columns {
             Some(cols) => batch
                 .project(cols)
@@ -329,5 +369,90 @@ impl Picked {
             None => batch,
         };
         Ok(Some(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    fn batch(flow: &str, started: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("flow_name", DataType::Utf8, false),
+            Field::new(
+                "started_at",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("execution_id", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let n = started.clone().count();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![flow; n])),
+                Arc::new(TimestampMillisecondArray::from_iter_values(started.clone())),
+                Arc::new(StringArray::from_iter_values(
+                    started.clone().map(|s| format!("{s:04}")),
+                )),
+                Arc::new(Int64Array::from_iter_values(started)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn input(batches: Vec<RecordBatch>) -> Input {
+        let schema = batches[0].schema();
+        Input {
+            rows: Box::new(batches.into_iter().map(Ok)),
+            content: Arc::new(Encoder::content(&schema, None).unwrap()),
+            unsorted: Box::new(|| Error::bug("test", "unsorted")),
+        }
+    }
+
+    #[test]
+    fn picked_rows_come_out_whole_and_in_order_as_slices_or_copies() {
+        // Long runs of one batch (slices), then rows that alternate (copies).
+        let a = input(vec![batch("a", 0..40), batch("c", 0..10)]);
+        let b = input(vec![batch("b", 0..30), batch("c", 0..10).slice(0, 5)]);
+        let c = input(vec![batch("c", 100..105)]);
+        let mut merge = Merge::new(&batch("a", 0..1).schema(), vec![a, b, c]).unwrap();
+        let mut picked = Picked::new(16);
+        let mut out = Vec::new();
+        while let Some(group) = merge.next_group().unwrap() {
+            // A whole group before taking, as a merge that keeps several rows does.
+            // Some rows are left out (an older version), as a merge leaves them.
+            for row in group.iter().filter(|r| r.input != 1 || r.index % 3 != 2) {
+                picked.push(row);
+            }
+            if picked.full() {
+                out.extend(picked.take(None).unwrap());
+            }
+        }
+        while let Some(batch) = picked.take(None).unwrap() {
+            out.push(batch);
+        }
+        let all = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+        let flows = all.column(0).as_string::<i32>();
+        let n = all.column(3).as_primitive::<arrow::datatypes::Int64Type>();
+        let got: Vec<(String, i64)> = (0..all.num_rows())
+            .map(|i| (flows.value(i).to_string(), n.value(i)))
+            .collect();
+        let mut want: Vec<(String, i64)> = (0..40).map(|i| ("a".to_string(), i)).collect();
+        want.extend((0..30).filter(|i| i % 3 != 2).map(|i| ("b".to_string(), i)));
+        // Rows of one key, from several inputs, in input order.
+        want.extend((0..10).flat_map(|i| {
+            let both = if i < 5 && i % 3 != 2 { 2 } else { 1 };
+            std::iter::repeat_n(("c".to_string(), i), both)
+        }));
+        want.extend((100..105).map(|i| ("c".to_string(), i)));
+        assert_eq!(got, want);
+        assert!(
+            out.iter().all(|b| b.num_rows() <= 16),
+            "no batch is over size"
+        );
     }
 }

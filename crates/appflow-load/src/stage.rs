@@ -23,15 +23,17 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::{concat_batches, filter_record_batch, max, min, take_record_batch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::compute::{
+    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, max, min,
+    take_record_batch,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType, UInt64Type};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use chrono::DateTime;
 
 use crate::error::{Error, Result};
-use crate::merge::sorted;
 use crate::sorted::{Encoder, Input, Merge, Picked, Row, SORT_KEY, Stream};
 use appflow_model::supersedes;
 use appflow_transform::{Batches, Table, schema_for};
@@ -56,8 +58,8 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
 /// sorting them for a segment takes about twice as much again).
 const MEMORY_BUDGET: usize = 8 << 20;
 
-/// Segments of one level merged into one of the next.
-const FAN_IN: usize = 8;
+/// Sorted runs of one day and level merged into one run of the next level.
+const FAN_IN: usize = 16;
 
 /// Pages added before they are compacted into one batch (see [`Stage::compact`]).
 const COMPACT_EVERY: usize = 64;
@@ -94,6 +96,8 @@ fn tagged(table: Table, batch: &RecordBatch, id: AddId) -> Result<RecordBatch> {
 #[derive(Clone, Debug)]
 struct Slice {
     segment: usize,
+    /// 0: written from memory; n: merged from runs of level n - 1.
+    level: u32,
     executions: Range<usize>,
     catalog_registrations: Range<usize>,
 }
@@ -119,9 +123,9 @@ pub struct Stage {
     parent: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     segments: usize,
-    /// The level of each segment whose files hold staged rows (0: written from
-    /// memory; n: merged from segments of level n - 1); the others were merged away.
-    levels: BTreeMap<usize, u32>,
+    /// How many slices read each segment's files; a segment no slice reads any more
+    /// (all its runs were merged into others) has its files removed.
+    readers: BTreeMap<usize, usize>,
     slices: BTreeMap<PartitionKey, Vec<Slice>>,
     pending: Vec<Batches>,
     /// The first entry of `pending` that is a page, not compacted pages.
@@ -143,47 +147,67 @@ fn stage_bug<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
     Error::bug("staging rows", e)
 }
 
-/// Groups the rows of `batch` by partition (as computed from its `account_id`,
-/// `region` and `started_at` columns), in first-seen order.
-fn group(batch: &RecordBatch) -> Result<BTreeMap<PartitionKey, Vec<u32>>> {
-    let col = |name: &str| {
+/// `batch` sorted by partition (its `account_id`, `region` and the day of its
+/// `started_at`), then as its table's runs are stored, in one copy; each partition's
+/// rows are a slice of it.
+fn by_partition(table: Table, batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let col = |batch: &RecordBatch, name: &str| -> Result<arrow::array::ArrayRef> {
         batch
             .column_by_name(name)
+            .cloned()
             .ok_or_else(|| stage_bug(format!("no column {name}")))
     };
-    let account = col("account_id")?.as_string::<i32>();
-    let region = col("region")?.as_string::<i32>();
-    let started = col("started_at")?.as_primitive::<TimestampMillisecondType>();
-    let mut groups: BTreeMap<PartitionKey, Vec<u32>> = BTreeMap::new();
-    // Consecutive rows are usually of the same partition: collect such runs of rows
-    // and look the partition up once per run, not once per row.
-    let mut run: Option<(i64, PartitionKey, Vec<u32>)> = None;
-    for i in 0..batch.num_rows() {
-        let ms = started.value(i);
-        let day = ms.div_euclid(86_400_000);
-        match &mut run {
-            Some((d, k, rows))
-                if *d == day && k.account_id == account.value(i) && k.region == region.value(i) =>
-            {
-                rows.push(i as u32);
-            }
-            _ => {
-                if let Some((_, k, rows)) = run.take() {
-                    groups.entry(k).or_default().extend(rows);
-                }
-                let key = PartitionKey {
-                    account_id: account.value(i).to_string(),
-                    region: region.value(i).to_string(),
-                    day: day_of(ms)?,
-                };
-                run = Some((day, key, vec![i as u32]));
-            }
+    let days: arrow::array::Int64Array = arrow::compute::kernels::arity::unary(
+        col(batch, "started_at")?.as_primitive::<TimestampMillisecondType>(),
+        |ms| ms.div_euclid(86_400_000),
+    );
+    let mut by = vec![
+        col(batch, "account_id")?,
+        col(batch, "region")?,
+        Arc::new(days),
+    ];
+    for name in sort_columns(table) {
+        by.push(col(batch, name)?);
+    }
+    let by: Vec<SortColumn> = by
+        .into_iter()
+        .map(|values| SortColumn {
+            values,
+            options: None,
+        })
+        .collect();
+    let order = lexsort_to_indices(&by, None).map_err(stage_bug)?;
+    let sorted = take_record_batch(batch, &order).map_err(stage_bug)?;
+    let account = col(&sorted, "account_id")?;
+    let region = col(&sorted, "region")?;
+    let started = col(&sorted, "started_at")?;
+    let (account, region, started) = (
+        account.as_string::<i32>(),
+        region.as_string::<i32>(),
+        started.as_primitive::<TimestampMillisecondType>(),
+    );
+    let day = |i: usize| started.value(i).div_euclid(86_400_000);
+    let mut parts = Vec::new();
+    let mut first = 0;
+    for i in 1..=sorted.num_rows() {
+        let same = i < sorted.num_rows()
+            && day(i) == day(first)
+            && account.value(i) == account.value(first)
+            && region.value(i) == region.value(first);
+        if !same {
+            let key = PartitionKey {
+                account_id: account.value(first).to_string(),
+                region: region.value(first).to_string(),
+                day: day_of(started.value(first))?,
+            };
+            parts.push((key, sorted.slice(first, i - first)));
+            first = i;
         }
     }
-    if let Some((_, k, rows)) = run {
-        groups.entry(k).or_default().extend(rows);
-    }
-    Ok(groups)
+    Ok(parts)
 }
 
 type SegmentWriter = FileWriter<BufWriter<File>>;
@@ -225,7 +249,7 @@ impl Stage {
             parent,
             dir: None,
             segments: 0,
-            levels: BTreeMap::new(),
+            readers: BTreeMap::new(),
             slices: BTreeMap::new(),
             pending: Vec::new(),
             compacted: 0,
@@ -353,38 +377,40 @@ impl Stage {
             .into_iter()
             .map(|b| (b.executions, b.catalog_registrations))
             .unzip();
-        let exec = concat(Table::Executions, exec)?;
-        let cat = concat(Table::CatalogRegistrations, cat)?;
-        let exec_groups = group(&exec)?;
-        let cat_groups = group(&cat)?;
-        if let Some(orphan) = cat_groups.keys().find(|k| !exec_groups.contains_key(*k)) {
+        // Each table is copied once, sorted; the concatenated rows go right after.
+        let exec_parts = by_partition(Table::Executions, &concat(Table::Executions, exec)?)?;
+        let mut cat_parts: BTreeMap<PartitionKey, RecordBatch> = by_partition(
+            Table::CatalogRegistrations,
+            &concat(Table::CatalogRegistrations, cat)?,
+        )?
+        .into_iter()
+        .collect();
+        let parts = exec_parts
+            .into_iter()
+            .map(|(key, executions)| {
+                let catalog_registrations = cat_parts.remove(&key).unwrap_or_else(|| {
+                    RecordBatch::new_empty(staged_schema(Table::CatalogRegistrations))
+                });
+                (
+                    key,
+                    Batches {
+                        executions,
+                        catalog_registrations,
+                    },
+                )
+            })
+            .collect();
+        if let Some(orphan) = cat_parts.keys().next() {
             return Err(stage_bug(format!(
                 "catalog rows of day {} have no execution rows",
                 orphan.day
             )));
         }
-        let parts = exec_groups
-            .into_iter()
-            .map(|(key, rows)| {
-                let cat_rows = cat_groups.get(&key).cloned().unwrap_or_default();
-                let part = Batches {
-                    executions: sorted_run(
-                        Table::Executions,
-                        &take_record_batch(&exec, &UInt32Array::from(rows)).map_err(stage_bug)?,
-                    )?,
-                    catalog_registrations: sorted_run(
-                        Table::CatalogRegistrations,
-                        &take_record_batch(&cat, &UInt32Array::from(cat_rows))
-                            .map_err(stage_bug)?,
-                    )?,
-                };
-                Ok((key, part))
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(parts)
     }
 
-    /// Writes the pending rows as one segment.
+    /// Writes the pending rows as one segment, then merges the runs of any day that
+    /// holds [`FAN_IN`] of one level.
     fn spill(&mut self) -> Result<()> {
         let parts = self.split_pending()?;
         if parts.is_empty() {
@@ -399,85 +425,93 @@ impl Stage {
                 write_run(&mut cat, &part.catalog_registrations, &mut cat_batches)?;
             self.slices.entry(key).or_default().push(Slice {
                 segment,
+                level: 0,
                 executions,
                 catalog_registrations,
             });
+            *self.readers.entry(segment).or_default() += 1;
         }
         exec.finish().map_err(stage_io)?;
         cat.finish().map_err(stage_io)?;
         tracing::debug!(segment, "staged rows written to a temporary segment");
-        self.levels.insert(segment, 0);
-        // Whenever a level holds FAN_IN segments, they become one of the next level.
-        while let Some(level) = (0..=self.levels.values().copied().max().unwrap_or(0))
-            .find(|l| self.levels.values().filter(|v| *v == l).count() >= FAN_IN)
-        {
-            let merged: Vec<usize> = self
-                .levels
-                .iter()
-                .filter(|(_, l)| **l == level)
-                .map(|(s, _)| *s)
-                .collect();
-            self.merge_runs(&merged, level + 1)?;
-        }
-        Ok(())
+        self.merge_full_levels()
     }
 
-    /// Merges the segments `merged` into one of `level`, a sorted run of each day
-    /// (every row kept, with its add's number), and removes their files. Segments are
-    /// merged in levels, `FAN_IN` at a time (as an LSM tree does): a day is read back
-    /// from at most `FAN_IN - 1` runs per level, levels grow with the logarithm of the
-    /// rows staged, and each row is rewritten once per level.
-    fn merge_runs(&mut self, merged: &[usize], level: u32) -> Result<()> {
-        let (segment, mut exec, mut cat) = self.new_segment()?;
-        let (mut exec_batches, mut cat_batches) = (0, 0);
-        for slices in self.slices.values_mut() {
-            let (from, kept): (Vec<Slice>, Vec<Slice>) = std::mem::take(slices)
-                .into_iter()
-                .partition(|s| merged.contains(&s.segment));
-            *slices = kept;
-            if from.is_empty() {
-                continue;
+    /// While some day holds [`FAN_IN`] sorted runs of one level, merges them into one
+    /// run of the next level (every row kept, with its add's number), the runs of all
+    /// such days into one new segment, and removes the files no run reads any more.
+    /// Runs are merged per day (as an LSM tree tiers its runs): a day is read back
+    /// from at most `FAN_IN - 1` runs per level, levels grow with the logarithm of
+    /// the day's rows, and a row is rewritten once per level of its own day only (a
+    /// day staged in few runs is never rewritten). A segment's files stay until its
+    /// last run is merged away, so the folder holds at most every row once per level.
+    fn merge_full_levels(&mut self) -> Result<()> {
+        loop {
+            let full: Vec<(PartitionKey, u32)> = self
+                .slices
+                .iter()
+                .filter_map(|(key, slices)| full_level(slices).map(|l| (key.clone(), l)))
+                .collect();
+            if full.is_empty() {
+                return Ok(());
             }
             let dir = self
                 .dir
                 .as_ref()
+                .map(|d| d.path().to_path_buf())
                 .ok_or_else(|| stage_bug("no staging folder"))?;
-            let runs = from
-                .iter()
-                .map(|s| run_in(dir.path(), s))
-                .collect::<Vec<_>>();
-            let executions = write_merged(&mut exec, &runs, Table::Executions, &mut exec_batches)?;
-            let catalog_registrations = write_merged(
-                &mut cat,
-                &runs,
-                Table::CatalogRegistrations,
-                &mut cat_batches,
-            )?;
-            slices.push(Slice {
-                segment,
-                executions,
-                catalog_registrations,
-            });
-        }
-        exec.finish().map_err(stage_io)?;
-        cat.finish().map_err(stage_io)?;
-        for s in merged {
-            self.levels.remove(s);
-            for table in [Table::Executions, Table::CatalogRegistrations] {
-                match std::fs::remove_file(self.path(*s, table)?) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(stage_io(e)),
-                    _ => {}
+            let (segment, mut exec, mut cat) = self.new_segment()?;
+            let (mut exec_batches, mut cat_batches) = (0, 0);
+            let mut merged_away = Vec::new();
+            for (key, level) in &full {
+                let slices = self
+                    .slices
+                    .get_mut(key)
+                    .ok_or_else(|| stage_bug("a day without runs"))?;
+                let (from, kept): (Vec<Slice>, Vec<Slice>) = std::mem::take(slices)
+                    .into_iter()
+                    .partition(|s| s.level == *level);
+                *slices = kept;
+                let runs = from.iter().map(|s| run_in(&dir, s)).collect::<Vec<_>>();
+                let executions =
+                    write_merged(&mut exec, &runs, Table::Executions, &mut exec_batches)?;
+                let catalog_registrations = write_merged(
+                    &mut cat,
+                    &runs,
+                    Table::CatalogRegistrations,
+                    &mut cat_batches,
+                )?;
+                slices.push(Slice {
+                    segment,
+                    level: level + 1,
+                    executions,
+                    catalog_registrations,
+                });
+                *self.readers.entry(segment).or_default() += 1;
+                merged_away.extend(from.iter().map(|s| s.segment));
+            }
+            exec.finish().map_err(stage_io)?;
+            cat.finish().map_err(stage_io)?;
+            tracing::debug!(segment, days = full.len(), "staged runs merged");
+            for s in merged_away {
+                let readers = self
+                    .readers
+                    .get_mut(&s)
+                    .ok_or_else(|| stage_bug("a run of no segment"))?;
+                *readers -= 1;
+                if *readers == 0 {
+                    self.readers.remove(&s);
+                    for table in [Table::Executions, Table::CatalogRegistrations] {
+                        match std::fs::remove_file(segment_path(&dir, s, table)) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(stage_io(e));
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
         }
-        self.levels.insert(segment, level);
-        tracing::debug!(
-            segment,
-            level,
-            merged = merged.len(),
-            "staged segments merged into one"
-        );
-        Ok(())
     }
 
     /// A new segment's number and its two files, open for writing.
@@ -566,6 +600,18 @@ impl Stage {
     }
 }
 
+/// The lowest level at which a day holds [`FAN_IN`] runs.
+fn full_level(slices: &[Slice]) -> Option<u32> {
+    let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+    for s in slices {
+        *counts.entry(s.level).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .find(|(_, n)| *n >= FAN_IN)
+        .map(|(level, _)| level)
+}
+
 /// The file of one table of a segment.
 fn segment_path(dir: &std::path::Path, segment: usize, table: Table) -> PathBuf {
     dir.join(format!("{segment:06}-{}.arrow", table.name()))
@@ -583,11 +629,6 @@ fn run_in(dir: &std::path::Path, s: &Slice) -> Run {
             s.catalog_registrations.clone(),
         ),
     }
-}
-
-/// Sorts a part of one partition as runs are stored.
-fn sorted_run(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
-    sorted(batch, sort_columns(table)).map_err(stage_bug)
 }
 
 /// Writes the rows of `runs` of `table`, merged in order (every row), as batches of
@@ -612,12 +653,13 @@ fn write_merged(
     let mut merge = Merge::new(&schema, inputs)?;
     let mut picked = Picked::new(STAGED_BATCH_ROWS);
     let first = *next;
-    let mut write = |picked: &mut Picked| -> Result<()> {
-        if let Some(batch) = picked.take(None)? {
-            writer.write(&batch).map_err(stage_io)?;
-            *next += 1;
-        }
-        Ok(())
+    let mut write = |picked: &mut Picked| -> Result<bool> {
+        let Some(batch) = picked.take(None)? else {
+            return Ok(false);
+        };
+        writer.write(&batch).map_err(stage_io)?;
+        *next += 1;
+        Ok(true)
     };
     while let Some(group) = merge.next_group()? {
         for row in &group {
@@ -627,7 +669,7 @@ fn write_merged(
             }
         }
     }
-    write(&mut picked)?;
+    while write(&mut picked)? {}
     Ok(first..*next)
 }
 

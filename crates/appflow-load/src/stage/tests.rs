@@ -175,12 +175,13 @@ fn days_are_utc_dates() {
 
 #[test]
 fn past_the_most_runs_segments_are_merged_and_read_back_the_same_rows() {
-    // Each add spills (budget 1): 46 segments written from memory, merged 8 at a time
-    // into segments of level 1, and 8 of those into one of level 2.
+    // Each add spills (budget 1): a segment written from memory each. The first day
+    // is in every add: its runs are merged FAN_IN at a time into runs of level 1, and
+    // FAN_IN of those into one of level 2; the last day is in one add only.
     let fill = |budget: usize| {
         let mut stage = Stage::with_memory_budget(budget);
         let mut ids = Vec::new();
-        for i in 0..66 {
+        for i in 0..FAN_IN * FAN_IN {
             let name = ["a", "b", "c"][i % 3];
             ids.push(stage.add(&flow_rows(name, 12 + i as i64)).unwrap());
             // The same runs again, a newer version with other catalog rows.
@@ -198,6 +199,12 @@ fn past_the_most_runs_segments_are_merged_and_read_back_the_same_rows() {
                 ids.push(stage.add(&again).unwrap());
             }
         }
+        // One add reaches a day no other add does.
+        ids.push(
+            stage
+                .add(&flow_rows("a", 12 * FAN_IN as i64 * FAN_IN as i64))
+                .unwrap(),
+        );
         // A flow that failed: its adds are left out wherever they were staged.
         stage.discard([ids[4], ids[20], ids[37], ids[70]]);
         let keys = stage.partitions().unwrap();
@@ -206,22 +213,40 @@ fn past_the_most_runs_segments_are_merged_and_read_back_the_same_rows() {
     let (memory, keys) = fill(usize::MAX);
     let (spilled, spilled_keys) = fill(1);
     assert_eq!(keys, spilled_keys);
-    let live = spilled.levels.len();
+    let runs = |key: &PartitionKey, level: u32| {
+        spilled.slices[key]
+            .iter()
+            .filter(|s| s.level == level)
+            .count()
+    };
     assert!(
-        spilled.levels.values().any(|l| *l == 2),
-        "{:?}",
-        spilled.levels
+        runs(&keys[0], 2) > 0,
+        "the first day, in every add, reaches level 2"
     );
-    for level in 0..4 {
-        let n = spilled.levels.values().filter(|l| **l == level).count();
-        assert!(n < FAN_IN, "level {level} holds {n} segments");
+    // The last day is in fewer adds than the first: some day's runs, fewer than
+    // FAN_IN, were never merged (rewritten), however many segments were merged.
+    assert!(
+        keys.iter()
+            .any(|k| spilled.slices[k].iter().all(|s| s.level == 0)),
+        "a day staged in few runs is never rewritten"
+    );
+    for key in &keys {
+        for level in 0..4 {
+            let n = runs(key, level);
+            assert!(n < FAN_IN, "{key:?} holds {n} runs of level {level}");
+        }
     }
+    let live: std::collections::BTreeSet<usize> = spilled
+        .slices
+        .values()
+        .flatten()
+        .map(|s| s.segment)
+        .collect();
     let files = std::fs::read_dir(spilled.dir.as_ref().unwrap().path())
         .unwrap()
         .count();
-    assert_eq!(files, 2 * live, "merged segments' files are removed");
+    assert_eq!(files, 2 * live.len(), "merged segments' files are removed");
     for key in &keys {
-        assert!(spilled.day(key).unwrap().runs.len() <= live);
         let (m, s) = (memory.read(key).unwrap(), spilled.read(key).unwrap());
         assert_eq!(m.executions, s.executions, "{key:?}");
         assert_eq!(m.catalog_registrations, s.catalog_registrations, "{key:?}");
