@@ -58,6 +58,33 @@ pub async fn run(store: Arc<dyn ObjectStore>) {
         (b"one".as_ref(), first.as_str())
     );
 
+    // Streamed to a local file: the same bytes and tag; a local file that cannot be
+    // written (a full scratch disk: /dev/full) is a local error naming that file, not
+    // a failure of the store or its object.
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("copy");
+    assert_eq!(
+        store.get_file(key, &copy).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), b"one");
+    let full = std::path::Path::new("/dev/full");
+    if full.exists() {
+        // Larger than any write buffer: the copy's writes fail, not only its flush.
+        let big = "executions/dt=2026-01-03/123456789012_us-east-1.parquet";
+        let body = Bytes::from(vec![7u8; 600 * 1024]);
+        store.put(big, body, PutMode::Create).await.unwrap();
+        let err = store.get_file(big, full).await.unwrap_err();
+        let mut said = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            said = format!("{said}: {e}");
+            source = e.source();
+        }
+        assert!(err.is_staging() && said.contains("/dev/full"), "{said}");
+        store.delete(big).await.unwrap();
+    }
+
     assert_eq!(
         store
             .put(key, Bytes::from_static(b"two"), PutMode::Create)

@@ -60,6 +60,31 @@ fn copy_tagged(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<Str
     Ok(tag_of(hasher.finalize().as_slice()))
 }
 
+/// A writer that remembers whether it failed, to tell which end of a copy did.
+struct Noted<W> {
+    inner: W,
+    failed: bool,
+}
+
+impl<W: Write> Noted<W> {
+    fn new(inner: W) -> Self {
+        Noted {
+            inner,
+            failed: false,
+        }
+    }
+}
+
+impl<W: Write> Write for Noted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|_| self.failed = true)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
 /// The tag of the file at `path`, read in pieces; `None` when there is none.
 fn tag_of_file(path: &Path) -> std::io::Result<Option<String>> {
     match File::open(path) {
@@ -197,10 +222,15 @@ impl ObjectStore for LocalStore {
                 Err(e) => return Err(e),
             };
             let mut out = match File::create(&to_owned) {
-                Ok(f) => std::io::BufWriter::new(f),
+                Ok(f) => Noted::new(std::io::BufWriter::new(f)),
                 Err(e) => return Ok(Err(local_file(&to_owned, e))),
             };
-            let tag = copy_tagged(&mut src, &mut out)?;
+            // A failed write is the local copy's (the scratch disk full), not the store's.
+            let tag = match copy_tagged(&mut src, &mut out) {
+                Ok(tag) => tag,
+                Err(e) if out.failed => return Ok(Err(local_file(&to_owned, e))),
+                Err(e) => return Err(e),
+            };
             if let Err(e) = out.flush() {
                 return Ok(Err(local_file(&to_owned, e)));
             }
