@@ -59,7 +59,7 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
 const MEMORY_BUDGET: usize = 8 << 20;
 
 /// Sorted runs of one day and level merged into one run of the next level.
-const FAN_IN: usize = 16;
+const FAN_IN: usize = 8;
 
 /// Pages added before they are compacted into one batch (see [`Stage::compact`]).
 const COMPACT_EVERY: usize = 64;

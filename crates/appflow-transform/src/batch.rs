@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use appflow_model::{ExecutionRecord, FlowInfo, RegistrationOutput, is_finished};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use appflow_model::{ExecutionRecord, FlowInfo, RegistrationOutput, is_finished, supersedes};
 use arrow::array::{
     ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMillisecondBuilder,
@@ -32,6 +35,8 @@ pub fn to_batches(
     records: &[ExecutionRecord],
     exported_at: i64,
 ) -> Result<Batches> {
+    let once = each_run_once(records);
+    let records = once.as_deref().unwrap_or(records);
     let n = records.len();
     let constant = |v: &str| {
         let mut b = StringBuilder::with_capacity(n, n * v.len());
@@ -93,6 +98,43 @@ pub fn to_batches(
         executions,
         catalog_registrations: catalog_batch(flow, records)?,
     })
+}
+
+/// A page's records with each run once, or `None` when every run is listed once (the
+/// usual case). A page that lists a run twice keeps the version that supersedes the
+/// other (on a tie, the later one): otherwise both versions' catalog rows would be
+/// staged under one run, and a day file would hold them twice.
+fn each_run_once(records: &[ExecutionRecord]) -> Option<Vec<ExecutionRecord>> {
+    let mut kept: HashMap<(&str, i64), usize> = HashMap::with_capacity(records.len());
+    let mut dropped: Vec<bool> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        match kept.entry((r.execution_id.as_str(), r.started_at)) {
+            Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            Entry::Occupied(mut o) => {
+                dropped.resize(records.len(), false);
+                let earlier = *o.get();
+                if supersedes(r.last_updated_at, records[earlier].last_updated_at) {
+                    dropped[earlier] = true;
+                    o.insert(i);
+                } else {
+                    dropped[i] = true;
+                }
+            }
+        }
+    }
+    if dropped.is_empty() {
+        return None;
+    }
+    Some(
+        records
+            .iter()
+            .zip(dropped)
+            .filter(|(_, d)| !d)
+            .map(|(r, _)| r.clone())
+            .collect(),
+    )
 }
 
 fn catalog_batch(flow: &FlowInfo, records: &[ExecutionRecord]) -> Result<RecordBatch> {
@@ -166,6 +208,41 @@ mod tests {
             put_failures_count: Some(2),
             execution_message: Some("boom".into()),
             ..run(id, started, status, updated)
+        }
+    }
+
+    #[test]
+    fn a_page_that_lists_a_run_twice_yields_its_newest_version_once() {
+        let detail = |table: &str| CatalogDetail {
+            catalog_type: Some("GLUE".into()),
+            table_name: Some(table.into()),
+            table_registration: None,
+            partition_registration: None,
+        };
+        let mut old = record("e1", "InProgress", 1_000, 2_000);
+        old.catalog_details = vec![detail("old"), detail("old")];
+        let mut new = record("e1", "Successful", 1_000, 3_000);
+        new.catalog_details = vec![detail("new"), detail("new")];
+        for page in [
+            vec![old.clone(), record("e2", "Queued", 5, 6), new.clone()],
+            vec![new.clone(), record("e2", "Queued", 5, 6), old.clone()],
+        ] {
+            let b = to_batches(&flow(), &page, 99).unwrap();
+            let e = &b.executions;
+            let ids = e.column_by_name("execution_id").unwrap().as_string::<i32>();
+            let status = e
+                .column_by_name("execution_status")
+                .unwrap()
+                .as_string::<i32>();
+            let rows: Vec<(&str, &str)> = (0..e.num_rows())
+                .map(|i| (ids.value(i), status.value(i)))
+                .collect();
+            assert!(rows.contains(&("e1", "Successful")) && rows.contains(&("e2", "Queued")));
+            assert_eq!(rows.len(), 2, "{rows:?}");
+            let c = &b.catalog_registrations;
+            let tables = c.column_by_name("table_name").unwrap().as_string::<i32>();
+            let tables: Vec<&str> = (0..c.num_rows()).map(|i| tables.value(i)).collect();
+            assert_eq!(tables, ["new", "new"]);
         }
     }
 
