@@ -152,8 +152,8 @@ class Emulator:
     def finish_runs(self, flows: list[str] | None = None) -> int:
         return self._admin("POST", "finish-runs", {"flows": flows or []})["finished"]
 
-    def drop_runs(self, before: int) -> int:
-        return self._admin("POST", "drop-runs", {"before": before})["dropped"]
+    def drop_runs(self, before: int, flows: list[str] | None = None) -> int:
+        return self._admin("POST", "drop-runs", {"before": before, "flows": flows or []})["dropped"]
 
     def delete_flows(self, flows: list[str]) -> int:
         return self._admin("POST", "delete-flows", {"flows": flows})["deleted"]
@@ -522,6 +522,12 @@ def flow_truth(emulator: Emulator) -> dict[tuple, dict]:
             "last_run_status": newest and newest.get("executionStatus"),
             "last_run_at": newest and ms(newest.get("lastUpdatedAt") or newest["startedAt"]),
             "last_run_message": error.get("executionMessage"),
+            # A flow whose every run aged out keeps the details of its last one.
+            **({} if newest or not d.get("lastRunExecutionDetails") else {
+                "last_run_status": d["lastRunExecutionDetails"].get("mostRecentExecutionStatus"),
+                "last_run_at": ms(d["lastRunExecutionDetails"].get("mostRecentExecutionTime")),
+                "last_run_message": d["lastRunExecutionDetails"].get("mostRecentExecutionMessage"),
+            }),
             "deleted_at": None,
         }
     return rows

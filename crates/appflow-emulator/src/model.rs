@@ -155,10 +155,20 @@ impl Flow {
             .sort_by(|a, b| (b.started_at, &b.execution_id).cmp(&(a.started_at, &a.execution_id)));
     }
 
-    /// The definition with `lastRunExecutionDetails` taken from the newest run.
+    /// The definition with `lastRunExecutionDetails` taken from the newest run; once
+    /// retention has dropped every run, the details of the last one stay (they belong
+    /// to the flow, not to its history).
     pub fn definition_now(&self) -> FlowDefinition {
         let mut def = self.definition.clone();
-        def.last_run_execution_details = self.records.first().map(|r| ExecutionDetails {
+        if let Some(details) = self.last_run_details() {
+            def.last_run_execution_details = Some(details);
+        }
+        def
+    }
+
+    /// `lastRunExecutionDetails` of the newest run, if there is one.
+    pub fn last_run_details(&self) -> Option<ExecutionDetails> {
+        self.records.first().map(|r| ExecutionDetails {
             most_recent_execution_message: r
                 .execution_result
                 .as_ref()
@@ -166,7 +176,6 @@ impl Flow {
                 .and_then(|e| e.execution_message.clone()),
             most_recent_execution_time: Some(r.last_updated_at.unwrap_or(r.started_at)),
             most_recent_execution_status: r.execution_status.clone(),
-        });
-        def
+        })
     }
 }

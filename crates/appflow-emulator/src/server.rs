@@ -6,7 +6,8 @@
 //! - `GET /_emulator/faults`, `PUT /_emulator/faults` ([`Faults`], missing keys = off)
 //! - `POST /_emulator/add-runs` ([`AddRuns`]) -> `{"added": [[flow, execution_id], ...]}`
 //! - `POST /_emulator/finish-runs` `{"flows": [...]}` -> `{"finished": n}`
-//! - `POST /_emulator/drop-runs` `{"before": epoch_ms}` -> `{"dropped": n}`
+//! - `POST /_emulator/drop-runs` `{"before": epoch_ms, "flows": [...]}` -> `{"dropped": n}`
+//!   (`flows` optional: all flows)
 //! - `POST /_emulator/delete-flows` `{"flows": [...]}` -> `{"deleted": n}`
 //! - `POST /_emulator/set-flow-status` `{"flows": [...], "status": s}` -> `{"updated": n}`
 //!
@@ -530,11 +531,13 @@ async fn admin_finish_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Resp
 #[serde(deny_unknown_fields)]
 struct DropReq {
     before: i64,
+    #[serde(default)]
+    flows: Vec<String>,
 }
 
 async fn admin_drop_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
     match admin_body::<DropReq>(&body) {
-        Ok(req) => ok_json(&json!({ "dropped": emu.drop_runs_before(req.before) })),
+        Ok(req) => ok_json(&json!({ "dropped": emu.drop_runs_before(req.before, &req.flows) })),
         Err(e) => e,
     }
 }

@@ -197,13 +197,19 @@ impl Emulator {
         n
     }
 
-    /// Forgets runs started before `before` (epoch ms), as AWS retention does;
-    /// returns how many were dropped.
-    pub fn drop_runs_before(&self, before: i64) -> usize {
+    /// Forgets runs started before `before` (epoch ms), as AWS retention does, of
+    /// `flows` (all flows when empty); returns how many were dropped.
+    pub fn drop_runs_before(&self, before: i64, flows: &[String]) -> usize {
         let mut st = self.lock();
         let mut n = 0;
         for flow in st.flows.values_mut() {
+            if !flows.is_empty() && !flows.contains(&flow.definition.flow_name) {
+                continue;
+            }
             let len = flow.records.len();
+            if let Some(details) = flow.last_run_details() {
+                flow.definition.last_run_execution_details = Some(details);
+            }
             flow.records.retain(|r| r.started_at >= Millis(before));
             n += len - flow.records.len();
         }

@@ -104,6 +104,17 @@ pub struct RunArgs {
     /// older one is stuck and holds nothing back (a backfill still updates it).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub max_open_age: Duration,
+    /// Do not read a flow whose ListFlows entry shows the same last run (time and
+    /// status) as when it was last read, that had no open run and whose pages came
+    /// newest-first, unless it was last read --recheck-every ago: a run over unchanged
+    /// flows makes only its ListFlows calls. Off by default: AWS does not document that
+    /// every new run changes those details; a run they miss (one that appears late)
+    /// is exported at the latest at its flow's recheck.
+    #[arg(long)]
+    pub skip_unchanged: bool,
+    /// With --skip-unchanged, read every flow at least this often.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub recheck_every: Duration,
     /// Flows read at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
@@ -169,8 +180,8 @@ pub struct BackfillArgs {
     /// --since and --until) completed.
     #[arg(long)]
     pub restart: bool,
-    /// Every option of `run` (--lookback and --max-open-age do not apply: a backfill
-    /// reads each flow's whole history).
+    /// Every option of `run` (--lookback, --max-open-age, --skip-unchanged and
+    /// --recheck-every do not apply: a backfill reads each flow's whole history).
     #[command(flatten)]
     pub run: RunArgs,
 }

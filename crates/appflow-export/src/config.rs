@@ -30,6 +30,11 @@ pub struct ConfigFile {
     pub lookback: Option<String>,
     /// Open runs older than this hold no read back, e.g. "7d" (`--max-open-age`).
     pub max_open_age: Option<String>,
+    /// Leave unread the flows whose listing shows nothing new (`--skip-unchanged`).
+    pub skip_unchanged: Option<bool>,
+    /// With `skip_unchanged`, read every flow at least this often, e.g. "1h"
+    /// (`--recheck-every`).
+    pub recheck_every: Option<String>,
     /// Flows read at the same time (`--concurrency`).
     pub concurrency: Option<u16>,
     /// Attempts per AWS call (`--max-attempts`).
@@ -106,6 +111,7 @@ impl ConfigFile {
         value("flow-pattern", self.flow_pattern.clone());
         value("lookback", self.lookback.clone());
         value("max-open-age", self.max_open_age.clone());
+        value("recheck-every", self.recheck_every.clone());
         value("concurrency", self.concurrency.map(|n| n.to_string()));
         value("max-attempts", self.max_attempts.map(|n| n.to_string()));
         value("region", self.region.as_ref().map(OneOrMany::joined));
@@ -118,8 +124,13 @@ impl ConfigFile {
         value("shard", self.shard.clone());
         value("keep-manifests", self.keep_manifests.map(|n| n.to_string()));
         value("log-format", self.log_format.clone());
-        if self.s3_path_style == Some(true) && !given("s3-path-style") {
-            args.push("--s3-path-style".to_string());
+        for (flag, on) in [
+            ("s3-path-style", self.s3_path_style),
+            ("skip-unchanged", self.skip_unchanged),
+        ] {
+            if on == Some(true) && !given(flag) {
+                args.push(format!("--{flag}"));
+            }
         }
         args.into_iter().map(OsString::from).collect()
     }
@@ -133,6 +144,8 @@ impl ConfigFile {
             flow_pattern: args.flow_pattern.clone(),
             lookback: Some(duration(args.lookback)),
             max_open_age: Some(duration(args.max_open_age)),
+            skip_unchanged: Some(args.skip_unchanged),
+            recheck_every: Some(duration(args.recheck_every)),
             concurrency: Some(args.concurrency),
             max_attempts: Some(args.max_attempts),
             region: OneOrMany::of(&args.region),

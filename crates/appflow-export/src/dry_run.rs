@@ -39,6 +39,14 @@ impl fmt::Display for DryRun<'_> {
             };
             writeln!(f, "  {}  {watermark}  {reads_to}", job.flow.name)?;
         }
+        for (job, resume) in &prepared.unchanged {
+            let watermark = resume.watermark.map_or_else(|| "-".to_string(), iso);
+            writeln!(
+                f,
+                "  {}  {watermark}  (none: its listing shows the same last run as when it was last read; --skip-unchanged)",
+                job.flow.name
+            )?;
+        }
         for (job, resume) in &prepared.already_backfilled {
             let watermark = resume.watermark.map_or_else(|| "-".to_string(), iso);
             writeln!(

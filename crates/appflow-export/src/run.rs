@@ -105,6 +105,7 @@ impl Invocation {
                 max_open_age: args.max_open_age,
             },
             concurrency: usize::from(args.concurrency),
+            skip_unchanged: args.skip_unchanged.then_some(args.recheck_every),
             shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
             keep_manifests: args.keep_manifests as usize,
             arguments: crate::arguments(),

@@ -31,6 +31,20 @@ struct FlowStatus {
     pages_sorted: bool,
     /// Now minus the watermark, in seconds.
     lag_seconds: Option<i64>,
+    /// Retention gaps found in this flow's history (runs AWS dropped before any
+    /// export read them), over all runs.
+    retention_gaps: u64,
+    /// The newest of them.
+    last_retention_gap: Option<GapStatus>,
+}
+
+/// A retention gap: runs started after `after` and before `before` may be lost.
+#[derive(Debug, Serialize)]
+struct GapStatus {
+    after: String,
+    before: String,
+    /// When the run that found it started.
+    found: String,
 }
 
 /// One backfill's progress in one account and region.
@@ -114,6 +128,12 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
                 records_read: f.records_read,
                 pages_sorted: f.pages_sorted,
                 lag_seconds: f.watermark_ms.map(|w| (now - w) / 1000),
+                retention_gaps: f.retention_gaps,
+                last_retention_gap: f.last_retention_gap.map(|g| GapStatus {
+                    after: iso(g.after_ms),
+                    before: iso(g.before_ms),
+                    found: iso(g.found_ms),
+                }),
             })
         })
         .collect();
@@ -169,6 +189,7 @@ fn table(status: &Status) -> String {
             "LAST EXPORT",
             "RECORDS",
             "SORTED",
+            "RETENTION GAP",
         ],
         status.flows.iter().map(|f| {
             vec![
@@ -184,6 +205,15 @@ fn table(status: &Status) -> String {
                 f.last_export.clone(),
                 f.records_read.to_string(),
                 if f.pages_sorted { "yes" } else { "no" }.to_string(),
+                f.last_retention_gap.as_ref().map_or_else(dash, |g| {
+                    let more = f.retention_gaps.saturating_sub(1);
+                    let more = if more > 0 {
+                        format!(" (+{more} earlier)")
+                    } else {
+                        String::new()
+                    };
+                    format!("{} .. {}{more}", g.after, g.before)
+                }),
             ]
         }),
     );
@@ -194,6 +224,8 @@ fn table(status: &Status) -> String {
             "SECONDS",
             "FLOWS",
             "FAILED",
+            "SKIPPED",
+            "GAPS",
             "RECORDS",
             "WRITTEN",
             "UNCHANGED",
@@ -201,12 +233,15 @@ fn table(status: &Status) -> String {
         ],
         status.runs.iter().map(|r| {
             let failed = r.flows.iter().filter(|f| f.error.is_some()).count();
+            let skipped = r.flows.iter().filter(|f| f.skipped).count();
             vec![
                 r.run_id.clone(),
                 r.exit_code.to_string(),
                 format!("{:.1}", r.duration_seconds),
-                (r.flows.len() - failed).to_string(),
+                (r.flows.len() - failed - skipped).to_string(),
                 failed.to_string(),
+                skipped.to_string(),
+                r.retention_gaps.to_string(),
                 r.records.to_string(),
                 r.files_written.to_string(),
                 r.files_unchanged.to_string(),

@@ -1,14 +1,26 @@
-//! Where an incremental read of a flow may stop (the design's "Incremental semantics").
+//! Where an incremental read of a flow may stop, whether it is read at all, and what
+//! its end says of runs AWS no longer holds (the design's "Incremental semantics").
 
 use std::time::Duration;
 
-/// What the previous runs left for a flow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+use appflow_model::LastRun;
+
+/// What the previous runs left for a flow, and what this run's listing shows of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resume {
     /// The newest `startedAt` exported (epoch ms); `None` for a flow never exported.
     pub watermark: Option<i64>,
     /// The `startedAt` of the oldest run still open when last exported (epoch ms).
     pub oldest_open: Option<i64>,
+    /// Whether the flow's pages came newest-first when it was last read.
+    pub pages_sorted: bool,
+    /// When the last incremental run that read the flow started (epoch ms); `None`:
+    /// no incremental run read it (a backfill does not count: it may end in the past).
+    pub read_ms: Option<i64>,
+    /// What the listing showed of the flow's last run when that run read it.
+    pub last_run_read: Option<LastRun>,
+    /// What this run's listing shows of it.
+    pub last_run_listed: Option<LastRun>,
 }
 
 /// How far back an incremental read goes.
@@ -36,7 +48,7 @@ impl Default for IncrementalPolicy {
 /// any cap, would not find it changed. (The reader leaves such runs out of the oldest
 /// open run it records, so a stuck run never hides a newer open one.) `None`: read the
 /// whole history.
-pub fn cutoff(resume: Resume, policy: IncrementalPolicy, now_ms: i64) -> Option<i64> {
+pub fn cutoff(resume: &Resume, policy: IncrementalPolicy, now_ms: i64) -> Option<i64> {
     let watermark = resume.watermark?;
     let held = match resume.oldest_open {
         Some(open) if open >= open_since(policy, now_ms) => watermark.min(open),
@@ -48,6 +60,55 @@ pub fn cutoff(resume: Resume, policy: IncrementalPolicy, now_ms: i64) -> Option<
 /// The start before which an open run is stuck: `now - max_open_age`.
 pub fn open_since(policy: IncrementalPolicy, now_ms: i64) -> i64 {
     now_ms.saturating_sub(millis(policy.max_open_age))
+}
+
+/// Whether `--skip-unchanged` leaves the flow unread in this run: its listing shows
+/// the same last run (time and status) as when it was last read, it had no open run
+/// then, its pages came newest-first, and it was read less than `recheck_every` ago.
+/// A listing that shows no last run, or a flow never read, is always read.
+pub fn unchanged(resume: &Resume, recheck_every: Duration, now_ms: i64) -> bool {
+    let (Some(read_ms), Some(listed)) = (resume.read_ms, &resume.last_run_listed) else {
+        return false;
+    };
+    resume.watermark.is_some()
+        && resume.oldest_open.is_none()
+        && resume.pages_sorted
+        && resume.last_run_read.as_ref() == Some(listed)
+        && now_ms.saturating_sub(read_ms) < millis(recheck_every)
+}
+
+/// Run starts AWS no longer returns that the export may never have read: runs
+/// started after `after_ms` and before `before_ms` (epoch ms) may be lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionGap {
+    pub after_ms: i64,
+    pub before_ms: i64,
+}
+
+/// What a read to the end of a flow's history says of runs AWS dropped. The newest
+/// run exported (the watermark) is no longer returned when every run returned
+/// (`oldest_returned`, of all runs on the pages, kept or not) started after it: runs
+/// started in between, if there were any, were dropped before any export read them.
+/// When AWS returns no run at all, a listing that shows another last run than at the
+/// flow's last read is the only evidence of runs since: the window ends at its time.
+/// A read that stopped at its cutoff saw a run at or before the watermark, so this is
+/// `Some` only for a read to the end.
+pub fn retention_gap(resume: &Resume, oldest_returned: Option<i64>) -> Option<RetentionGap> {
+    let after_ms = resume.watermark?;
+    let before_ms = match oldest_returned {
+        Some(oldest) => oldest,
+        None => {
+            let listed = resume.last_run_listed.as_ref()?;
+            if resume.last_run_read.as_ref() == Some(listed) {
+                return None; // the listing shows the run it showed at the last read
+            }
+            listed.at_ms?
+        }
+    };
+    (before_ms > after_ms).then_some(RetentionGap {
+        after_ms,
+        before_ms,
+    })
 }
 
 fn millis(d: Duration) -> i64 {
@@ -63,9 +124,10 @@ mod tests {
 
     fn check(watermark: Option<i64>, oldest_open: Option<i64>, now: i64, expected: Option<i64>) {
         let got = cutoff(
-            Resume {
+            &Resume {
                 watermark,
                 oldest_open,
+                ..Resume::default()
             },
             IncrementalPolicy::default(),
             now,
@@ -113,5 +175,89 @@ mod tests {
             60 * DAY,
             Some(59 * DAY - H),
         );
+    }
+
+    fn listed(at: i64, status: &str) -> Option<LastRun> {
+        Some(LastRun {
+            at_ms: Some(at),
+            status: Some(status.to_string()),
+        })
+    }
+
+    /// A flow read at day 50 (its watermark 49), its listing unchanged since.
+    fn quiet() -> Resume {
+        Resume {
+            watermark: Some(49 * DAY),
+            oldest_open: None,
+            pages_sorted: true,
+            read_ms: Some(50 * DAY),
+            last_run_read: listed(49 * DAY, "Successful"),
+            last_run_listed: listed(49 * DAY, "Successful"),
+        }
+    }
+
+    #[test]
+    fn a_flow_is_skipped_only_while_everything_says_nothing_happened() {
+        let every = Duration::from_secs(3600);
+        let now = 50 * DAY + H - 1;
+        assert!(unchanged(&quiet(), every, now));
+        // Due for its recheck.
+        assert!(!unchanged(&quiet(), every, 50 * DAY + H));
+        let read_unless = |change: fn(&mut Resume)| {
+            let mut r = quiet();
+            change(&mut r);
+            assert!(!unchanged(&r, every, now), "{r:?}");
+        };
+        read_unless(|r| r.last_run_listed = listed(49 * DAY + 1, "Successful"));
+        read_unless(|r| r.last_run_listed = listed(49 * DAY, "Error"));
+        read_unless(|r| r.last_run_listed = None);
+        read_unless(|r| r.last_run_read = None);
+        read_unless(|r| r.oldest_open = Some(49 * DAY));
+        read_unless(|r| r.pages_sorted = false);
+        read_unless(|r| r.read_ms = None);
+        read_unless(|r| r.watermark = None);
+    }
+
+    #[test]
+    fn a_read_that_still_returns_the_watermark_has_no_gap() {
+        assert_eq!(retention_gap(&quiet(), Some(49 * DAY)), None);
+        assert_eq!(retention_gap(&quiet(), Some(10 * DAY)), None);
+        // Never exported: nothing to have lost.
+        assert_eq!(retention_gap(&Resume::default(), Some(60 * DAY)), None);
+    }
+
+    #[test]
+    fn a_read_that_returns_only_runs_after_the_watermark_names_the_window() {
+        let gap = RetentionGap {
+            after_ms: 49 * DAY,
+            before_ms: 70 * DAY,
+        };
+        assert_eq!(retention_gap(&quiet(), Some(70 * DAY)), Some(gap));
+        assert_eq!(
+            retention_gap(&quiet(), Some(49 * DAY + 1)).map(|g| g.before_ms),
+            Some(49 * DAY + 1)
+        );
+    }
+
+    #[test]
+    fn an_empty_history_is_a_gap_only_when_the_listing_shows_a_run_since_the_last_read() {
+        // Everything dropped, no run since: the listing shows what it showed then.
+        assert_eq!(retention_gap(&quiet(), None), None);
+        let ran = Resume {
+            last_run_listed: listed(55 * DAY, "Successful"),
+            ..quiet()
+        };
+        assert_eq!(
+            retention_gap(&ran, None),
+            Some(RetentionGap {
+                after_ms: 49 * DAY,
+                before_ms: 55 * DAY
+            })
+        );
+        let silent = Resume {
+            last_run_listed: None,
+            ..quiet()
+        };
+        assert_eq!(retention_gap(&silent, None), None);
     }
 }

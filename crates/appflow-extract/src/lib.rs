@@ -13,7 +13,9 @@ mod pager;
 mod record;
 mod shard;
 
-pub use cutoff::{IncrementalPolicy, Resume, cutoff, open_since};
+pub use cutoff::{
+    IncrementalPolicy, Resume, RetentionGap, cutoff, open_since, retention_gap, unchanged,
+};
 pub use error::{Error, Result};
 pub use flows::FlowSelection;
 pub use pager::{
@@ -22,5 +24,6 @@ pub use pager::{
 pub use shard::Shard;
 
 pub use appflow_model::{
-    CatalogDetail, ExecutionRecord, FlowDetails, FlowInfo, RegistrationOutput, is_finished, is_open,
+    CatalogDetail, ExecutionRecord, FlowDetails, FlowInfo, LastRun, RegistrationOutput,
+    is_finished, is_open,
 };

@@ -107,6 +107,9 @@ pub struct FlowSummary {
     pub newest_started: Option<i64>,
     /// The oldest `startedAt` of a kept run that is still open in its newest version.
     pub oldest_open: Option<i64>,
+    /// The oldest `startedAt` of any run the pages returned, kept or not: at the end of
+    /// the history, the oldest run AWS still holds ([`crate::retention_gap`]).
+    pub oldest_returned: Option<i64>,
 }
 
 /// A whole flow, read into memory (for tests and small reads; `run` streams).
@@ -415,6 +418,11 @@ impl FlowReader {
                     kept.push(rec);
                 }
             }
+            let s = &mut self.fold.summary;
+            s.oldest_returned = match (s.oldest_returned, oldest_on_page) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             // As the SDK's paginators do, a token equal to the last one ends the
             // read rather than looping on one page.
             let next = response.next_token().filter(|t| !t.is_empty());

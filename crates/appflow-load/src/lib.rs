@@ -27,10 +27,10 @@ pub use backfill::{BackfillId, BackfillProgress, BackfilledFlow};
 pub use dest::{Destination, S3Options, Sse};
 pub use error::{Error, Result};
 pub use loader::{CommitReport, Loader};
-pub use manifest::{FlowRun, RunManifest, run_id};
+pub use manifest::{FlowRun, GapWindow, RunManifest, run_id};
 pub use parquet_io::{decode, encode};
 pub use stage::{AddId, PartitionKey, Stage};
-pub use state::{FlowState, FlowUpdate, StateFile};
+pub use state::{FlowState, FlowUpdate, GapRecord, StateFile};
 #[cfg(any(test, feature = "testkit"))]
 pub use store::{Intercepted, PutHook};
 pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};

@@ -38,6 +38,10 @@ pub struct RunManifest {
     pub flows_table_written: u64,
     /// A backfill's flows that an earlier run of it completed, not read again.
     pub flows_already_backfilled: u64,
+    /// Flows `--skip-unchanged` did not read (their listing showed nothing new).
+    pub flows_skipped: u64,
+    /// Flows whose read found a retention gap (see `FlowRun::retention_gap`).
+    pub retention_gaps: u64,
     /// Every flow the run tried, in the order they finished.
     pub flows: Vec<FlowRun>,
     /// What went wrong: failed flows, and the error that ended the run, if any.
@@ -56,6 +60,18 @@ pub struct FlowRun {
     pub describe_calls: u64,
     pub records: u64,
     pub error: Option<String>,
+    /// Not read: `--skip-unchanged` found its listing as it was at its last read.
+    pub skipped: bool,
+    /// Runs AWS no longer returns that no export read: started after `after` and
+    /// before `before` (RFC 3339), they may be lost.
+    pub retention_gap: Option<GapWindow>,
+}
+
+/// A retention gap's window, RFC 3339 UTC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapWindow {
+    pub after: String,
+    pub before: String,
 }
 
 /// A run id for a run started at `started_ms`: sortable by time, unique across

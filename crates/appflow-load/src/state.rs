@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use appflow_model::LastRun;
 use serde::{Deserialize, Serialize};
 
 /// What the exports so far know of one flow.
@@ -25,6 +26,47 @@ pub struct FlowState {
     pub read_started_ms: i64,
     /// Execution records read from AppFlow for this flow, over all runs.
     pub records_read: u64,
+    /// What `ListFlows` showed of the flow's last run (`lastRunExecutionDetails`)
+    /// when the run of `read_started_ms` read it: `--skip-unchanged` compares the
+    /// next listings with it.
+    #[serde(default)]
+    pub listed_run_at_ms: Option<i64>,
+    #[serde(default)]
+    pub listed_run_status: Option<String>,
+    /// Retention gaps found in this flow's history, over all runs.
+    #[serde(default)]
+    pub retention_gaps: u64,
+    /// The newest of them.
+    #[serde(default)]
+    pub last_retention_gap: Option<GapRecord>,
+}
+
+impl FlowState {
+    /// What the listing showed of the flow's last run when it was last read.
+    pub fn listed_run(&self) -> Option<LastRun> {
+        let run = LastRun {
+            at_ms: self.listed_run_at_ms,
+            status: self.listed_run_status.clone(),
+        };
+        (run != LastRun::default()).then_some(run)
+    }
+
+    /// When the last incremental run that read the flow started (backfills leave
+    /// `read_started_ms` as it is).
+    pub fn read_ms(&self) -> Option<i64> {
+        (self.read_started_ms > 0).then_some(self.read_started_ms)
+    }
+}
+
+/// A window of run starts AWS no longer returned when a run read the flow to the end
+/// of its history, and that no export had read: runs started after `after_ms` and
+/// before `before_ms` may be lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapRecord {
+    pub after_ms: i64,
+    pub before_ms: i64,
+    /// When the run that found it started, epoch ms.
+    pub found_ms: i64,
 }
 
 /// What one run learned of a flow.
@@ -39,6 +81,10 @@ pub struct FlowUpdate {
     pub oldest_open_ms: Option<i64>,
     pub pages_sorted: bool,
     pub records_read: u64,
+    /// What the run's listing showed of the flow's last run (time, status).
+    pub listed_run: Option<LastRun>,
+    /// A retention gap the read found: `(after_ms, before_ms)`.
+    pub retention_gap: Option<(i64, i64)>,
 }
 
 /// The state object of one account and region.
@@ -63,9 +109,25 @@ impl StateFile {
                 s.oldest_open_ms = u.oldest_open_ms;
                 s.pages_sorted = u.pages_sorted;
                 s.read_started_ms = u.read_started_ms;
+                let listed = u.listed_run.clone().unwrap_or_default();
+                (s.listed_run_at_ms, s.listed_run_status) = (listed.at_ms, listed.status);
             }
             s.last_export_ms = s.last_export_ms.max(now_ms);
             s.records_read += u.records_read;
+            if let Some((after_ms, before_ms)) = u.retention_gap {
+                s.retention_gaps += 1;
+                let newer = s
+                    .last_retention_gap
+                    .as_ref()
+                    .is_none_or(|g| now_ms >= g.found_ms);
+                if newer {
+                    s.last_retention_gap = Some(GapRecord {
+                        after_ms,
+                        before_ms,
+                        found_ms: now_ms,
+                    });
+                }
+            }
         }
     }
 }
@@ -87,6 +149,8 @@ mod tests {
                     oldest_open_ms: open,
                     pages_sorted: true,
                     records_read: 1,
+                    listed_run: None,
+                    retention_gap: None,
                 },
             )])
         };
@@ -113,6 +177,8 @@ mod tests {
                     oldest_open_ms: open,
                     pages_sorted: true,
                     records_read: 2,
+                    listed_run: None,
+                    retention_gap: None,
                 },
             )])
         };
@@ -130,5 +196,42 @@ mod tests {
         );
         st.apply(&update(None, None), 3);
         assert_eq!(st.flows["f"].watermark_ms, Some(100));
+    }
+
+    #[test]
+    fn the_listing_read_at_follows_the_newest_read_and_gaps_are_counted() {
+        let mut st = StateFile::default();
+        let update = |read_started: i64, at: i64, gap: Option<(i64, i64)>| {
+            BTreeMap::from([(
+                "f".to_string(),
+                FlowUpdate {
+                    flow_arn: "arn".into(),
+                    read_started_ms: read_started,
+                    newest_started_ms: Some(100),
+                    oldest_open_ms: None,
+                    pages_sorted: true,
+                    records_read: 1,
+                    listed_run: Some(LastRun {
+                        at_ms: Some(at),
+                        status: Some("Successful".into()),
+                    }),
+                    retention_gap: gap,
+                },
+            )])
+        };
+        st.apply(&update(20, 200, Some((100, 150))), 20);
+        // A slower run that started reading earlier saw an older listing, and a backfill
+        // (read_started_ms i64::MIN) none that counts: neither replaces it.
+        st.apply(&update(10, 190, None), 21);
+        st.apply(&update(i64::MIN, 180, Some((90, 95))), 22);
+        let f = &st.flows["f"];
+        assert_eq!(f.listed_run().and_then(|l| l.at_ms), Some(200));
+        assert_eq!(f.read_ms(), Some(20));
+        assert_eq!(f.retention_gaps, 2);
+        let newest = f
+            .last_retention_gap
+            .clone()
+            .map(|g| (g.after_ms, g.found_ms));
+        assert_eq!(newest, Some((90, 22)));
     }
 }

@@ -62,7 +62,25 @@ pub struct FlowDetails {
     pub last_run_message: Option<String>,
 }
 
+/// What `ListFlows` says of a flow's most recent run (`lastRunExecutionDetails`):
+/// its time (epoch ms; AWS does not document whether it is the start or the last
+/// update) and status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LastRun {
+    pub at_ms: Option<i64>,
+    pub status: Option<String>,
+}
+
 impl FlowDetails {
+    /// What the listing says of the flow's most recent run; `None` when it says
+    /// nothing (no `lastRunExecutionDetails`, or neither a time nor a status in them).
+    pub fn last_run(&self) -> Option<LastRun> {
+        (self.last_run_at.is_some() || self.last_run_status.is_some()).then(|| LastRun {
+            at_ms: self.last_run_at,
+            status: self.last_run_status.clone(),
+        })
+    }
+
     /// A flow of which nothing but its identity is known (for fixtures: fill in the
     /// rest with struct update syntax).
     pub fn new(flow: FlowInfo) -> Self {

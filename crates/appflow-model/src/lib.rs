@@ -18,7 +18,7 @@ mod version;
 pub mod testkit;
 
 pub use error::{Error, Result};
-pub use flow::{FlowDetails, FlowInfo};
+pub use flow::{FlowDetails, FlowInfo, LastRun};
 pub use record::{
     CatalogDetail, ExecutionRecord, LATEST_MILLIS, RegistrationOutput, is_finished, is_open,
 };

@@ -14,6 +14,10 @@ pub struct Plan {
     pub policy: IncrementalPolicy,
     /// Flows read at the same time.
     pub concurrency: usize,
+    /// `--skip-unchanged`: leave unread the flows whose listing shows the same last
+    /// run as when they were last read, but read each at least this often
+    /// (`--recheck-every`); `None`: read every flow. Incremental runs only.
+    pub skip_unchanged: Option<Duration>,
     pub shard: Shard,
     /// Run manifests kept under `_state/runs/`.
     pub keep_manifests: usize,
@@ -37,6 +41,7 @@ impl Plan {
             selection: FlowSelection::All,
             policy: IncrementalPolicy::default(),
             concurrency: 8,
+            skip_unchanged: None,
             shard: Shard::default(),
             keep_manifests: 500,
             target: Target::default(),

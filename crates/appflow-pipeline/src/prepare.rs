@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use appflow_extract::{ExtractJob, FlowInfo, FlowListing, Resume, cutoff, open_since};
+use appflow_extract::{ExtractJob, FlowInfo, FlowListing, Resume, cutoff, open_since, unchanged};
 use appflow_load::{BackfillProgress, StateFile};
 
 use crate::Pipeline;
@@ -18,12 +18,16 @@ pub struct Prepared {
     pub jobs: Vec<(ExtractJob, Resume)>,
     /// Owned flows an earlier run of this backfill completed: not read again.
     pub already_backfilled: Vec<(ExtractJob, Resume)>,
+    /// Owned flows `--skip-unchanged` leaves unread: their listing shows what it
+    /// showed when they were last read ([`unchanged`]).
+    pub unchanged: Vec<(ExtractJob, Resume)>,
 }
 
 impl Pipeline {
     /// Lists the flows, reads the state of the owned flows' accounts and regions and
     /// derives each cutoff; a backfill also leaves out the flows an earlier run of it
-    /// completed. Writes nothing.
+    /// completed, and `--skip-unchanged` the flows whose listing shows nothing new.
+    /// Writes nothing.
     pub async fn prepare(&self, plan: &Plan, now: i64) -> Result<Prepared> {
         let listing = self
             .extractor
@@ -54,6 +58,11 @@ impl Pipeline {
                 backfilled.insert(key, progress);
             }
         }
+        let listed: BTreeMap<&FlowInfo, _> = listing
+            .details
+            .iter()
+            .map(|d| (&d.flow, d.last_run()))
+            .collect();
         let (already_backfilled, jobs): (Vec<_>, Vec<_>) = owned
             .into_iter()
             .map(|flow| {
@@ -63,6 +72,10 @@ impl Pipeline {
                 let resume = Resume {
                     watermark: state.and_then(|s| s.watermark_ms),
                     oldest_open: state.and_then(|s| s.oldest_open_ms),
+                    pages_sorted: state.is_none_or(|s| s.pages_sorted),
+                    read_ms: state.and_then(|s| s.read_ms()),
+                    last_run_read: state.and_then(|s| s.listed_run()),
+                    last_run_listed: listed.get(flow).cloned().flatten(),
                 };
                 let job = match &plan.backfill {
                     // A backfill pages to the end: no early stop at any watermark.
@@ -76,9 +89,9 @@ impl Pipeline {
                     },
                     None => ExtractJob {
                         flow: flow.clone(),
-                        cutoff: cutoff(resume, plan.policy, now),
+                        cutoff: cutoff(&resume, plan.policy, now),
                         until: None,
-                        full_scan: state.is_some_and(|s| !s.pages_sorted),
+                        full_scan: !resume.pages_sorted,
                         open_since: Some(open_since(plan.policy, now)),
                     },
                 };
@@ -90,10 +103,17 @@ impl Pipeline {
                     .get(&(f.account_id.clone(), f.region.clone()))
                     .is_some_and(|p| p.completed(&f.name))
             });
+        let (unchanged, jobs) = match (plan.skip_unchanged, &plan.backfill) {
+            (Some(recheck_every), None) => jobs
+                .into_iter()
+                .partition(|(_, resume)| unchanged(resume, recheck_every, now)),
+            _ => (Vec::new(), jobs),
+        };
         Ok(Prepared {
             listing,
             jobs,
             already_backfilled,
+            unchanged,
         })
     }
 }

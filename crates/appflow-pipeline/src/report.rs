@@ -23,6 +23,10 @@ pub struct RunReport {
     pub flows_committed: usize,
     /// Flows an earlier run of this backfill completed, not read again.
     pub flows_already_backfilled: usize,
+    /// Flows `--skip-unchanged` did not read (in `flows` too, marked skipped).
+    pub flows_skipped: usize,
+    /// Flows whose read found a retention gap (in `flows`, with the window).
+    pub retention_gaps: usize,
     /// One line per flow not exported (a failed flow, a selected name not listed).
     pub failures: Vec<String>,
     pub list_pages: u64,
@@ -70,6 +74,20 @@ impl fmt::Display for RunReport {
                 f,
                 "  resumed    {} flows already backfilled by an earlier run of this backfill, not read again (--restart reads them)",
                 self.flows_already_backfilled
+            )?;
+        }
+        if self.flows_skipped > 0 {
+            writeln!(
+                f,
+                "  skipped    {} flows unchanged since they were last read (--skip-unchanged)",
+                self.flows_skipped
+            )?;
+        }
+        if self.retention_gaps > 0 {
+            writeln!(
+                f,
+                "  gaps       {} flows: AWS no longer returns runs that were never exported (retention gap; see the warnings and the manifest)",
+                self.retention_gaps
             )?;
         }
         writeln!(f, "  records    {} read", self.records)?;
@@ -136,6 +154,8 @@ impl RunReport {
             flows_listed: self.flows_listed as u64,
             flows_table_written: self.flows_table.files_written,
             flows_already_backfilled: self.flows_already_backfilled as u64,
+            flows_skipped: self.flows_skipped as u64,
+            retention_gaps: self.retention_gaps as u64,
             flows: self.flows.clone(),
             errors,
         }
@@ -145,7 +165,7 @@ impl RunReport {
     /// next run reads them again, their watermarks did not move).
     pub(crate) fn abandon(&mut self) {
         let uncommitted = self.flows.iter_mut().skip(self.flows_committed);
-        for flow in uncommitted.filter(|f| f.error.is_none()) {
+        for flow in uncommitted.filter(|f| f.error.is_none() && !f.skipped) {
             flow.error =
                 Some("read, but the run ended before its rows and state were committed".into());
             self.flows_exported -= 1;

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
-use appflow_extract::{ExtractJob, FlowEvent, FlowSummary};
-use appflow_load::{AddId, BackfilledFlow, FlowRun, FlowUpdate, Stage};
-use appflow_model::FlowInfo;
+use appflow_extract::{ExtractJob, FlowEvent, FlowSummary, Resume, RetentionGap, retention_gap};
+use appflow_load::{AddId, BackfilledFlow, FlowRun, FlowUpdate, GapWindow, Stage};
+use appflow_model::{FlowInfo, LastRun};
 use futures::StreamExt;
 
 use crate::Pipeline;
@@ -25,8 +25,17 @@ pub(crate) type Queue = Arc<Mutex<VecDeque<ExtractJob>>>;
 /// The flows one round read to their end, and their staged rows.
 pub(crate) struct Round {
     stage: Stage,
-    /// `(flow, summary)` of each flow read whole, in the order they ended.
-    pub flows: Vec<(FlowInfo, FlowSummary)>,
+    /// Each flow read whole, in the order they ended.
+    pub flows: Vec<ReadFlow>,
+}
+
+/// A flow read to its end: what the read found, what this run's listing showed of
+/// it, and the runs AWS no longer returns that no export read.
+pub(crate) struct ReadFlow {
+    flow: FlowInfo,
+    summary: FlowSummary,
+    listed: Option<LastRun>,
+    gap: Option<RetentionGap>,
 }
 
 /// Sets its flag when dropped.
@@ -42,11 +51,13 @@ impl Pipeline {
     /// Reads flows from `queue` until it is empty or, in a backfill, the round has
     /// lasted `--checkpoint-every` (then no flow is started and those in flight end).
     /// A flow's pages are staged as they come; a flow that fails half-way has its
-    /// pages discarded, so nothing of it is committed.
+    /// pages discarded, so nothing of it is committed. A flow read to its end is
+    /// checked for a retention gap against what it resumed from (`resumes`).
     pub(crate) async fn read_round(
         &self,
         plan: &Plan,
         queue: &Queue,
+        resumes: &HashMap<FlowInfo, Resume>,
         report: &mut RunReport,
         observer: &dyn Observer,
     ) -> Result<Round> {
@@ -109,15 +120,40 @@ impl Pipeline {
                 }
                 FlowEvent::Done(summary) => {
                     reading.remove(flow);
+                    let resume = resumes.get(flow);
+                    let gap = resume.and_then(|r| retention_gap(r, summary.oldest_returned));
+                    if let Some(gap) = gap {
+                        tracing::warn!(
+                            flow = %flow.name,
+                            account = %flow.account_id,
+                            region = %flow.region,
+                            after = %iso(gap.after_ms),
+                            before = %iso(gap.before_ms),
+                            "retention gap: AWS no longer returns the newest run exported from flow '{}'; runs started after {} and before {} were never exported and may be lost",
+                            flow.name,
+                            iso(gap.after_ms),
+                            iso(gap.before_ms)
+                        );
+                        report.retention_gaps += 1;
+                    }
                     report.flows_exported += 1;
                     report.describe_pages += summary.pages;
                     report.records += summary.records;
                     report.flows.push(FlowRun {
                         describe_calls: summary.pages,
                         records: summary.records,
+                        retention_gap: gap.map(|g| GapWindow {
+                            after: iso(g.after_ms),
+                            before: iso(g.before_ms),
+                        }),
                         ..flow_run(&job)
                     });
-                    round.flows.push((flow.clone(), summary));
+                    round.flows.push(ReadFlow {
+                        flow: flow.clone(),
+                        summary,
+                        listed: resume.and_then(|r| r.last_run_listed.clone()),
+                        gap,
+                    });
                     observer.flow_done();
                     None
                 }
@@ -169,13 +205,14 @@ impl Pipeline {
             "day files committed"
         );
         let mut updates: BTreeMap<(String, String), BTreeMap<String, FlowUpdate>> = BTreeMap::new();
-        for (flow, summary) in &round.flows {
+        for read in &round.flows {
+            let flow = &read.flow;
             updates
                 .entry((flow.account_id.clone(), flow.region.clone()))
                 .or_default()
                 .insert(
                     flow.name.clone(),
-                    update_of(flow, summary, now, plan.backfill.is_some()),
+                    update_of(read, now, plan.backfill.is_some()),
                 );
         }
         for ((account, region), flows) in &updates {
@@ -224,7 +261,7 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A flow's line in the run manifest, before it is read.
-fn flow_run(job: &ExtractJob) -> FlowRun {
+pub(crate) fn flow_run(job: &ExtractJob) -> FlowRun {
     FlowRun {
         account_id: job.flow.account_id.clone(),
         region: job.flow.region.clone(),
@@ -236,15 +273,18 @@ fn flow_run(job: &ExtractJob) -> FlowRun {
 
 /// What this run learned of a flow; `now` is when the run started, before it read.
 /// A backfill (whose window may end in the past) moves the watermark only forwards,
-/// as any run does, and leaves the open-run and page-order state to the incremental
-/// runs: its `read_started_ms` is older than any run's.
-fn update_of(flow: &FlowInfo, summary: &FlowSummary, now: i64, backfill: bool) -> FlowUpdate {
+/// as any run does, and leaves the open-run and page-order state (and the listing it
+/// read at) to the incremental runs: its `read_started_ms` is older than any run's.
+fn update_of(read: &ReadFlow, now: i64, backfill: bool) -> FlowUpdate {
+    let summary = &read.summary;
     FlowUpdate {
         read_started_ms: if backfill { i64::MIN } else { now },
-        flow_arn: flow.arn.clone(),
+        flow_arn: read.flow.arn.clone(),
         newest_started_ms: summary.newest_started,
         oldest_open_ms: summary.oldest_open,
         pages_sorted: summary.pages_sorted,
         records_read: summary.records,
+        listed_run: read.listed.clone(),
+        retention_gap: read.gap.map(|g| (g.after_ms, g.before_ms)),
     }
 }

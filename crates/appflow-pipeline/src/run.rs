@@ -1,19 +1,20 @@
 //! One run, start to end: prepare, rounds of reading and committing, the flows
 //! table, then the run's manifest and its summary line.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use appflow_load::{CommitReport, layout};
-use appflow_model::FlowDetails;
+use appflow_extract::Resume;
+use appflow_load::{CommitReport, FlowRun, layout};
+use appflow_model::{FlowDetails, FlowInfo};
 
 use crate::Pipeline;
 use crate::error::{Error, Result};
 use crate::observer::Observer;
 use crate::plan::Plan;
 use crate::report::RunReport;
-use crate::round::{Queue, chain};
+use crate::round::{Queue, chain, flow_run};
 
 /// How a run ended, for its exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +70,25 @@ impl Pipeline {
                 }
             }
         }
+        report.flows_skipped = prepared.unchanged.len();
+        if !prepared.unchanged.is_empty() {
+            tracing::info!(
+                flows = prepared.unchanged.len(),
+                "flows not read: their listing shows the same last run as when they were last read (--skip-unchanged)"
+            );
+        }
+        for (job, _) in &prepared.unchanged {
+            report.flows.push(FlowRun {
+                skipped: true,
+                ..flow_run(job)
+            });
+        }
         observer.reading(prepared.jobs.len());
+        let resumes: HashMap<FlowInfo, Resume> = prepared
+            .jobs
+            .iter()
+            .map(|(job, resume)| (job.flow.clone(), resume.clone()))
+            .collect();
         let queue: Queue = Arc::new(Mutex::new(
             prepared
                 .jobs
@@ -79,7 +98,9 @@ impl Pipeline {
         ));
         loop {
             let reading = Instant::now();
-            let mut round = self.read_round(plan, &queue, report, observer).await?;
+            let mut round = self
+                .read_round(plan, &queue, &resumes, report, observer)
+                .await?;
             tracing::info!(
                 seconds = reading.elapsed().as_secs_f64(),
                 flows = round.flows.len(),
@@ -200,6 +221,8 @@ impl Pipeline {
             exit_code = exit,
             flows_exported = report.flows_exported,
             flows_failed = report.failures.len(),
+            flows_skipped = report.flows_skipped,
+            retention_gaps = report.retention_gaps,
             list_flows_calls = report.list_pages,
             describe_calls = report.describe_pages,
             records = report.records,

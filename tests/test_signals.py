@@ -1,0 +1,153 @@
+"""What a run over a large account costs and what it tells operators: `--skip-unchanged`
+(API calls that follow what happened) and retention gaps (history AWS dropped before
+any export read it), checked through the emulator's counters, the exported rows, the
+summary, the run manifest and `status`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+from conftest import assert_exit, assert_export, export, now_ms, read_output, run_export, truth
+
+
+def describe_calls(emulator) -> dict[str, int]:
+    """DescribeFlowExecutionRecords calls since the last reset, by flow."""
+    return emulator.counters()["describe_calls_by_flow"]
+
+
+def status(dest) -> dict:
+    result = run_export(["status", "--dest", dest.uri, *dest.args, "--format", "json", "--runs", "1"],
+                        dest.env)
+    assert_exit(result, 0)
+    return json.loads(result.stdout)
+
+
+def iso(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def test_skip_unchanged_exports_what_reading_every_flow_does_with_calls_only_for_what_changed(
+        start_emulator, make_dest):
+    emulator = start_emulator(flows=6, runs_per_flow=150)
+    emulator.finish_runs()
+    names = emulator.flow_names()
+    every, skipping = make_dest("local"), make_dest("local")
+    seen = truth(emulator)
+
+    def both() -> tuple[str, dict[str, int]]:
+        """One run into each export, the same AWS data: the skipping run's summary and calls."""
+        nonlocal seen
+        seen = truth(emulator).merged_over(seen)
+        assert_exit(export(emulator, every), 0)
+        emulator.reset_counters()
+        result = export(emulator, skipping, "--skip-unchanged")
+        assert_exit(result, 0)
+        calls = describe_calls(emulator)
+        assert_export(every, seen)
+        assert_export(skipping, seen)
+        return result.stdout, calls
+
+    _, calls = both()
+    assert sorted(calls) == sorted(names), "a flow never read is read"
+    stdout, calls = both()
+    assert calls == {}, f"nothing changed, yet flows were paged: {calls}"
+    assert "skipped    6 flows" in stdout, stdout
+    run = status(skipping)["runs"][0]
+    assert run["flows_skipped"] == 6 and run["describe_calls"] == 0, run
+    assert sorted(f["flow_name"] for f in run["flows"] if f["skipped"]) == sorted(names), run["flows"]
+
+    new, opened, dropped = names[0], names[1], names[2]
+    emulator.add_runs(2, flows=[new], status="Successful")
+    emulator.add_runs(1, flows=[opened], status="InProgress")
+    _, calls = both()
+    assert sorted(calls) == sorted([new, opened]), calls
+    # The open run finishes: the listing shows it (and the flow held an open run anyway).
+    emulator.finish_runs([opened])
+    _, calls = both()
+    assert sorted(calls) == [opened], calls
+    # AWS drops a flow's oldest runs: its listing is unchanged, what was exported stays.
+    oldest = min(r["startedAt"] for f in emulator.flows() if f["definition"]["flowName"] == dropped
+                 for r in f["records"])
+    assert emulator.drop_runs(round(oldest * 1000) + 3 * 86_400_000, flows=[dropped]) > 0
+    stdout, calls = both()
+    assert calls == {} and "skipped    6 flows" in stdout, (calls, stdout)
+
+
+def test_a_run_that_does_not_change_the_listing_is_exported_at_its_flow_s_recheck(
+        start_emulator, local_dest):
+    emulator = start_emulator(flows=3, runs_per_flow=100)
+    emulator.finish_runs()
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    flow = emulator.flow_names()[0]
+    newest = max(r["startedAt"] for f in emulator.flows() if f["definition"]["flowName"] == flow
+                 for r in f["records"])
+    # A run that appears late, started before the newest: the listing still shows the newest.
+    late = emulator.add_runs(1, flows=[flow], status="Successful", start=round(newest * 1000) - 600_000)
+    emulator.reset_counters()
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    assert describe_calls(emulator) == {}, "the flow is read although its listing did not change"
+    exported = {row["execution_id"] for row in read_output(local_dest.local_copy()).executions.values()}
+    assert late[0][1] not in exported, "the late run was exported without a read"
+    time.sleep(1.5)
+    emulator.reset_counters()
+    result = export(emulator, local_dest, "--skip-unchanged", "--recheck-every", "1s")
+    assert_exit(result, 0)
+    assert sorted(describe_calls(emulator)) == sorted(emulator.flow_names()), "every flow is due"
+    assert_export(local_dest, truth(emulator))
+
+
+def test_a_read_that_no_longer_reaches_the_watermark_is_a_retention_gap(start_emulator, dest):
+    emulator = start_emulator(flows=4, runs_per_flow=150)
+    emulator.finish_runs()
+    assert_exit(export(emulator, dest), 0)
+    exported = truth(emulator)
+    lost, quiet = emulator.flow_names()[0], emulator.flow_names()[1:]
+    watermark = max(row["started_at"] for row in exported.only(lost).executions.values())
+    # The job stops; the flow runs on (the first run never read); AWS drops everything
+    # older than the second new run, the newest exported run with it.
+    start = now_ms() + 60_000
+    added = emulator.add_runs(4, flows=[lost], status="Successful", start=start)
+    runs = {r["executionId"]: round(r["startedAt"] * 1000) for f in emulator.flows()
+            if f["definition"]["flowName"] == lost for r in f["records"]}
+    second = runs[added[1][1]]
+    assert emulator.drop_runs(second, flows=[lost]) > 0
+    result = export(emulator, dest)
+    assert_exit(result, 0)
+    warnings = [line for line in result.stderr.splitlines() if "retention gap" in line]
+    assert len(warnings) == 1, result.stderr
+    assert lost in warnings[0] and iso(watermark) in warnings[0] and iso(second) in warnings[0], warnings
+    assert "gaps       1 flows" in result.stdout, result.stdout
+    # Everything exported before stays; the runs AWS still holds are added.
+    assert_export(dest, truth(emulator).merged_over(exported))
+    shown = status(dest)
+    run = shown["runs"][0]
+    assert run["retention_gaps"] == 1, run
+    gaps = {f["flow_name"]: f["retention_gap"] for f in run["flows"] if f["retention_gap"]}
+    assert gaps == {lost: {"after": iso(watermark), "before": iso(second)}}, gaps
+    by_flow = {f["flow_name"]: f for f in shown["flows"]}
+    assert by_flow[lost]["retention_gaps"] == 1, by_flow[lost]
+    assert by_flow[lost]["last_retention_gap"]["after"] == iso(watermark), by_flow[lost]
+    assert all(by_flow[q]["retention_gaps"] == 0 for q in quiet), by_flow
+    # The next run reaches the new watermark: no gap again, the one found is kept.
+    result = export(emulator, dest)
+    assert_exit(result, 0)
+    assert "retention gap" not in result.stderr and "gaps" not in result.stdout, result.stderr
+    assert status(dest)["runs"][0]["retention_gaps"] == 0
+    assert {f["flow_name"]: f["retention_gaps"] for f in status(dest)["flows"]}[lost] == 1
+
+
+def test_flows_with_no_new_runs_or_a_whole_history_dropped_raise_no_gap(start_emulator, local_dest):
+    emulator = start_emulator(flows=3, runs_per_flow=150)
+    emulator.finish_runs()
+    assert_exit(export(emulator, local_dest), 0)
+    names = emulator.flow_names()
+    # One flow's history is dropped whole (its runs only aged out: none since).
+    emulator.drop_runs(now_ms() + 86_400_000, flows=[names[0]])
+    for _ in range(2):
+        result = export(emulator, local_dest)
+        assert_exit(result, 0)
+        assert "retention gap" not in result.stderr, result.stderr
+        assert status(local_dest)["runs"][0]["retention_gaps"] == 0
