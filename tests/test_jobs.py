@@ -76,6 +76,10 @@ def test_ecs_task_definition(aws, tmp_path):
     assert container["logConfiguration"]["logDriver"] == "awslogs"
     shown = accepted(container["command"], aws, tmp_path)
     assert shown["log_format"] == "json" and shown["dest"] == "s3://my-data-lake/appflow-runs"
+    # After SIGTERM the flows in flight get --stop-timeout, then what ended is committed:
+    # ECS must leave time for that commit before it sends SIGKILL.
+    grace = int(shown["stop_timeout"].rstrip("s"))
+    assert container["stopTimeout"] >= grace + 15, (container["stopTimeout"], grace)
 
 
 def test_ecs_one_off_backfill(aws, tmp_path):

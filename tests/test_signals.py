@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import time
 
-from conftest import assert_exit, assert_export, export, now_ms, read_output, run_export, truth
+from conftest import (
+    ExportProcess, assert_exit, assert_export, export, now_ms, read_output, run_export, start_export, truth,
+)
 
 
 def describe_calls(emulator) -> dict[str, int]:
@@ -151,3 +154,122 @@ def test_flows_with_no_new_runs_or_a_whole_history_dropped_raise_no_gap(start_em
         assert_exit(result, 0)
         assert "retention gap" not in result.stderr, result.stderr
         assert status(local_dest)["runs"][0]["retention_gaps"] == 0
+
+
+# ----------------------------------------------------------------------------- SIGTERM and SIGINT
+
+
+def wait_for_calls(emulator, calls: int, proc, timeout: float = 60) -> None:
+    """Until the emulator has answered `calls` DescribeFlowExecutionRecords requests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = emulator.counters()["operations"].get("DescribeFlowExecutionRecords", {}).get("calls", 0)
+        if done >= calls:
+            return
+        assert proc.poll() is None, "the export ended before it could be stopped"
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {calls} calls within {timeout}s")
+
+
+def leftovers(*folders) -> list[str]:
+    """Temporary files and folders the export leaves behind: staging folders, and the
+    local store's temporary files."""
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.name.startswith(("appflow-export-stage-", ".tmp-")):
+                found.append(str(path))
+    return found
+
+
+def slow_emulator(start_emulator, flows: int, runs: int):
+    emulator = start_emulator(flows=flows, runs_per_flow=runs)
+    emulator.finish_runs()
+    emulator.set_faults({"latency_ms": 60})
+    return emulator
+
+
+def test_a_backfill_sent_sigterm_keeps_the_flows_it_finished_and_its_rerun_reads_only_the_rest(
+        start_emulator, dest, tmp_path):
+    emulator = slow_emulator(start_emulator, flows=10, runs=500)  # 5 pages a flow
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args = ["backfill", "--dest", dest.uri, *dest.args, "--since", "2020-01-01", "--concurrency", "2"]
+    env = {"AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": emulator.url,
+           "TMPDIR": str(scratch), **dest.env}
+    run = ExportProcess(args, env)
+    wait_for_calls(emulator, 12, run.proc)  # two flows read, two more being read
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.wait(60)
+    assert_exit(result, 143)
+    assert "SIGTERM" in result.stderr and "INTERRUPTED by SIGTERM" in result.stdout, result.stdout
+    manifest = status(dest)["runs"][0]
+    assert manifest["interrupted"] == "SIGTERM" and manifest["exit_code"] == 143, manifest
+    finished = {f["flow_name"] for f in manifest["flows"] if not f["error"] and not f["interrupted"]}
+    # The flows in flight had the stop timeout (25 s) to end: they did.
+    assert not [f for f in manifest["flows"] if f["interrupted"]], manifest["flows"]
+    assert 2 <= len(finished) < 10, finished
+    expected = truth(emulator)
+    assert_export(dest, expected.only(*finished))
+    assert not leftovers(scratch, dest.local_copy() if dest.kind == "local" else scratch), "left behind"
+    emulator.set_faults({})
+    emulator.reset_counters()
+    assert_exit(run_export(args, env), 0)
+    read = set(describe_calls(emulator))
+    assert read == set(emulator.flow_names()) - finished, (read, finished)
+    assert_export(dest, expected)
+
+
+def test_an_incremental_run_sent_sigterm_and_run_again_is_exact(start_emulator, local_dest, tmp_path):
+    emulator = start_emulator(flows=8, runs_per_flow=100)
+    emulator.finish_runs()
+    assert_exit(export(emulator, local_dest), 0)
+    emulator.add_runs(400, status="Successful")  # 4 new pages a flow
+    emulator.set_faults({"latency_ms": 60})
+    emulator.reset_counters()
+    # No grace: the flows being read are given up whole.
+    run = start_export(emulator, local_dest, "--concurrency", "2", "--stop-timeout", "0s")
+    wait_for_calls(emulator, 12, run.proc)  # two flows read (5 pages each), two being read
+    run.proc.send_signal(signal.SIGINT)
+    result = run.wait(60)
+    assert_exit(result, 130)
+    manifest = status(local_dest)["runs"][0]
+    assert manifest["interrupted"] == "SIGINT", manifest
+    given_up = {f["flow_name"] for f in manifest["flows"] if f["interrupted"]}
+    finished = {f["flow_name"] for f in manifest["flows"] if not f["error"] and not f["interrupted"]}
+    assert given_up and finished, manifest["flows"]
+    # What a given-up flow had read is not in the export: only what the first run had.
+    before = {row["execution_id"] for row in read_output(local_dest.local_copy()).executions.values()}
+    now = truth(emulator)
+    for flow in given_up:
+        assert {row["execution_id"] for row in now.only(flow).executions.values()} - before, flow
+        new = [k for k, row in now.only(flow).executions.items() if row["execution_id"] in before]
+        assert len(new) == 100, f"{flow}: rows of a flow given up were committed"
+    emulator.set_faults({})
+    assert_exit(export(emulator, local_dest), 0)
+    assert_export(local_dest, truth(emulator))
+
+
+def test_a_second_signal_stops_at_once_and_leaves_nothing_partial(start_emulator, local_dest, tmp_path):
+    emulator = start_emulator(flows=6, runs_per_flow=1000)  # 10 pages, 4 s a flow
+    emulator.finish_runs()
+    emulator.set_faults({"latency_ms": 400})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args, env = ["run", "--dest", local_dest.uri], {
+        "AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": emulator.url, "TMPDIR": str(scratch)}
+    run = ExportProcess(args, env)
+    wait_for_calls(emulator, 1, run.proc)
+    run.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert run.proc.poll() is None, "the first signal stopped the run at once"
+    started = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.wait(60)
+    assert time.monotonic() - started < 2, "the second signal did not stop the run at once"
+    assert not leftovers(scratch, local_dest.path), leftovers(scratch, local_dest.path)
+    assert_exit(result, 143)
+    assert "stopped at once by a second SIGTERM" in result.stderr, result.stderr
+    emulator.set_faults({})
+    assert_exit(export(emulator, local_dest), 0)
+    assert_export(local_dest, truth(emulator))

@@ -147,6 +147,11 @@ pub struct RunArgs {
     /// read the state, write nothing, read no run history.
     #[arg(long)]
     pub dry_run: bool,
+    /// On SIGTERM or SIGINT the run starts no new flow and gives the flows being read
+    /// this long to end (under ECS's default stop timeout of 30 s); then it commits what
+    /// ended and exits with 128 + the signal. A second signal stops it at once.
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+    pub stop_timeout: Duration,
     /// Run manifests (`_state/runs/<run-id>.json`) kept: older ones are removed after
     /// each run. Data is never removed.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -57,6 +57,9 @@ pub struct ConfigFile {
     pub expected_bucket_owner: Option<String>,
     /// `i/N` or `auto` (`--shard`).
     pub shard: Option<String>,
+    /// How long flows being read may take to end after SIGTERM, e.g. "25s"
+    /// (`--stop-timeout`).
+    pub stop_timeout: Option<String>,
     /// Run manifests kept (`--keep-manifests`).
     pub keep_manifests: Option<u32>,
     /// `text` or `json` (`--log-format`).
@@ -122,6 +125,7 @@ impl ConfigFile {
         value("sse-kms-key-id", self.sse_kms_key_id.clone());
         value("expected-bucket-owner", self.expected_bucket_owner.clone());
         value("shard", self.shard.clone());
+        value("stop-timeout", self.stop_timeout.clone());
         value("keep-manifests", self.keep_manifests.map(|n| n.to_string()));
         value("log-format", self.log_format.clone());
         for (flag, on) in [
@@ -163,6 +167,7 @@ impl ConfigFile {
             sse_kms_key_id: args.s3.sse_kms_key_id.clone(),
             expected_bucket_owner: args.s3.expected_bucket_owner.clone(),
             shard: args.shard.clone(),
+            stop_timeout: Some(duration(args.stop_timeout)),
             keep_manifests: Some(args.keep_manifests),
             log_format: Some(
                 match log_format {

@@ -100,6 +100,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         appflow_endpoint: Some(running.endpoint().to_string()),
         s3: S3Options::default(),
         dry_run: false,
+        stop: appflow_pipeline::Stop::default(),
     };
     let pipeline = invocation.pipeline(&sdk, DEFAULT_REGION);
     let (pipeline, plan) = (&pipeline, &invocation.plan);

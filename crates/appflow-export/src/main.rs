@@ -10,6 +10,7 @@ mod dry_run;
 mod progress;
 mod run;
 mod schema;
+mod signals;
 mod status;
 
 use std::process::ExitCode;
@@ -133,8 +134,10 @@ fn main() -> ExitCode {
     let command = std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
             match cli.command {
-                Command::Run(args) => run::command(args).await,
-                Command::Backfill(args) => run::backfill(args).await,
+                Command::Run(args) => signals::interruptible(|stop| run::command(args, stop)).await,
+                Command::Backfill(args) => {
+                    signals::interruptible(|stop| run::backfill(args, stop)).await
+                }
                 Command::Demo(args) => demo::command(args).await,
                 Command::Schema(args) => schema::command(&args),
                 Command::Status(args) => status::command(args).await,

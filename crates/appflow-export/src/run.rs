@@ -5,7 +5,9 @@
 use anyhow::anyhow;
 use appflow_extract::{Extractor, FlowSelection, IncrementalPolicy, Shard};
 use appflow_load::{BackfillId, Destination, Loader, S3Options, Sse};
-use appflow_pipeline::{Backfill, ErrorKind, Pipeline, Plan, RunReport, Status, Target, now_ms};
+use appflow_pipeline::{
+    Backfill, ErrorKind, Pipeline, Plan, RunReport, Status, Stop, Target, now_ms,
+};
 use aws_config::SdkConfig;
 
 use crate::cli::{BackfillArgs, RunArgs, S3Args, SseArg};
@@ -23,6 +25,8 @@ pub struct Invocation {
     pub appflow_endpoint: Option<String>,
     pub s3: S3Options,
     pub dry_run: bool,
+    /// Asks the runs to stop early (the first SIGTERM or SIGINT).
+    pub stop: Stop,
 }
 
 /// The S3 options of `--s3-endpoint`, `--s3-path-style`, `--sse`,
@@ -108,6 +112,7 @@ impl Invocation {
             skip_unchanged: args.skip_unchanged.then_some(args.recheck_every),
             shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
             keep_manifests: args.keep_manifests as usize,
+            stop_timeout: args.stop_timeout,
             arguments: crate::arguments(),
             ..Plan::new(args.dest.clone(), env!("CARGO_PKG_VERSION"))
         };
@@ -117,6 +122,7 @@ impl Invocation {
             appflow_endpoint: args.appflow_endpoint.clone(),
             s3: s3_options(&args.s3)?,
             dry_run: args.dry_run,
+            stop: Stop::default(),
         })
     }
 
@@ -129,6 +135,7 @@ impl Invocation {
         )
         .with_sts(aws_sdk_sts::Client::new(sdk));
         Pipeline::new(extractor, Loader::new(self.dest.store(sdk, &self.s3)))
+            .with_stop(self.stop.clone())
     }
 }
 
@@ -208,14 +215,18 @@ fn targets(args: &RunArgs) -> Vec<(Option<&str>, Option<&str>)> {
         .collect()
 }
 
-pub async fn command(args: RunArgs) -> Result<(), Failure> {
-    let invocation = Invocation::from_args(&args)?;
+/// `appflow-export run`; `stop` asks it to stop early.
+pub async fn command(args: RunArgs, stop: Stop) -> Result<(), Failure> {
+    let invocation = Invocation {
+        stop,
+        ..Invocation::from_args(&args)?
+    };
     run_targets(&args, invocation).await
 }
 
 /// `appflow-export backfill`: the runs of `--since..=--until`, from every flow's whole
-/// retained history.
-pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
+/// retained history; `stop` asks it to stop early.
+pub async fn backfill(args: BackfillArgs, stop: Stop) -> Result<(), Failure> {
     let start = |day: chrono::NaiveDate| {
         day.and_time(chrono::NaiveTime::MIN)
             .and_utc()
@@ -232,7 +243,10 @@ pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
         Some(until) => until.succ_opt().map_or(i64::MAX, start),
         None => i64::MAX,
     };
-    let mut invocation = Invocation::from_args(&args.run)?;
+    let mut invocation = Invocation {
+        stop,
+        ..Invocation::from_args(&args.run)?
+    };
     invocation.plan.backfill = Some(Backfill {
         since_ms,
         until_ms,
@@ -260,6 +274,10 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
     // alike); a failed account or region does not.
     let mut worst: Option<Failure> = None;
     for (role, region) in targets.iter().copied() {
+        if let Some(why) = invocation.stop.requested() {
+            worst = Some(interrupted(&why));
+            break;
+        }
         let sdk = aws::for_target(args.max_attempts, region, role).await;
         let Some(region) = sdk.region().map(|r| r.to_string()) else {
             return Err(Failure::new(
@@ -296,7 +314,10 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             match result {
                 Ok(()) => {
                     print!("{report}");
-                    flows_failed(&report)
+                    match &report.interrupted {
+                        Some(why) => Err(interrupted(why)),
+                        None => flows_failed(&report),
+                    }
                 }
                 Err(e) => Err(failure(e)),
             }
@@ -353,7 +374,18 @@ pub fn exit_code(status: Status) -> u8 {
         Status::Failed(ErrorKind::Destination) => EXIT_DESTINATION,
         Status::Failed(ErrorKind::Staging) => EXIT_STAGING,
         Status::Failed(ErrorKind::Bug) => EXIT_BUG,
+        Status::Interrupted => crate::signals::interrupted_exit_code(),
     }
+}
+
+/// A run stopped by `why` (a signal): exits with 128 + the signal.
+fn interrupted(why: &str) -> Failure {
+    Failure::new(
+        crate::signals::interrupted_exit_code(),
+        anyhow!(
+            "stopped by {why}: what was read to its end is committed; the next run reads the rest"
+        ),
+    )
 }
 
 /// A run that ended early, with its exit code.

@@ -46,6 +46,9 @@ pub struct RunManifest {
     pub flows: Vec<FlowRun>,
     /// What went wrong: failed flows, and the error that ended the run, if any.
     pub errors: Vec<String>,
+    /// Why the run stopped before every flow was read (`SIGTERM`, `SIGINT`): what it
+    /// committed is whole, the next run reads the rest.
+    pub interrupted: Option<String>,
 }
 
 /// One flow in one run.
@@ -62,6 +65,9 @@ pub struct FlowRun {
     pub error: Option<String>,
     /// Not read: `--skip-unchanged` found its listing as it was at its last read.
     pub skipped: bool,
+    /// Being read when the run was stopped and not done within the stop timeout:
+    /// nothing of it was committed, the next run reads it.
+    pub interrupted: bool,
     /// Runs AWS no longer returns that no export read: started after `after` and
     /// before `before` (RFC 3339), they may be lost.
     pub retention_gap: Option<GapWindow>,

@@ -9,6 +9,10 @@
 //! backfill's progress), then the flows table. [`Pipeline::run_recorded`] adds the
 //! run's manifest and its `run finished` log line.
 //!
+//! A run asked to stop ([`Stop`]) starts no new flow, gives those in flight
+//! [`Plan::stop_timeout`] to end, commits what ended and records that it was
+//! interrupted.
+//!
 //! The pipeline neither parses flags nor prints; it reports what it did in a
 //! [`RunReport`] and tells an [`Observer`] as it goes.
 
@@ -19,6 +23,7 @@ mod prepare;
 mod report;
 mod round;
 mod run;
+mod stop;
 mod time;
 
 use std::path::PathBuf;
@@ -32,6 +37,7 @@ pub use plan::{Backfill, Plan, Target};
 pub use prepare::Prepared;
 pub use report::RunReport;
 pub use run::Status;
+pub use stop::Stop;
 pub use time::{iso, now_ms};
 
 /// Where a run stages the rows it read before it merges them into day files.
@@ -52,6 +58,7 @@ pub struct Pipeline {
     extractor: Extractor,
     loader: Loader,
     staging: Staging,
+    stop: Stop,
 }
 
 impl Pipeline {
@@ -60,7 +67,14 @@ impl Pipeline {
             extractor,
             loader,
             staging: Staging::default(),
+            stop: Stop::default(),
         }
+    }
+
+    /// The pipeline with a [`Stop`] through which its runs can be asked to stop early.
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.stop = stop;
+        self
     }
 
     pub fn with_staging(mut self, staging: Staging) -> Self {

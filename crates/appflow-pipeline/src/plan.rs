@@ -19,6 +19,10 @@ pub struct Plan {
     /// (`--recheck-every`); `None`: read every flow. Incremental runs only.
     pub skip_unchanged: Option<Duration>,
     pub shard: Shard,
+    /// Once the run is asked to stop ([`crate::Stop`]), how long the flows in flight
+    /// may take to end; those still reading then are given up (nothing of them is
+    /// committed).
+    pub stop_timeout: Duration,
     /// Run manifests kept under `_state/runs/`.
     pub keep_manifests: usize,
     /// The account (role) and region this run exports, for its manifest.
@@ -43,6 +47,7 @@ impl Plan {
             concurrency: 8,
             skip_unchanged: None,
             shard: Shard::default(),
+            stop_timeout: Duration::from_secs(25),
             keep_manifests: 500,
             target: Target::default(),
             backfill: None,

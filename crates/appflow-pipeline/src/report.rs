@@ -27,6 +27,10 @@ pub struct RunReport {
     pub flows_skipped: usize,
     /// Flows whose read found a retention gap (in `flows`, with the window).
     pub retention_gaps: usize,
+    /// Why the run was stopped early ([`crate::Stop`]), if it was.
+    pub interrupted: Option<String>,
+    /// Flows not read because the run was stopped (never started, or given up).
+    pub flows_not_read: usize,
     /// One line per flow not exported (a failed flow, a selected name not listed).
     pub failures: Vec<String>,
     pub list_pages: u64,
@@ -101,6 +105,13 @@ impl fmt::Display for RunReport {
             "  flows      {} listed; flows table: {} written, {} unchanged",
             self.flows_listed, self.flows_table.files_written, self.flows_table.files_unchanged
         )?;
+        if let Some(why) = &self.interrupted {
+            write!(
+                f,
+                "\n  INTERRUPTED by {why}: {} flows not read (the next run reads them); what was read to its end is committed",
+                self.flows_not_read
+            )?;
+        }
         let conflicts = self.conflicts();
         if conflicts > 0 {
             write!(f, "\n  {conflicts} concurrent writes re-merged")?;
@@ -158,6 +169,7 @@ impl RunReport {
             retention_gaps: self.retention_gaps as u64,
             flows: self.flows.clone(),
             errors,
+            interrupted: self.interrupted.clone(),
         }
     }
 
@@ -165,7 +177,8 @@ impl RunReport {
     /// next run reads them again, their watermarks did not move).
     pub(crate) fn abandon(&mut self) {
         let uncommitted = self.flows.iter_mut().skip(self.flows_committed);
-        for flow in uncommitted.filter(|f| f.error.is_none() && !f.skipped) {
+        let read = |f: &FlowRun| f.error.is_none() && !f.skipped && !f.interrupted;
+        for flow in uncommitted.filter(|f| read(f)) {
             flow.error =
                 Some("read, but the run ended before its rows and state were committed".into());
             self.flows_exported -= 1;

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
-use appflow_extract::{ExtractJob, FlowEvent, FlowSummary, Resume, RetentionGap, retention_gap};
+use appflow_extract::{
+    ExtractJob, FlowEvent, FlowSummary, Reading, Resume, RetentionGap, retention_gap,
+};
 use appflow_load::{AddId, BackfilledFlow, FlowRun, FlowUpdate, GapWindow, Stage};
 use appflow_model::{FlowInfo, LastRun};
 use futures::StreamExt;
@@ -69,19 +71,30 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let _stop_on_return = StopOnDrop(stop.clone());
         let checkpoint = plan.backfill.as_ref().map(|b| b.checkpoint_every);
+        // The flows taken and not yet ended: what a stop gives up.
+        let in_flight: Arc<Mutex<HashMap<FlowInfo, ExtractJob>>> = Arc::default();
         let jobs = futures::stream::poll_fn({
-            let (queue, stop) = (queue.clone(), stop.clone());
+            let (queue, stop, in_flight) = (queue.clone(), stop.clone(), in_flight.clone());
             let mut taken = 0_usize;
+            let asked = self.stop.clone();
             move |_| {
                 let due = taken > 0 && checkpoint.is_some_and(|every| started.elapsed() >= every);
-                if due || stop.load(Ordering::Relaxed) {
+                if due || stop.load(Ordering::Relaxed) || asked.requested().is_some() {
                     return Poll::Ready(None);
                 }
                 let job = queue.lock().ok().and_then(|mut q| q.pop_front());
+                if let (Some(job), Ok(mut flying)) = (&job, in_flight.lock()) {
+                    flying.insert(job.flow.clone(), job.clone());
+                }
                 taken += usize::from(job.is_some());
                 Poll::Ready(job)
             }
         });
+        let ended = |flow: &FlowInfo| {
+            if let Ok(mut flying) = in_flight.lock() {
+                flying.remove(flow);
+            }
+        };
         // The staging folder first: one that cannot be made fails before any read.
         let mut round = Round {
             stage: self.stage()?,
@@ -90,9 +103,18 @@ impl Pipeline {
         let mut events = self.extractor.extract(jobs, plan.concurrency);
         // The adds of each flow being read; a flow whose page could not be converted
         // or staged is failed at once and its later events ignored.
-        let mut reading: HashMap<FlowInfo, Vec<AddId>> = HashMap::new();
+        let mut reading: HashMap<FlowInfo, (Reading, Vec<AddId>)> = HashMap::new();
         let mut failed: HashSet<FlowInfo> = HashSet::new();
-        while let Some((job, event)) = events.next().await {
+        // Once a stop is asked for, no flow is started (above) and those in flight
+        // have the stop timeout to end.
+        let grace_over = self.stop.grace_over(plan.stop_timeout);
+        tokio::pin!(grace_over);
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                () = &mut grace_over => break,
+            };
+            let Some((job, event)) = next else { break };
             let flow = &job.flow;
             let fail = match event {
                 _ if failed.contains(flow) => None,
@@ -101,7 +123,11 @@ impl Pipeline {
                     match appflow_transform::to_batches(flow, &records, now) {
                         Ok(batches) => match round.stage.add(&batches) {
                             Ok(id) => {
-                                reading.entry(flow.clone()).or_default().push(id);
+                                reading
+                                    .entry(flow.clone())
+                                    .or_insert_with(|| (job.clone(), Vec::new()))
+                                    .1
+                                    .push(id);
                                 None
                             }
                             // A staging failure (the local temporary disk, or a bug)
@@ -120,6 +146,7 @@ impl Pipeline {
                 }
                 FlowEvent::Done(summary) => {
                     reading.remove(flow);
+                    ended(flow);
                     let resume = resumes.get(flow);
                     let gap = resume.and_then(|r| retention_gap(r, summary.oldest_returned));
                     if let Some(gap) = gap {
@@ -162,9 +189,10 @@ impl Pipeline {
             if let Some(message) = fail {
                 // Its later pages would be dropped: stop paging it (a no-op once it ended).
                 job.cancel();
+                ended(flow);
                 round
                     .stage
-                    .discard(reading.remove(flow).unwrap_or_default());
+                    .discard(reading.remove(flow).map(|r| r.1).unwrap_or_default());
                 tracing::error!(flow = %flow.name, error = %message, "flow not exported");
                 report.failures.push(message.clone());
                 report.flows.push(FlowRun {
@@ -174,6 +202,29 @@ impl Pipeline {
                 failed.insert(flow.clone());
                 observer.flow_done();
             }
+        }
+        // Flows still being read when the stop timeout ran out: given up whole (their
+        // readers stop at their next page: nobody listens any more).
+        drop(events);
+        let given_up: Vec<ExtractJob> = in_flight
+            .lock()
+            .map(|mut flying| flying.drain().map(|(_, job)| job).collect())
+            .unwrap_or_default();
+        if !given_up.is_empty() {
+            tracing::warn!(
+                flows = given_up.len(),
+                seconds = plan.stop_timeout.as_secs_f64(),
+                "flows still being read when the stop timeout ran out are not exported (the next run reads them)"
+            );
+        }
+        for job in given_up {
+            if let Some((_, adds)) = reading.remove(&job.flow) {
+                round.stage.discard(adds);
+            }
+            report.flows.push(FlowRun {
+                interrupted: true,
+                ..flow_run(&job)
+            });
         }
         Ok(round)
     }

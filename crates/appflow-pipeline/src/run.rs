@@ -25,6 +25,9 @@ pub enum Status {
     FlowsFailed,
     /// The run stopped early (see [`Error::kind`]).
     Failed(crate::ErrorKind),
+    /// The run was asked to stop ([`crate::Stop`]) and did: what it read to the end is
+    /// committed, the next run reads the rest.
+    Interrupted,
 }
 
 impl Pipeline {
@@ -83,7 +86,8 @@ impl Pipeline {
                 ..flow_run(job)
             });
         }
-        observer.reading(prepared.jobs.len());
+        let jobs = prepared.jobs.len();
+        observer.reading(jobs);
         let resumes: HashMap<FlowInfo, Resume> = prepared
             .jobs
             .iter()
@@ -108,11 +112,25 @@ impl Pipeline {
                 "flows read and staged"
             );
             let more = queue.lock().is_ok_and(|q| !q.is_empty());
-            if !more {
+            let stopping = self.stop.requested();
+            if !more || stopping.is_some() {
                 observer.reading_done();
             }
             self.commit_round(plan, &mut round, report, observer)
                 .await?;
+            if let Some(why) = stopping {
+                // What ended is committed; the flows table waits for the next run.
+                let read = report.flows.iter().filter(|f| !f.skipped && !f.interrupted);
+                report.flows_not_read = jobs.saturating_sub(read.count());
+                tracing::warn!(
+                    reason = %why,
+                    flows_not_read = report.flows_not_read,
+                    "run stopped: the flows read to their end are committed; the next run reads the rest"
+                );
+                report.interrupted = Some(why);
+                observer.finish();
+                return Ok(());
+            }
             if !more {
                 break;
             }
@@ -178,6 +196,7 @@ impl Pipeline {
         let result = self.execute(plan, &mut report, observer).await;
         report.duration = started.elapsed();
         let status = match &result {
+            Ok(()) if report.interrupted.is_some() => Status::Interrupted,
             Ok(()) if report.failures.is_empty() => Status::Exported,
             Ok(()) => Status::FlowsFailed,
             Err(e) => {
@@ -222,6 +241,7 @@ impl Pipeline {
             flows_exported = report.flows_exported,
             flows_failed = report.failures.len(),
             flows_skipped = report.flows_skipped,
+            interrupted = report.interrupted.as_deref(),
             retention_gaps = report.retention_gaps,
             list_flows_calls = report.list_pages,
             describe_calls = report.describe_pages,

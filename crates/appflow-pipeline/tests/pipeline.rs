@@ -9,7 +9,9 @@ use std::time::Duration;
 use appflow_emulator::{AddRuns, Emulator, Faults, GenConfig, RunningEmulator, loopback};
 use appflow_extract::Extractor;
 use appflow_load::{BackfillId, Intercepted, Loader, MemoryStore, ObjectStore, PutHook, decode};
-use appflow_pipeline::{Backfill, ErrorKind, Pipeline, Plan, Quiet, RunReport, Staging, Status};
+use appflow_pipeline::{
+    Backfill, ErrorKind, Observer, Pipeline, Plan, Quiet, RunReport, Staging, Status, Stop,
+};
 use appflow_transform::{Table, schema_for};
 use arrow::array::AsArray;
 
@@ -57,6 +59,7 @@ fn code(status: Status) -> u8 {
         Status::Exported => 0,
         Status::FlowsFailed => 1,
         Status::Failed(kind) => 10 + kind as u8,
+        Status::Interrupted => 143,
     }
 }
 
@@ -390,4 +393,96 @@ async fn a_run_that_started_earlier_does_not_overwrite_a_later_run_s_open_runs()
     // A run that starts after both does move it.
     run(&p, &plan()).await.1.unwrap();
     assert_eq!(oldest_open(p.loader().clone(), flow).await, None);
+}
+
+/// Asks the run to stop when the `after`-th flow ends.
+struct StopAfter {
+    stop: Stop,
+    after: usize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Observer for StopAfter {
+    fn flow_done(&self) {
+        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if done == self.after {
+            self.stop.request("test");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_run_commits_exactly_the_flows_it_read_to_their_end() {
+    let (emu, running) = emulator(8, 400).await;
+    // One long flow (24 pages) among short ones (4): it is in flight when the second
+    // short flow ends, and slow pages keep it reading.
+    let long = names(&emu)[0].clone();
+    emu.add_runs(&AddRuns {
+        count: 2000,
+        flows: vec![long.clone()],
+        status: Some("Successful".into()),
+        start: None,
+    });
+    emu.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let stop = Stop::default();
+    let p = pipeline(&running, store.clone())
+        .await
+        .with_stop(stop.clone());
+    let observer = StopAfter {
+        stop: stop.clone(),
+        after: 2,
+        done: Default::default(),
+    };
+    let stopping = Plan {
+        concurrency: 3,
+        stop_timeout: Duration::ZERO,
+        ..plan()
+    };
+    let (report, result) = p.run_recorded(&stopping, &observer, code).await;
+    result.unwrap();
+    assert_eq!(report.interrupted.as_deref(), Some("test"));
+    let done: BTreeSet<String> = report
+        .flows
+        .iter()
+        .filter(|f| f.error.is_none() && !f.interrupted)
+        .map(|f| f.flow_name.clone())
+        .collect();
+    assert_eq!(done.len(), report.flows_exported);
+    assert!(
+        (2..8).contains(&done.len()),
+        "{} flows read to the end",
+        done.len()
+    );
+    assert!(
+        report
+            .flows
+            .iter()
+            .any(|f| f.interrupted && f.flow_name == long),
+        "the long flow was not given up: {:?}",
+        report.flows
+    );
+    assert_eq!(report.flows_not_read, 8 - done.len());
+    // Only the flows read to their end have rows and watermarks, and all their rows.
+    let wanted: Vec<_> = history(&emu)
+        .into_iter()
+        .filter(|(flow, _)| done.contains(flow))
+        .collect();
+    assert_eq!(exported(store.as_ref()).await, wanted);
+    let marked: BTreeSet<String> = watermarks(p.loader()).await.into_keys().collect();
+    assert_eq!(marked, done);
+    let manifest = p.loader().manifests(1).await.unwrap().remove(0);
+    assert_eq!(
+        (manifest.interrupted.as_deref(), manifest.exit_code),
+        (Some("test"), 143)
+    );
+
+    // The next run reads the rest and the export is whole.
+    let p = pipeline(&running, store.clone()).await;
+    let (_, result) = run(&p, &plan()).await;
+    result.unwrap();
+    assert_eq!(exported(store.as_ref()).await, history(&emu));
 }
