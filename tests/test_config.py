@@ -29,11 +29,12 @@ def test_every_key_is_documented_in_the_example():
                       "--s3-endpoint", "http://s", "--s3-path-style", "--shard", "0/2",
                       "--keep-manifests", "3", "--log-format", "json", "--sse", "aws:kms",
                       "--sse-kms-key-id", "arn:aws:kms:eu-west-1:1:key/k", "--expected-bucket-owner", "123456789012",
-                      "--skip-unchanged", "--recheck-every", "30m", "--stop-timeout", "10s")
+                      "--skip-unchanged", "--recheck-every", "30m", "--stop-timeout", "10s",
+                      "--metrics", "emf", "--job-name", "j")
     every |= effective("--dest", "/d", "--flow-pattern", "a*")
     example = (REPO / "jobs" / "config.toml").read_text()
     undocumented = [key for key in every if not re.search(rf"^(# )?{key} = ", example, re.M)]
-    assert len(every) == 21 and not undocumented, (sorted(every), undocumented)
+    assert len(every) == 23 and not undocumented, (sorted(every), undocumented)
 
 
 def test_flags_override_the_file_and_defaults_fill_the_rest(tmp_path):

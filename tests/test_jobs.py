@@ -80,6 +80,36 @@ def test_ecs_task_definition(aws, tmp_path):
     # ECS must leave time for that commit before it sends SIGKILL.
     grace = int(shown["stop_timeout"].rstrip("s"))
     assert container["stopTimeout"] >= grace + 15, (container["stopTimeout"], grace)
+    assert shown["metrics"] == "emf" and shown["job_name"], shown
+
+
+ALARMS = sorted((JOBS / "cloudwatch").glob("alarm-*.json"))
+
+
+@pytest.mark.parametrize("path", ALARMS, ids=[p.stem for p in ALARMS])
+def test_cloudwatch_alarm_watches_a_metric_the_job_writes(path, aws, tmp_path):
+    """Each alarm fits PutMetricAlarm and watches a metric, with the dimensions, that
+    the ECS task's command really prints (its run line)."""
+    alarm = check_request("cloudwatch", "PutMetricAlarm", path)
+    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    [container] = task["containerDefinitions"]
+    command = container["command"]
+    args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
+    dest_at = args.index("--dest") + 1
+    args[dest_at] = str(tmp_path / "dest")
+    result = run_export([command[0], *args], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, "AWS_ENDPOINT_URL_STS": aws.url})
+    assert_exit(result, 0)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    wanted_dims = sorted(d["Name"] for d in alarm["Dimensions"])
+    matches = [
+        line for line in lines for block in line["_aws"]["CloudWatchMetrics"]
+        if block["Namespace"] == alarm["Namespace"]
+        and any(sorted(dims) == wanted_dims for dims in block["Dimensions"])
+        and alarm["MetricName"] in {m["Name"] for m in block["Metrics"]}
+        and all(line.get(d["Name"]) == d["Value"] for d in alarm["Dimensions"])
+    ]
+    assert len(matches) == 1, (alarm, lines)
+    assert alarm["TreatMissingData"] == ("breaching" if alarm["MetricName"] == "RunsSucceeded" else "notBreaching")
 
 
 def test_ecs_one_off_backfill(aws, tmp_path):

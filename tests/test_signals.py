@@ -273,3 +273,78 @@ def test_a_second_signal_stops_at_once_and_leaves_nothing_partial(start_emulator
     emulator.set_faults({})
     assert_exit(export(emulator, local_dest), 0)
     assert_export(local_dest, truth(emulator))
+
+
+# ----------------------------------------------------------------------------- --metrics emf
+
+
+def emf_lines(stdout: str) -> list[dict]:
+    """The CloudWatch Embedded Metric Format lines of a run's stdout, each checked
+    against the specification: an `_aws` member with an integer millisecond
+    `Timestamp` and `CloudWatchMetrics` directives (a `Namespace`, `Dimensions` as
+    arrays of member names whose values are strings, `Metrics` as `{Name, Unit}`),
+    and every metric named there present at the root as a number."""
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    units = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
+             "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
+             "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second",
+             "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second",
+             "Count/Second", "None"}
+    for doc in lines:
+        meta = doc["_aws"]
+        assert isinstance(meta["Timestamp"], int) and abs(meta["Timestamp"] - now_ms()) < 600_000, meta
+        assert meta["CloudWatchMetrics"], meta
+        for directive in meta["CloudWatchMetrics"]:
+            assert set(directive) == {"Namespace", "Dimensions", "Metrics"}, directive
+            assert isinstance(directive["Namespace"], str) and directive["Namespace"], directive
+            for dims in directive["Dimensions"]:
+                assert len(dims) <= 30
+                assert all(isinstance(doc.get(d), str) and doc[d] for d in dims), (dims, doc)
+            assert 1 <= len(directive["Metrics"]) <= 100
+            for metric in directive["Metrics"]:
+                assert set(metric) <= {"Name", "Unit", "StorageResolution"} and metric.get("Unit", "None") in units
+                value = doc[metric["Name"]]
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), (metric, value)
+    return lines
+
+
+def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(start_emulator, local_dest):
+    emulator = start_emulator(flows=4, runs_per_flow=150)
+    bad = emulator.flow_names()[0]
+    assert len(truth(emulator).only(bad).executions) > 100, "the bad flow needs a good first page"
+    emulator.set_faults({"throttle_fraction": 0.3, "malformed_flows": [bad]})
+    result = export(emulator, local_dest, "--metrics", "emf", "--job-name", "nightly")
+    assert_exit(result, 1)
+    lines = emf_lines(result.stdout)
+    assert len(lines) == 2, result.stdout
+    target, run = lines
+    assert target["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Account", "JobName", "Region"]]
+    assert (target["Account"], target["Region"], target["JobName"]) == ("210987654321", "eu-west-2", "nightly")
+    assert run["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["JobName"]]
+    assert run["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "AppFlowExport"
+    names = [m["Name"] for m in run["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert names == ["RunsSucceeded", "FlowsExported", "FlowsFailed", "FlowsSkipped", "RecordsRead",
+                     "DataFilesWritten", "ApiCalls", "ThrottledCalls", "WriteConflicts", "RetentionGaps",
+                     "MaxWatermarkLagSeconds", "RunSeconds"], names
+    ops = emulator.counters()["operations"]
+    appflow = [ops[op] for op in ("ListFlows", "DescribeFlowExecutionRecords")]
+    assert ops["DescribeFlowExecutionRecords"]["throttled"] > 0, ops
+    manifest = status(local_dest)["runs"][0]
+    for line in (target, run):
+        assert line["RunsSucceeded"] == 0 and line["FlowsFailed"] == 1 and line["FlowsExported"] == 3, line
+        assert line["ApiCalls"] == sum(o["calls"] for o in appflow), (line, ops)
+        assert line["ThrottledCalls"] == sum(o["throttled"] for o in appflow), (line, ops)
+        assert line["RecordsRead"] == manifest["records"] and line["DataFilesWritten"] == manifest["files_written"]
+        assert line["RetentionGaps"] == 0 and line["FlowsSkipped"] == 0 and line["RunSeconds"] > 0
+    newest = min(max(r["started_at"] for r in truth(emulator).only(f).executions.values())
+                 for f in emulator.flow_names() if f != bad)
+    lag = (run["_aws"]["Timestamp"] - newest) / 1000
+    assert abs(run["MaxWatermarkLagSeconds"] - lag) < 60, (run["MaxWatermarkLagSeconds"], lag)
+    assert manifest["throttled_calls"] == target["ThrottledCalls"], manifest
+
+    emulator.set_faults({})
+    result = export(emulator, local_dest, "--metrics", "emf")
+    assert_exit(result, 0)
+    target, run = emf_lines(result.stdout)
+    assert run["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]], run
+    assert target["RunsSucceeded"] == 1 and run["RunsSucceeded"] == 1 and run["FlowsExported"] == 4, run

@@ -1,7 +1,12 @@
 //! What an AWS SDK error means, in one line a person can act on: the cause and the
 //! fix (which setting, which IAM action). The SDK's whole story (its error chain and
 //! debug structures, about 2 KB) goes to the debug log only. Used by extract (AppFlow)
-//! and load (S3) alike: the SDK crates share these error types.
+//! and load (S3) alike: the SDK crates share these error types. Also [`CallCounter`],
+//! the SDK interceptor counting attempts and throttled attempts.
+
+mod calls;
+
+pub use calls::{CallCounter, Calls};
 
 use std::error::Error as StdError;
 use std::fmt::Debug;

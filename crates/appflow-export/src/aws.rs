@@ -57,9 +57,14 @@ pub async fn for_target(
     loader.load().await
 }
 
-/// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`.
-pub fn appflow_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_appflow::Client {
-    let mut config = aws_sdk_appflow::config::Builder::from(sdk);
+/// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`; `calls` counts
+/// its attempts and throttled attempts.
+pub fn appflow_client(
+    sdk: &SdkConfig,
+    endpoint: Option<&str>,
+    calls: &appflow_extract::CallCounter,
+) -> aws_sdk_appflow::Client {
+    let mut config = aws_sdk_appflow::config::Builder::from(sdk).interceptor(calls.clone());
     if let Some(url) = endpoint {
         config = config.endpoint_url(url);
     }

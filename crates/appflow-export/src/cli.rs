@@ -152,6 +152,14 @@ pub struct RunArgs {
     /// ended and exits with 128 + the signal. A second signal stops it at once.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
+    /// `emf`: print CloudWatch Embedded Metric Format lines on stdout, one per account
+    /// and region and one for the whole run (namespace AppFlowExport), to alarm on.
+    #[arg(long, value_enum)]
+    pub metrics: Option<MetricsFormat>,
+    /// A name for this job, added to every metric line as the JobName dimension (so
+    /// several jobs' alarms stay apart).
+    #[arg(long, value_name = "NAME")]
+    pub job_name: Option<String>,
     /// Run manifests (`_state/runs/<run-id>.json`) kept: older ones are removed after
     /// each run. Data is never removed.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -217,6 +225,13 @@ pub struct S3Args {
     /// request: a bucket of another account is refused.
     #[arg(long, value_name = "ACCOUNT", value_parser = account_id)]
     pub expected_bucket_owner: Option<String>,
+}
+
+/// `--metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsFormat {
+    /// CloudWatch Embedded Metric Format, one JSON object per line.
+    Emf,
 }
 
 /// `--sse`.

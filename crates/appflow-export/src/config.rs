@@ -60,6 +60,10 @@ pub struct ConfigFile {
     /// How long flows being read may take to end after SIGTERM, e.g. "25s"
     /// (`--stop-timeout`).
     pub stop_timeout: Option<String>,
+    /// "emf": CloudWatch Embedded Metric Format lines on stdout (`--metrics`).
+    pub metrics: Option<String>,
+    /// The JobName dimension of the metrics (`--job-name`).
+    pub job_name: Option<String>,
     /// Run manifests kept (`--keep-manifests`).
     pub keep_manifests: Option<u32>,
     /// `text` or `json` (`--log-format`).
@@ -126,6 +130,8 @@ impl ConfigFile {
         value("expected-bucket-owner", self.expected_bucket_owner.clone());
         value("shard", self.shard.clone());
         value("stop-timeout", self.stop_timeout.clone());
+        value("metrics", self.metrics.clone());
+        value("job-name", self.job_name.clone());
         value("keep-manifests", self.keep_manifests.map(|n| n.to_string()));
         value("log-format", self.log_format.clone());
         for (flag, on) in [
@@ -168,6 +174,8 @@ impl ConfigFile {
             expected_bucket_owner: args.s3.expected_bucket_owner.clone(),
             shard: args.shard.clone(),
             stop_timeout: Some(duration(args.stop_timeout)),
+            metrics: args.metrics.map(|_| "emf".to_string()),
+            job_name: args.job_name.clone(),
             keep_manifests: Some(args.keep_manifests),
             log_format: Some(
                 match log_format {

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod demo;
 mod dry_run;
+mod metrics;
 mod progress;
 mod run;
 mod schema;

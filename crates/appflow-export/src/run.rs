@@ -129,11 +129,13 @@ impl Invocation {
     /// The pipeline of one account and region: AppFlow and STS through `sdk`, the
     /// destination through the same credentials.
     pub fn pipeline(&self, sdk: &SdkConfig, region: &str) -> Pipeline {
+        let calls = appflow_extract::CallCounter::default();
         let extractor = Extractor::new(
-            aws::appflow_client(sdk, self.appflow_endpoint.as_deref()),
+            aws::appflow_client(sdk, self.appflow_endpoint.as_deref(), &calls),
             region,
         )
-        .with_sts(aws_sdk_sts::Client::new(sdk));
+        .with_sts(aws_sdk_sts::Client::new(sdk))
+        .with_call_counter(calls);
         Pipeline::new(extractor, Loader::new(self.dest.store(sdk, &self.s3)))
             .with_stop(self.stop.clone())
     }
@@ -270,6 +272,12 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
         ));
     }
     let targets = targets(args);
+    let emf = args
+        .metrics
+        .is_some()
+        .then(|| crate::metrics::Emf::new(args.job_name.clone()));
+    let started = std::time::Instant::now();
+    let mut reports: Vec<RunReport> = Vec::new();
     // The worst outcome wins: a destination failure stops the rest (they would fail
     // alike); a failed account or region does not.
     let mut worst: Option<Failure> = None;
@@ -311,7 +319,7 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             let (report, result) = pipeline
                 .run_recorded(&plan, &Progress::new(), exit_code)
                 .await;
-            match result {
+            let outcome = match result {
                 Ok(()) => {
                     print!("{report}");
                     match &report.interrupted {
@@ -320,7 +328,12 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                     }
                 }
                 Err(e) => Err(failure(e)),
+            };
+            if let Some(emf) = &emf {
+                println!("{}", emf.target_line(&report));
             }
+            reports.push(report);
+            outcome
         };
         if let Err(f) = outcome {
             // The destination, the staging disk or a bug: the next target would fail alike.
@@ -335,6 +348,12 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                 break;
             }
         }
+    }
+    if let Some(emf) = emf.as_ref().filter(|_| !invocation.dry_run) {
+        println!(
+            "{}",
+            emf.run_line(&reports, started.elapsed().as_secs_f64())
+        );
     }
     match worst {
         None => Ok(()),

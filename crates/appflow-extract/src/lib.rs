@@ -23,6 +23,8 @@ pub use pager::{
 };
 pub use shard::Shard;
 
+pub use appflow_aws::{CallCounter, Calls};
+
 pub use appflow_model::{
     CatalogDetail, ExecutionRecord, FlowDetails, FlowInfo, LastRun, RegistrationOutput,
     is_finished, is_open,

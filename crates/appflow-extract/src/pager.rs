@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use appflow_aws::{Service, explain};
+use appflow_aws::{CallCounter, Calls, Service, explain};
 use aws_sdk_appflow::Client;
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
@@ -25,6 +25,8 @@ pub struct Extractor {
     region: String,
     /// Names the account when `ListFlows` returns no flow (no ARN to read it from).
     sts: Option<aws_sdk_sts::Client>,
+    /// Counts the AppFlow client's attempts, when it was built with it.
+    calls: Option<CallCounter>,
 }
 
 /// The flows `ListFlows` returned that were selected.
@@ -186,7 +188,23 @@ impl Extractor {
             client,
             region: region.into(),
             sts: None,
+            calls: None,
         }
+    }
+
+    /// The extractor with the [`CallCounter`] its client was built with
+    /// (`interceptor(counter)`), so that a run can report its attempts and throttling.
+    pub fn with_call_counter(mut self, calls: CallCounter) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// AppFlow attempts and throttled attempts so far (zero without a counter).
+    pub fn calls(&self) -> Calls {
+        self.calls
+            .as_ref()
+            .map(CallCounter::calls)
+            .unwrap_or_default()
     }
 
     /// The extractor with an STS client (of the same credentials) to name the

@@ -28,6 +28,10 @@ pub struct RunManifest {
     pub exit_code: u8,
     pub list_flows_calls: u64,
     pub describe_calls: u64,
+    /// AppFlow requests sent, every retry counted, and of those the ones AWS
+    /// answered with throttling.
+    pub appflow_requests: u64,
+    pub throttled_calls: u64,
     pub records: u64,
     /// Data files written, and those the run touched whose rows did not change.
     pub files_written: u64,

@@ -27,10 +27,22 @@ pub struct RunReport {
     pub flows_skipped: usize,
     /// Flows whose read found a retention gap (in `flows`, with the window).
     pub retention_gaps: usize,
+    /// The error that ended the run before it was done, if one did.
+    pub fatal: Option<String>,
     /// Why the run was stopped early ([`crate::Stop`]), if it was.
     pub interrupted: Option<String>,
     /// Flows not read because the run was stopped (never started, or given up).
     pub flows_not_read: usize,
+    /// The account and region exported (a run's listing is of one account); the
+    /// account is `None` when it could not be told (no flow listed, STS unreachable).
+    pub account: Option<String>,
+    pub region: String,
+    /// AppFlow requests sent (every retry counts), and of those the throttled ones.
+    pub appflow_attempts: u64,
+    pub throttled: u64,
+    /// Each owned flow's watermark after the run (epoch ms; flows never exported left
+    /// out): the lag operators alarm on.
+    pub watermarks: std::collections::BTreeMap<String, i64>,
     /// One line per flow not exported (a failed flow, a selected name not listed).
     pub failures: Vec<String>,
     pub list_pages: u64,
@@ -64,6 +76,13 @@ impl fmt::Display for RunReport {
             "  API calls  {} ListFlows, {} DescribeFlowExecutionRecords",
             self.list_pages, self.describe_pages
         )?;
+        if self.throttled > 0 {
+            writeln!(
+                f,
+                "  throttled  {} of {} AppFlow requests, retried",
+                self.throttled, self.appflow_attempts
+            )?;
+        }
         if self.shard.is_split() {
             writeln!(
                 f,
@@ -134,6 +153,13 @@ impl RunReport {
         }
     }
 
+    /// Now (epoch ms) minus the oldest watermark of the owned flows, in seconds:
+    /// how far behind the export is. `None` when no flow was ever exported.
+    pub fn max_watermark_lag_seconds(&self, now_ms: i64) -> Option<f64> {
+        let oldest = self.watermarks.values().min()?;
+        Some((now_ms - oldest).max(0) as f64 / 1000.0)
+    }
+
     /// Conditional writes that lost a race and were merged again, of every object.
     pub fn conflicts(&self) -> u64 {
         self.commit.conflicts + self.flows_table.conflicts
@@ -158,6 +184,8 @@ impl RunReport {
             exit_code,
             list_flows_calls: self.list_pages,
             describe_calls: self.describe_pages,
+            appflow_requests: self.appflow_attempts,
+            throttled_calls: self.throttled,
             records: self.records,
             files_written: self.commit.files_written,
             files_unchanged: self.commit.files_unchanged,

@@ -163,6 +163,11 @@ impl Pipeline {
                         );
                         report.retention_gaps += 1;
                     }
+                    if let Some(newest) = summary.newest_started {
+                        let watermark =
+                            report.watermarks.entry(flow.name.clone()).or_insert(newest);
+                        *watermark = (*watermark).max(newest);
+                    }
                     report.flows_exported += 1;
                     report.describe_pages += summary.pages;
                     report.records += summary.records;

@@ -44,6 +44,22 @@ impl Pipeline {
         self.loader.store().check().await?;
         let prepared = self.prepare(plan, now).await?;
         report.list_pages = prepared.listing.pages;
+        // The account and region the flows' ARNs name (the state's key), else the
+        // region asked for.
+        let first = prepared.listing.details.first().map(|d| &d.flow);
+        report.region =
+            first.map_or_else(|| self.extractor.region().to_string(), |f| f.region.clone());
+        report.account = first.map(|f| f.account_id.clone());
+        let owned = prepared
+            .jobs
+            .iter()
+            .chain(&prepared.unchanged)
+            .chain(&prepared.already_backfilled);
+        for (job, resume) in owned {
+            if let Some(watermark) = resume.watermark {
+                report.watermarks.insert(job.flow.name.clone(), watermark);
+            }
+        }
         report.flows_listed = prepared.listing.details.len();
         report.flows_selected = prepared.listing.flows.len();
         report.flows_already_backfilled = prepared.already_backfilled.len();
@@ -137,7 +153,7 @@ impl Pipeline {
         }
         observer.finish();
         report.flows_table = self
-            .commit_flows_table(&prepared.listing.details, now)
+            .commit_flows_table(&prepared.listing.details, now, &mut report.account)
             .await?;
         Ok(())
     }
@@ -146,7 +162,12 @@ impl Pipeline {
     /// selected, so a flow missing from the listing really is gone. An empty listing
     /// carries no ARN to read the account from; STS names it, so the account's last
     /// flows are marked deleted too.
-    async fn commit_flows_table(&self, listed: &[FlowDetails], now: i64) -> Result<CommitReport> {
+    async fn commit_flows_table(
+        &self,
+        listed: &[FlowDetails],
+        now: i64,
+        report_account: &mut Option<String>,
+    ) -> Result<CommitReport> {
         let mut snapshots: BTreeMap<(String, String), Vec<FlowDetails>> = BTreeMap::new();
         for details in listed {
             let key = (details.flow.account_id.clone(), details.flow.region.clone());
@@ -155,6 +176,7 @@ impl Pipeline {
         if snapshots.is_empty() {
             match self.extractor.caller_account().await {
                 Ok(account) => {
+                    report_account.get_or_insert_with(|| account.clone());
                     let region = self.extractor.region().to_string();
                     snapshots.insert((account, region), Vec::new());
                 }
@@ -193,8 +215,11 @@ impl Pipeline {
     ) -> (RunReport, Result<()>) {
         let mut report = RunReport::start(plan);
         let started = Instant::now();
+        let calls = self.extractor.calls();
         let result = self.execute(plan, &mut report, observer).await;
         report.duration = started.elapsed();
+        let calls = self.extractor.calls() - calls;
+        (report.appflow_attempts, report.throttled) = (calls.attempts, calls.throttled);
         let status = match &result {
             Ok(()) if report.interrupted.is_some() => Status::Interrupted,
             Ok(()) if report.failures.is_empty() => Status::Exported,
@@ -205,6 +230,7 @@ impl Pipeline {
             }
         };
         let fatal = result.as_ref().err().map(|e| chain(e));
+        report.fatal.clone_from(&fatal);
         let manifest = report.manifest(plan, exit_code(status), fatal);
         let written = self.loader.write_manifest(&manifest).await;
         if written.is_ok() {
@@ -230,6 +256,9 @@ impl Pipeline {
                 Err(e)
             }
         };
+        if let Err(e) = &result {
+            report.fatal.get_or_insert_with(|| chain(e));
+        }
         let exit = match &result {
             Ok(()) => manifest.exit_code,
             Err(e) => exit_code(Status::Failed(e.kind())),
@@ -245,6 +274,7 @@ impl Pipeline {
             retention_gaps = report.retention_gaps,
             list_flows_calls = report.list_pages,
             describe_calls = report.describe_pages,
+            throttled = report.throttled,
             records = report.records,
             files_written = report.commit.files_written,
             files_unchanged = report.commit.files_unchanged,

@@ -1,0 +1,123 @@
+//! `--metrics emf`: CloudWatch Embedded Metric Format lines on stdout, one per
+//! (account, region) exported and one for the whole run, for alarms (failed flows,
+//! retention gaps, no successful run). CloudWatch Logs turns each line into metrics
+//! in the namespace [`NAMESPACE`] when it receives it (the awslogs driver of ECS and
+//! AWS Batch, the CloudWatch agent); a line is one JSON object, so it never mixes
+//! with the summary's text lines.
+
+use std::collections::BTreeMap;
+
+use appflow_pipeline::{RunReport, now_ms};
+use serde_json::{Map, Value, json};
+
+/// The CloudWatch namespace of every metric.
+pub const NAMESPACE: &str = "AppFlowExport";
+
+/// Every metric a line carries, its unit, and how it is read from a run's report.
+#[allow(clippy::type_complexity)]
+const METRICS: [(&str, &str, fn(&RunReport) -> f64); 12] = [
+    ("RunsSucceeded", "Count", |r| {
+        f64::from(u8::from(succeeded(r)))
+    }),
+    ("FlowsExported", "Count", |r| r.flows_exported as f64),
+    ("FlowsFailed", "Count", |r| r.failures.len() as f64),
+    ("FlowsSkipped", "Count", |r| r.flows_skipped as f64),
+    ("RecordsRead", "Count", |r| r.records as f64),
+    ("DataFilesWritten", "Count", |r| {
+        r.commit.files_written as f64
+    }),
+    ("ApiCalls", "Count", |r| r.appflow_attempts as f64),
+    ("ThrottledCalls", "Count", |r| r.throttled as f64),
+    ("WriteConflicts", "Count", |r| r.conflicts() as f64),
+    ("RetentionGaps", "Count", |r| r.retention_gaps as f64),
+    ("MaxWatermarkLagSeconds", "Seconds", |r| {
+        r.max_watermark_lag_seconds(r.started_ms + r.duration.as_millis() as i64)
+            .unwrap_or(0.0)
+    }),
+    ("RunSeconds", "Seconds", |r| r.duration.as_secs_f64()),
+];
+
+/// Whether a run exported every flow it was to (no failure, not interrupted, no error).
+fn succeeded(r: &RunReport) -> bool {
+    r.failures.is_empty() && r.interrupted.is_none() && r.fatal.is_none()
+}
+
+/// The runs of one invocation, printed as EMF lines.
+pub struct Emf {
+    job_name: Option<String>,
+}
+
+impl Emf {
+    pub fn new(job_name: Option<String>) -> Self {
+        Emf { job_name }
+    }
+
+    /// The line of one account and region's run.
+    pub fn target_line(&self, report: &RunReport) -> String {
+        let mut dims = BTreeMap::new();
+        dims.insert(
+            "Account",
+            report.account.clone().unwrap_or_else(|| "unknown".into()),
+        );
+        dims.insert("Region", report.region.clone());
+        let values: Vec<(&str, &str, f64)> = METRICS
+            .iter()
+            .map(|(name, unit, value)| (*name, *unit, value(report)))
+            .collect();
+        self.line(dims, &values)
+    }
+
+    /// The line of the whole invocation: sums over its accounts and regions (the
+    /// largest lag, the longest run; it succeeded when each of them did).
+    pub fn run_line(&self, reports: &[RunReport], seconds: f64) -> String {
+        let values: Vec<(&str, &str, f64)> = METRICS
+            .iter()
+            .map(|(name, unit, value)| {
+                let each = reports.iter().map(value);
+                let total = match *name {
+                    "RunsSucceeded" => f64::from(u8::from(
+                        !reports.is_empty() && reports.iter().all(succeeded),
+                    )),
+                    "MaxWatermarkLagSeconds" => each.fold(0.0, f64::max),
+                    "RunSeconds" => seconds,
+                    _ => each.sum(),
+                };
+                (*name, *unit, total)
+            })
+            .collect();
+        self.line(BTreeMap::new(), &values)
+    }
+
+    fn line(
+        &self,
+        mut dims: BTreeMap<&'static str, String>,
+        values: &[(&str, &str, f64)],
+    ) -> String {
+        if let Some(job) = &self.job_name {
+            dims.insert("JobName", job.clone());
+        }
+        let names: Vec<&str> = dims.keys().copied().collect();
+        let mut doc = Map::new();
+        doc.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": now_ms(),
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [names],
+                    "Metrics": values
+                        .iter()
+                        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+                        .collect::<Vec<_>>(),
+                }],
+            }),
+        );
+        for (name, value) in dims {
+            doc.insert(name.into(), Value::String(value));
+        }
+        for (name, _, value) in values {
+            doc.insert((*name).into(), json!(value));
+        }
+        Value::Object(doc).to_string()
+    }
+}
