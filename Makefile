@@ -37,10 +37,13 @@ $(VENV)/.installed: Makefile
 
 ## make bench: the benchmarks (release build), see BENCHMARKS.md: the full export
 ## beside paging alone and the in-process stages; memory at 200,000 runs a day;
-## the peers (boto3 + pyarrow, dlt) on the same data.
+## the peers (boto3 + pyarrow, dlt) on the same data; a no-change run over 1,000 flows
+## with and without --skip-unchanged; a backfill under a 20 req/s rate limit.
 bench:
 	bash bench/run.sh
 	bash bench/scale.sh
+	bash bench/skip.sh
+	bash bench/ratelimit.sh
 	bash bench/peers/run.sh
 
 fmt:

@@ -11,7 +11,8 @@ import signal
 import time
 
 from conftest import (
-    ExportProcess, assert_exit, assert_export, export, now_ms, read_output, run_export, start_export, truth,
+    ExportProcess, assert_exit, assert_export, export, now_ms, read_output, run_args, run_export, start_export,
+    truth,
 )
 
 
@@ -348,3 +349,22 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     target, run = emf_lines(result.stdout)
     assert run["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]], run
     assert target["RunsSucceeded"] == 1 and run["RunsSucceeded"] == 1 and run["FlowsExported"] == 4, run
+
+
+def test_a_backfill_under_the_account_s_rate_limit_exports_every_flow(start_emulator, local_dest):
+    """AWS answers requests above the account's rate with 429 ThrottlingException: the
+    client slows down and retries, and no flow fails (the rate reached is in
+    BENCHMARKS.md, `bench/ratelimit.sh`)."""
+    emulator = start_emulator(flows=20, runs_per_flow=300)
+    emulator.set_faults({"latency_ms": 20, "rate_limit": 25})
+    args, env = run_args(emulator, local_dest, "--concurrency", "16", "--metrics", "emf")
+    args[0:1] = ["backfill", "--since", "2020-01-01"]
+    result = run_export(args, env)
+    assert_exit(result, 0)
+    ops = emulator.counters()["operations"]
+    throttled = sum(o["throttled"] for o in ops.values())
+    assert throttled > 0, f"the limit was never reached: {ops}"
+    run = emf_lines(result.stdout)[-1]
+    assert run["FlowsFailed"] == 0 and run["ThrottledCalls"] == throttled, (run, ops)
+    emulator.set_faults({})
+    assert_export(local_dest, truth(emulator))

@@ -174,7 +174,8 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
         ));
     }
     let p = st.faults.throttle_fraction.clamp(0.0, 1.0);
-    if p > 0.0 && st.rng.random_bool(p) {
+    let over_rate = !st.within_rate();
+    if over_rate || (p > 0.0 && st.rng.random_bool(p)) {
         st.counters
             .operations
             .entry(op.to_string())

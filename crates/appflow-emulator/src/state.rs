@@ -25,6 +25,14 @@ pub struct Faults {
     /// Flows whose `DescribeFlowExecutionRecords` pages are truncated JSON, except a
     /// first page that has a next page: a malformed response after good ones.
     pub malformed_flows: Vec<String>,
+    /// The account's request rate limit, requests per second over all AppFlow
+    /// operations (a token bucket holding `rate_burst` requests, refilled at this
+    /// rate): a request finding the bucket empty is answered 429
+    /// `ThrottlingException`, as AWS answers a rate above an account's quota.
+    /// `None`: no limit.
+    pub rate_limit: Option<f64>,
+    /// The bucket's size (requests that may come at once); `None`: one second's worth.
+    pub rate_burst: Option<f64>,
 }
 
 /// Calls to one operation.
@@ -72,6 +80,29 @@ pub(crate) struct State {
     pub counters: Counters,
     pub rng: StdRng,
     pub seed: u64,
+    /// The rate limit's bucket: tokens left, and when it was last refilled.
+    pub bucket: Option<(f64, std::time::Instant)>,
+}
+
+impl State {
+    /// Takes a token from the rate limit's bucket; `false` when the request is over
+    /// the limit. Refilled when the faults change (a new limit starts full).
+    pub(crate) fn within_rate(&mut self) -> bool {
+        let Some(rate) = self.faults.rate_limit.filter(|r| *r > 0.0) else {
+            return true;
+        };
+        let burst = self.faults.rate_burst.unwrap_or(rate).max(1.0);
+        let now = std::time::Instant::now();
+        let (tokens, last) = self.bucket.get_or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A handle on the emulated service; clones share the same state.
@@ -103,6 +134,7 @@ impl Emulator {
                 counters: Counters::default(),
                 rng: StdRng::seed_from_u64(seed ^ 0x5eed_f00d),
                 seed,
+                bucket: None,
             })),
         }
     }
@@ -122,7 +154,9 @@ impl Emulator {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        self.lock().faults = faults;
+        let mut st = self.lock();
+        st.faults = faults;
+        st.bucket = None;
     }
 
     pub fn counters(&self) -> Counters {
@@ -240,5 +274,31 @@ impl Emulator {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_lets_a_burst_through_then_its_rate() {
+        let emu = Emulator::from_flows(Vec::new(), 1, "123456789012");
+        emu.set_faults(Faults {
+            rate_limit: Some(50.0),
+            rate_burst: Some(5.0),
+            ..Faults::default()
+        });
+        let passed = |n: usize| (0..n).filter(|_| emu.lock().within_rate()).count();
+        assert_eq!(
+            passed(20),
+            5,
+            "a full bucket lets its burst through, no more"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // 100 ms at 50 a second refill 5 (a scheduler delay may add one).
+        assert!((5..=6).contains(&passed(20)));
+        emu.set_faults(Faults::default());
+        assert_eq!(passed(100), 100, "no limit");
     }
 }

@@ -64,7 +64,14 @@ pub fn appflow_client(
     endpoint: Option<&str>,
     calls: &appflow_extract::CallCounter,
 ) -> aws_sdk_appflow::Client {
-    let mut config = aws_sdk_appflow::config::Builder::from(sdk).interceptor(calls.clone());
+    // Adaptive retries: on top of the standard policy, a client-side rate limiter
+    // that slows the client down when AWS throttles it and speeds up again after,
+    // so a backfill runs at the rate the account allows instead of bursting into
+    // its limit (BENCHMARKS.md).
+    let attempts = sdk.retry_config().map_or(3, RetryConfig::max_attempts);
+    let mut config = aws_sdk_appflow::config::Builder::from(sdk)
+        .retry_config(RetryConfig::adaptive().with_max_attempts(attempts))
+        .interceptor(calls.clone());
     if let Some(url) = endpoint {
         config = config.endpoint_url(url);
     }
