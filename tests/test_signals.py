@@ -38,7 +38,7 @@ def test_skip_unchanged_exports_what_reading_every_flow_does_with_calls_only_for
     emulator = start_emulator(flows=6, runs_per_flow=150)
     emulator.finish_runs()
     names = emulator.flow_names()
-    every, skipping = make_dest("local"), make_dest("local")
+    every, skipping = make_dest("local"), make_dest("s3")
     seen = truth(emulator)
 
     def both() -> tuple[str, dict[str, int]]:
@@ -309,12 +309,12 @@ def emf_lines(stdout: str) -> list[dict]:
     return lines
 
 
-def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(start_emulator, local_dest):
+def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(start_emulator, dest):
     emulator = start_emulator(flows=4, runs_per_flow=150)
     bad = emulator.flow_names()[0]
     assert len(truth(emulator).only(bad).executions) > 100, "the bad flow needs a good first page"
     emulator.set_faults({"throttle_fraction": 0.3, "malformed_flows": [bad]})
-    result = export(emulator, local_dest, "--metrics", "emf", "--job-name", "nightly")
+    result = export(emulator, dest, "--metrics", "emf", "--job-name", "nightly")
     assert_exit(result, 1)
     lines = emf_lines(result.stdout)
     assert len(lines) == 2, result.stdout
@@ -330,7 +330,7 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     ops = emulator.counters()["operations"]
     appflow = [ops[op] for op in ("ListFlows", "DescribeFlowExecutionRecords")]
     assert ops["DescribeFlowExecutionRecords"]["throttled"] > 0, ops
-    manifest = status(local_dest)["runs"][0]
+    manifest = status(dest)["runs"][0]
     for line in (target, run):
         assert line["RunsSucceeded"] == 0 and line["FlowsFailed"] == 1 and line["FlowsExported"] == 3, line
         assert line["ApiCalls"] == sum(o["calls"] for o in appflow), (line, ops)
@@ -344,20 +344,21 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     assert manifest["throttled_calls"] == target["ThrottledCalls"], manifest
 
     emulator.set_faults({})
-    result = export(emulator, local_dest, "--metrics", "emf")
+    result = export(emulator, dest, "--metrics", "emf")
     assert_exit(result, 0)
     target, run = emf_lines(result.stdout)
     assert run["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]], run
     assert target["RunsSucceeded"] == 1 and run["RunsSucceeded"] == 1 and run["FlowsExported"] == 4, run
 
 
-def test_a_backfill_under_the_account_s_rate_limit_exports_every_flow(start_emulator, local_dest):
+def test_a_backfill_under_the_account_s_rate_limit_exports_every_flow(start_emulator, make_dest):
     """AWS answers requests above the account's rate with 429 ThrottlingException: the
     client slows down and retries, and no flow fails (the rate reached is in
     BENCHMARKS.md, `bench/ratelimit.sh`)."""
     emulator = start_emulator(flows=20, runs_per_flow=300)
     emulator.set_faults({"latency_ms": 20, "rate_limit": 25})
-    args, env = run_args(emulator, local_dest, "--concurrency", "16", "--metrics", "emf")
+    dest = make_dest("s3")
+    args, env = run_args(emulator, dest, "--concurrency", "16", "--metrics", "emf")
     args[0:1] = ["backfill", "--since", "2020-01-01"]
     result = run_export(args, env)
     assert_exit(result, 0)
@@ -367,4 +368,4 @@ def test_a_backfill_under_the_account_s_rate_limit_exports_every_flow(start_emul
     run = emf_lines(result.stdout)[-1]
     assert run["FlowsFailed"] == 0 and run["ThrottledCalls"] == throttled, (run, ops)
     emulator.set_faults({})
-    assert_export(local_dest, truth(emulator))
+    assert_export(dest, truth(emulator))
