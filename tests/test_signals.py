@@ -313,7 +313,7 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     emulator = start_emulator(flows=4, runs_per_flow=150)
     bad = emulator.flow_names()[0]
     assert len(truth(emulator).only(bad).executions) > 100, "the bad flow needs a good first page"
-    emulator.set_faults({"throttle_fraction": 0.3, "malformed_flows": [bad]})
+    emulator.set_faults({"throttle_fraction": 0.1, "malformed_flows": [bad]})
     result = export(emulator, dest, "--metrics", "emf", "--job-name", "nightly")
     assert_exit(result, 1)
     lines = emf_lines(result.stdout)

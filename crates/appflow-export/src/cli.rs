@@ -119,9 +119,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// Attempts per AWS call: throttling, 5xx and connection errors are retried with
-    /// exponential backoff (at most 20 s between attempts). The default survives
-    /// sustained 30% throttling; an unreachable endpoint fails after about 2-3
-    /// minutes (lower this to fail faster).
+    /// exponential backoff (at most 20 s between attempts), and AppFlow calls are
+    /// paced by the SDK's adaptive rate limiter once AWS throttles them. The default
+    /// survives sustained 30% throttling; an unreachable endpoint fails after about
+    /// 2-3 minutes (lower this to fail faster).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// AWS regions to export, each in turn (comma-separated; default: AWS_REGION or
