@@ -234,11 +234,12 @@ fn table(status: &Status) -> String {
         status.runs.iter().map(|r| {
             let failed = r.flows.iter().filter(|f| f.error.is_some()).count();
             let skipped = r.flows.iter().filter(|f| f.skipped).count();
+            let given_up = r.flows.iter().filter(|f| f.interrupted).count();
             vec![
                 r.run_id.clone(),
                 r.exit_code.to_string(),
                 format!("{:.1}", r.duration_seconds),
-                (r.flows.len() - failed - skipped).to_string(),
+                (r.flows.len() - failed - skipped - given_up).to_string(),
                 failed.to_string(),
                 skipped.to_string(),
                 r.retention_gaps.to_string(),

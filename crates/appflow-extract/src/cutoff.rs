@@ -98,8 +98,13 @@ pub fn retention_gap(resume: &Resume, oldest_returned: Option<i64>) -> Option<Re
     let before_ms = match oldest_returned {
         Some(oldest) => oldest,
         None => {
-            let listed = resume.last_run_listed.as_ref()?;
-            if resume.last_run_read.as_ref() == Some(listed) {
+            // Without a record of the listing at the last read (state written before
+            // it was kept, a flow only backfilled) there is no evidence of a run since.
+            let (listed, read) = (
+                resume.last_run_listed.as_ref()?,
+                resume.last_run_read.as_ref()?,
+            );
+            if read == listed {
                 return None; // the listing shows the run it showed at the last read
             }
             listed.at_ms?
@@ -259,5 +264,11 @@ mod tests {
             ..quiet()
         };
         assert_eq!(retention_gap(&silent, None), None);
+        // No record of the listing at the last read (an older state file): no evidence.
+        let unrecorded = Resume {
+            last_run_read: None,
+            ..ran
+        };
+        assert_eq!(retention_gap(&unrecorded, None), None);
     }
 }
