@@ -14,22 +14,8 @@ rate=${3:-20}
 latency=${4:-50}
 shift $(( $# < 4 ? $# : 4 ))
 concurrencies=("${@:-8 32}")
-if [ -z "${BIN_DIR:-}" ]; then
-  cargo build --release -p appflow-export -p appflow-emulator --bins
-  BIN_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
-fi
-
-work=$(mktemp -d)
-emu_out="$work/emulator.out"
-"$BIN_DIR/appflow-emulator" --flows "$flows" --runs-per-flow "$runs" --days 30 --seed 1 >"$emu_out" 2>&1 &
-emu=$!
-trap 'kill $emu 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 1200); do grep -q '^listening on ' "$emu_out" && break; sleep 0.1; done
-endpoint=$(sed -n 's/^listening on //p' "$emu_out")
-[ -n "$endpoint" ] || { echo "the emulator did not start:" >&2; cat "$emu_out" >&2; exit 1; }
-admin() { curl -sf -X "$1" -H 'content-type: application/json' ${3:+-d "$3"} "$endpoint/_emulator/$2"; }
-
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true RUST_LOG=warn
+source bench/emulator.sh
+start_emulator "$flows" "$runs" 30
 pages=$(( flows * ( (runs + 99) / 100 ) ))
 floor=$(awk -v p="$pages" -v r="$rate" 'BEGIN { printf "%.1f", p / r }')
 echo "appflow-export rate-limit bench: backfill of $flows flows x $runs runs ($pages pages), limit $rate req/s, ${latency} ms a call, floor $floor s; $(nproc) cores, $(date -u +%Y-%m-%d)"
