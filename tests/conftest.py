@@ -158,6 +158,10 @@ class Emulator:
     def delete_flows(self, flows: list[str]) -> int:
         return self._admin("POST", "delete-flows", {"flows": flows})["deleted"]
 
+    def recreate_flows(self, flows: list[str]) -> int:
+        """Deletes the flows and creates them again under their names: no runs."""
+        return self._admin("POST", "recreate-flows", {"flows": flows})["recreated"]
+
     def set_flow_status(self, flows: list[str], status: str) -> int:
         return self._admin("POST", "set-flow-status", {"flows": flows, "status": status})["updated"]
 

@@ -9,6 +9,8 @@
 //! - `POST /_emulator/drop-runs` `{"before": epoch_ms, "flows": [...]}` -> `{"dropped": n}`
 //!   (`flows` optional: all flows)
 //! - `POST /_emulator/delete-flows` `{"flows": [...]}` -> `{"deleted": n}`
+//! - `POST /_emulator/recreate-flows` `{"flows": [...]}` -> `{"recreated": n}` (deleted
+//!   and created again under the same name: a new `createdAt`, no runs)
 //! - `POST /_emulator/set-flow-status` `{"flows": [...], "status": s}` -> `{"updated": n}`
 //!
 //! It also answers STS `GetCallerIdentity` (`POST /`, AWS query protocol) with its
@@ -88,6 +90,7 @@ impl Emulator {
             .route("/_emulator/finish-runs", post(admin_finish_runs))
             .route("/_emulator/drop-runs", post(admin_drop_runs))
             .route("/_emulator/delete-flows", post(admin_delete_flows))
+            .route("/_emulator/recreate-flows", post(admin_recreate_flows))
             .route("/_emulator/set-flow-status", post(admin_set_flow_status))
             .with_state(self.clone())
     }
@@ -546,6 +549,13 @@ async fn admin_drop_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Respon
 async fn admin_delete_flows(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
     match admin_body::<FlowsReq>(&body) {
         Ok(req) => ok_json(&json!({ "deleted": emu.delete_flows(&req.flows) })),
+        Err(e) => e,
+    }
+}
+
+async fn admin_recreate_flows(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+    match admin_body::<FlowsReq>(&body) {
+        Ok(req) => ok_json(&json!({ "recreated": emu.recreate_flows(&req.flows) })),
         Err(e) => e,
     }
 }

@@ -259,6 +259,26 @@ impl Emulator {
             .count()
     }
 
+    /// Deletes flows and creates each again under its name (as `DeleteFlow` then
+    /// `CreateFlow` do): the same ARN, made of the name, a new `createdAt`, no runs and
+    /// no last-run details; returns how many existed.
+    pub fn recreate_flows(&self, names: &[String]) -> usize {
+        let mut st = self.lock();
+        let now = generate::now_millis();
+        let mut n = 0;
+        for name in names {
+            if let Some(flow) = st.flows.get_mut(name) {
+                flow.records.clear();
+                let def = &mut flow.definition;
+                def.last_run_execution_details = None;
+                def.created_at = Millis(now.max(def.created_at.0 + 1));
+                def.last_updated_at = def.created_at;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Sets the status of flows (as activating or suspending them does) and bumps
     /// their `lastUpdatedAt`; returns how many exist.
     pub fn set_flow_status(&self, names: &[String], status: &str) -> usize {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_appflow::config::retry::{ClientRateLimiter, RetryPartition, TokenBucket};
 
 /// Retry and timeout policy handed to the SDK: standard retries (throttling and
 /// 5xx, exponential backoff with jitter), and timeouts so that an unreachable or
@@ -71,9 +72,53 @@ pub fn appflow_client(
     let attempts = sdk.retry_config().map_or(3, RetryConfig::max_attempts);
     let mut config = aws_sdk_appflow::config::Builder::from(sdk)
         .retry_config(RetryConfig::adaptive().with_max_attempts(attempts))
+        .retry_partition(own_partition())
         .interceptor(calls.clone());
     if let Some(url) = endpoint {
         config = config.endpoint_url(url);
     }
     aws_sdk_appflow::Client::from_conf(config.build())
+}
+
+/// A retry partition of the client's own. The SDK's default one (`appflow-<region>`)
+/// is shared by every AppFlow client of the process: one account's throttling would
+/// slow the next account's export (`--role-arn` with several roles) down to its rate,
+/// and one's retries would spend the other's retry quota. Each account and region has
+/// its own limits at AWS, so each client gets its own rate limiter and token bucket.
+fn own_partition() -> RetryPartition {
+    // The limiter starts as the SDK's own does: at the lowest rate, enabled only once
+    // AWS first throttles the client.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    RetryPartition::custom("appflow-export")
+        .client_rate_limiter(ClientRateLimiter::new(now))
+        .token_bucket(TokenBucket::default())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_appflow_client_limits_its_rate_on_its_own() {
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-2"))
+            .build();
+        let calls = appflow_extract::CallCounter::default();
+        let client = appflow_client(&sdk, Some("http://127.0.0.1:1"), &calls);
+        let partition = client.config().retry_partition();
+        // A custom partition owns its limiter and token bucket (the SDK shares those of
+        // default partitions by name, and never those of custom ones); a partition
+        // compares by kind and name.
+        assert_eq!(
+            partition,
+            Some(&RetryPartition::custom("appflow-export").build())
+        );
+        assert_ne!(partition, Some(&RetryPartition::new("appflow-eu-west-2")));
+        let mode = client.config().retry_config().map(|r| r.mode());
+        assert_eq!(mode, Some(aws_config::retry::RetryMode::Adaptive));
+    }
 }

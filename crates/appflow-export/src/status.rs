@@ -29,7 +29,8 @@ struct FlowStatus {
     /// Whether its pages came newest-first in the last run (else the next run reads
     /// the whole history).
     pages_sorted: bool,
-    /// Now minus the watermark, in seconds.
+    /// Now minus when the flow's export was last known complete (its watermark, or
+    /// the start of the last run that read it to its end if later), in seconds.
     lag_seconds: Option<i64>,
     /// Retention gaps found in this flow's history (runs AWS dropped before any
     /// export read them), over all runs.
@@ -127,7 +128,7 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
                 last_export: iso(f.last_export_ms),
                 records_read: f.records_read,
                 pages_sorted: f.pages_sorted,
-                lag_seconds: f.watermark_ms.map(|w| (now - w) / 1000),
+                lag_seconds: f.current_to_ms().map(|at| (now - at) / 1000),
                 retention_gaps: f.retention_gaps,
                 last_retention_gap: f.last_retention_gap.map(|g| GapStatus {
                     after: iso(g.after_ms),

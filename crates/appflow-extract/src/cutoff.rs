@@ -21,6 +21,11 @@ pub struct Resume {
     pub last_run_read: Option<LastRun>,
     /// What this run's listing shows of it.
     pub last_run_listed: Option<LastRun>,
+    /// When the flow this run's listing shows was created (epoch ms). A flow deleted
+    /// and created again keeps its name (and ARN, which is made of the name), so its
+    /// state is that of the flow before it; a creation after the watermark tells them
+    /// apart.
+    pub created_ms: Option<i64>,
 }
 
 /// How far back an incremental read goes.
@@ -93,22 +98,29 @@ pub struct RetentionGap {
 /// flow's last read is the only evidence of runs since: the window ends at its time.
 /// A read that stopped at its cutoff saw a run at or before the watermark, so this is
 /// `Some` only for a read to the end.
+///
+/// A flow created after its watermark was deleted and created again under its name:
+/// the exported runs are its predecessor's, so their absence says nothing. Only a
+/// listing that shows a run of its own while AWS returns none tells of a loss, from
+/// its creation to that run.
 pub fn retention_gap(resume: &Resume, oldest_returned: Option<i64>) -> Option<RetentionGap> {
-    let after_ms = resume.watermark?;
-    let before_ms = match oldest_returned {
-        Some(oldest) => oldest,
-        None => {
+    let watermark = resume.watermark?;
+    let created_again = resume.created_ms.filter(|created| *created > watermark);
+    let listed = resume.last_run_listed.as_ref();
+    let (after_ms, before_ms) = match (created_again, oldest_returned) {
+        (None, Some(oldest)) => (watermark, oldest),
+        (None, None) => {
             // Without a record of the listing at the last read (state written before
-            // it was kept, a flow only backfilled) there is no evidence of a run since.
-            let (listed, read) = (
-                resume.last_run_listed.as_ref()?,
-                resume.last_run_read.as_ref()?,
-            );
+            // it was kept, a flow only backfilled) there is no evidence of a run since;
+            // nor when it shows the run it showed then.
+            let (listed, read) = (listed?, resume.last_run_read.as_ref()?);
             if read == listed {
-                return None; // the listing shows the run it showed at the last read
+                return None;
             }
-            listed.at_ms?
+            (watermark, listed.at_ms?)
         }
+        (Some(_), Some(_)) => return None,
+        (Some(created), None) => (created, listed?.at_ms?),
     };
     (before_ms > after_ms).then_some(RetentionGap {
         after_ms,
@@ -198,6 +210,7 @@ mod tests {
             read_ms: Some(50 * DAY),
             last_run_read: listed(49 * DAY, "Successful"),
             last_run_listed: listed(49 * DAY, "Successful"),
+            created_ms: Some(DAY),
         }
     }
 
@@ -270,5 +283,47 @@ mod tests {
             ..ran
         };
         assert_eq!(retention_gap(&unrecorded, None), None);
+    }
+
+    #[test]
+    fn a_flow_created_again_after_its_watermark_loses_only_runs_of_its_own() {
+        // Deleted at day 52 and created again under its name at day 60.
+        let again = Resume {
+            created_ms: Some(60 * DAY),
+            last_run_listed: listed(61 * DAY, "Successful"),
+            ..quiet()
+        };
+        // The runs exported (up to day 49) are its predecessor's: that AWS returns
+        // none of them, only runs after its creation, says nothing of a loss.
+        assert_eq!(retention_gap(&again, Some(60 * DAY + H)), None);
+        assert_eq!(retention_gap(&again, Some(80 * DAY)), None);
+        // AWS returns nothing, yet its listing shows a run of its own: lost since its
+        // creation.
+        assert_eq!(
+            retention_gap(&again, None),
+            Some(RetentionGap {
+                after_ms: 60 * DAY,
+                before_ms: 61 * DAY
+            })
+        );
+        let not_run = Resume {
+            last_run_listed: None,
+            ..again.clone()
+        };
+        assert_eq!(retention_gap(&not_run, None), None);
+        let before_creation = Resume {
+            last_run_listed: listed(55 * DAY, "Successful"),
+            ..again
+        };
+        assert_eq!(retention_gap(&before_creation, None), None);
+        // Created before the watermark (the same flow): the window starts there.
+        let same = Resume {
+            created_ms: Some(49 * DAY - 1),
+            ..quiet()
+        };
+        assert_eq!(
+            retention_gap(&same, Some(70 * DAY)).map(|g| g.after_ms),
+            Some(49 * DAY)
+        );
     }
 }

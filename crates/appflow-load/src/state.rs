@@ -54,8 +54,28 @@ impl FlowState {
     /// When the last incremental run that read the flow started (backfills leave
     /// `read_started_ms` as it is).
     pub fn read_ms(&self) -> Option<i64> {
-        (self.read_started_ms > 0).then_some(self.read_started_ms)
+        incremental(self.read_started_ms)
     }
+
+    /// Up to when the flow's export is known complete ([`current_to`]); `None` for a
+    /// flow never exported nor read.
+    pub fn current_to_ms(&self) -> Option<i64> {
+        current_to(self.watermark_ms, self.read_started_ms)
+    }
+}
+
+/// Up to when a flow's export is known complete, epoch ms: the later of its watermark
+/// and the start of the last incremental run that read it to its end (a backfill's
+/// `read_started_ms`, `i64::MIN`, counts as none). Now minus this is the flow's lag: a
+/// flow read every five minutes has five minutes of lag however long ago it last ran.
+pub fn current_to(watermark_ms: Option<i64>, read_started_ms: i64) -> Option<i64> {
+    watermark_ms.max(incremental(read_started_ms))
+}
+
+/// A `read_started_ms` of an incremental run; a backfill's (and a state's from before
+/// it was kept) is not one.
+fn incremental(read_started_ms: i64) -> Option<i64> {
+    (read_started_ms > 0).then_some(read_started_ms)
 }
 
 /// A window of run starts AWS no longer returned when a run read the flow to the end
@@ -85,6 +105,14 @@ pub struct FlowUpdate {
     pub listed_run: Option<LastRun>,
     /// A retention gap the read found: `(after_ms, before_ms)`.
     pub retention_gap: Option<(i64, i64)>,
+}
+
+impl FlowUpdate {
+    /// Up to when the flow's export is known complete once this update is committed,
+    /// as far as this run tells ([`current_to`]).
+    pub fn current_to_ms(&self) -> Option<i64> {
+        current_to(self.newest_started_ms, self.read_started_ms)
+    }
 }
 
 /// The state object of one account and region.

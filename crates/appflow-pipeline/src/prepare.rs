@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use appflow_extract::{ExtractJob, FlowInfo, FlowListing, Resume, cutoff, open_since, unchanged};
 use appflow_load::{BackfillProgress, StateFile};
+use appflow_model::FlowDetails;
 
 use crate::Pipeline;
 use crate::error::{Error, Result};
@@ -21,6 +22,11 @@ pub struct Prepared {
     /// Owned flows `--skip-unchanged` leaves unread: their listing shows what it
     /// showed when they were last read ([`unchanged`]).
     pub unchanged: Vec<(ExtractJob, Resume)>,
+    /// Up to when each owned flow's export is known complete (epoch ms, by flow name;
+    /// flows never exported nor read left out): what its state says, and for a flow
+    /// `--skip-unchanged` leaves unread, the start of this run (its listing shows that
+    /// nothing happened since it was read).
+    pub current_to: BTreeMap<String, i64>,
 }
 
 impl Pipeline {
@@ -58,24 +64,25 @@ impl Pipeline {
                 backfilled.insert(key, progress);
             }
         }
-        let listed: BTreeMap<&FlowInfo, _> = listing
-            .details
-            .iter()
-            .map(|d| (&d.flow, d.last_run()))
-            .collect();
+        let listed: BTreeMap<&FlowInfo, &FlowDetails> =
+            listing.details.iter().map(|d| (&d.flow, d)).collect();
+        let state_of = |f: &FlowInfo| {
+            states
+                .get(&(f.account_id.clone(), f.region.clone()))
+                .and_then(|s| s.flows.get(&f.name))
+        };
         let (already_backfilled, jobs): (Vec<_>, Vec<_>) = owned
             .into_iter()
             .map(|flow| {
-                let state = states
-                    .get(&(flow.account_id.clone(), flow.region.clone()))
-                    .and_then(|s| s.flows.get(&flow.name));
+                let state = state_of(flow);
                 let resume = Resume {
                     watermark: state.and_then(|s| s.watermark_ms),
                     oldest_open: state.and_then(|s| s.oldest_open_ms),
                     pages_sorted: state.is_none_or(|s| s.pages_sorted),
                     read_ms: state.and_then(|s| s.read_ms()),
                     last_run_read: state.and_then(|s| s.listed_run()),
-                    last_run_listed: listed.get(flow).cloned().flatten(),
+                    last_run_listed: listed.get(flow).and_then(|d| d.last_run()),
+                    created_ms: listed.get(flow).and_then(|d| d.created_at),
                 };
                 let job = match &plan.backfill {
                     // A backfill pages to the end: no early stop at any watermark.
@@ -103,17 +110,27 @@ impl Pipeline {
                     .get(&(f.account_id.clone(), f.region.clone()))
                     .is_some_and(|p| p.completed(&f.name))
             });
-        let (unchanged, jobs) = match (plan.skip_unchanged, &plan.backfill) {
+        let (unchanged, jobs): (Vec<_>, Vec<_>) = match (plan.skip_unchanged, &plan.backfill) {
             (Some(recheck_every), None) => jobs
                 .into_iter()
                 .partition(|(_, resume)| unchanged(resume, recheck_every, now)),
             _ => (Vec::new(), jobs),
         };
+        let mut current_to = BTreeMap::new();
+        for (job, _) in jobs.iter().chain(&already_backfilled) {
+            if let Some(at) = state_of(&job.flow).and_then(|s| s.current_to_ms()) {
+                current_to.insert(job.flow.name.clone(), at);
+            }
+        }
+        for (job, _) in &unchanged {
+            current_to.insert(job.flow.name.clone(), now);
+        }
         Ok(Prepared {
             listing,
             jobs,
             already_backfilled,
             unchanged,
+            current_to,
         })
     }
 }

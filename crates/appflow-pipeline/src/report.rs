@@ -40,9 +40,12 @@ pub struct RunReport {
     /// AppFlow requests sent (every retry counts), and of those the throttled ones.
     pub appflow_attempts: u64,
     pub throttled: u64,
-    /// Each owned flow's watermark after the run (epoch ms; flows never exported left
-    /// out): the lag operators alarm on.
-    pub watermarks: std::collections::BTreeMap<String, i64>,
+    /// Up to when each owned flow's export is known complete after the run's commits
+    /// (epoch ms, by name; flows never exported nor read left out): its watermark, or
+    /// the start of the last run that read it to its end or found it unchanged, if
+    /// later (`appflow_load::current_to`). Now minus the oldest is the lag operators
+    /// alarm on.
+    pub current_to: std::collections::BTreeMap<String, i64>,
     /// One line per flow not exported (a failed flow, a selected name not listed).
     pub failures: Vec<String>,
     pub list_pages: u64,
@@ -153,10 +156,10 @@ impl RunReport {
         }
     }
 
-    /// Now (epoch ms) minus the oldest watermark of the owned flows, in seconds:
-    /// how far behind the export is. `None` when no flow was ever exported.
+    /// Now (epoch ms) minus the oldest [`RunReport::current_to`] of the owned flows,
+    /// in seconds: how far behind the export is. `None` when no flow was ever exported.
     pub fn max_watermark_lag_seconds(&self, now_ms: i64) -> Option<f64> {
-        let oldest = self.watermarks.values().min()?;
+        let oldest = self.current_to.values().min()?;
         Some((now_ms - oldest).max(0) as f64 / 1000.0)
     }
 
@@ -202,13 +205,15 @@ impl RunReport {
     }
 
     /// The run ended early: flows read but not yet committed are not exported (the
-    /// next run reads them again, their watermarks did not move).
+    /// next run reads them again, their watermarks did not move), and are failures.
     pub(crate) fn abandon(&mut self) {
         let uncommitted = self.flows.iter_mut().skip(self.flows_committed);
         let read = |f: &FlowRun| f.error.is_none() && !f.skipped && !f.interrupted;
         for flow in uncommitted.filter(|f| read(f)) {
-            flow.error =
-                Some("read, but the run ended before its rows and state were committed".into());
+            let why = "read, but the run ended before its rows and state were committed";
+            self.failures
+                .push(format!("flow '{}': {why}", flow.flow_name));
+            flow.error = Some(why.into());
             self.flows_exported -= 1;
         }
     }

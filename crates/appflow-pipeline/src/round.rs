@@ -161,12 +161,6 @@ impl Pipeline {
                             iso(gap.after_ms),
                             iso(gap.before_ms)
                         );
-                        report.retention_gaps += 1;
-                    }
-                    if let Some(newest) = summary.newest_started {
-                        let watermark =
-                            report.watermarks.entry(flow.name.clone()).or_insert(newest);
-                        *watermark = (*watermark).max(newest);
                     }
                     report.flows_exported += 1;
                     report.describe_pages += summary.pages;
@@ -277,6 +271,15 @@ impl Pipeline {
                 .update_state(account, region, flows, now)
                 .await?;
             report.commit.conflicts += u64::from(conflicts);
+        }
+        // Counted once their state records them: a gap found by a run that fails
+        // before this is found again by the next one; a lag, the same.
+        report.retention_gaps += round.flows.iter().filter(|r| r.gap.is_some()).count();
+        for (name, update) in updates.values().flatten() {
+            if let Some(at) = update.current_to_ms() {
+                let current = report.current_to.entry(name.clone()).or_insert(at);
+                *current = (*current).max(at);
+            }
         }
         if let Some(backfill) = &plan.backfill {
             let completed_ms = now_ms();

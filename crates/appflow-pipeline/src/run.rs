@@ -50,16 +50,7 @@ impl Pipeline {
         report.region =
             first.map_or_else(|| self.extractor.region().to_string(), |f| f.region.clone());
         report.account = first.map(|f| f.account_id.clone());
-        let owned = prepared
-            .jobs
-            .iter()
-            .chain(&prepared.unchanged)
-            .chain(&prepared.already_backfilled);
-        for (job, resume) in owned {
-            if let Some(watermark) = resume.watermark {
-                report.watermarks.insert(job.flow.name.clone(), watermark);
-            }
-        }
+        report.current_to.clone_from(&prepared.current_to);
         report.flows_listed = prepared.listing.details.len();
         report.flows_selected = prepared.listing.flows.len();
         report.flows_already_backfilled = prepared.already_backfilled.len();
@@ -155,6 +146,13 @@ impl Pipeline {
         report.flows_table = self
             .commit_flows_table(&prepared.listing.details, now, &mut report.account)
             .await?;
+        if let Some(why) = self.stop.requested() {
+            // Asked once every flow was read: nothing was left to give up.
+            tracing::info!(
+                reason = %why,
+                "stop asked for after every flow was read: the run finished its commit and is complete"
+            );
+        }
         Ok(())
     }
 

@@ -211,6 +211,26 @@ async fn data_is_committed_before_state_and_a_failed_commit_advances_no_watermar
     assert_eq!(err.kind(), ErrorKind::Destination, "{err}");
     assert_eq!(report.flows_exported, 0, "nothing counts as exported");
     assert!(
+        report.current_to.is_empty(),
+        "no flow is current: none was committed"
+    );
+    // Each flow read is a failure, by name (what FlowsFailed and the summary count).
+    let failed: BTreeSet<String> = names(&emu)
+        .into_iter()
+        .filter(|n| {
+            report
+                .failures
+                .iter()
+                .any(|f| f.contains(&format!("'{n}'")))
+        })
+        .collect();
+    assert_eq!(
+        (report.failures.len(), failed.len()),
+        (3, 3),
+        "{:?}",
+        report.failures
+    );
+    assert!(
         !inner.list("executions/").await.unwrap().is_empty(),
         "some day files were written before the refusal"
     );
@@ -222,6 +242,44 @@ async fn data_is_committed_before_state_and_a_failed_commit_advances_no_watermar
     let healthy = pipeline(&running, inner.clone()).await;
     run(&healthy, &plan()).await.1.unwrap();
     assert_eq!(exported(inner.as_ref()).await, history(&emu));
+}
+
+#[tokio::test]
+async fn a_retention_gap_counts_once_its_state_is_committed() {
+    let (emu, running) = emulator(2, 150).await;
+    let inner = Arc::new(MemoryStore::new());
+    let healthy = pipeline(&running, inner.clone()).await;
+    run(&healthy, &plan()).await.1.unwrap();
+    // One flow runs on and AWS drops its history up to the second new run.
+    let flow = names(&emu)[0].clone();
+    let added = emu.add_runs(&AddRuns {
+        count: 3,
+        flows: vec![flow.clone()],
+        status: Some("Successful".into()),
+        start: Some(appflow_pipeline::now_ms() + 60_000),
+    });
+    let second = emu.snapshot()[0]
+        .records
+        .iter()
+        .find(|r| r.execution_id == added[1].1)
+        .map(|r| r.started_at.0)
+        .unwrap();
+    assert!(emu.drop_runs_before(second, std::slice::from_ref(&flow)) > 0);
+    // A run whose state cannot be written found the gap, but does not count it.
+    let refused = pipeline(&running, refusing(inner.clone(), "_state/flows/", false)).await;
+    let (report, result) = run(&refused, &plan()).await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Destination);
+    assert_eq!(
+        report.retention_gaps, 0,
+        "counted before its state was written"
+    );
+    let found = report.flows.iter().filter(|f| f.retention_gap.is_some());
+    assert_eq!(found.count(), 1, "{:?}", report.flows);
+    // The next run finds it again (its watermark did not move) and counts it.
+    let (report, result) = run(&healthy, &plan()).await;
+    result.unwrap();
+    assert_eq!(report.retention_gaps, 1);
+    assert_eq!(run(&healthy, &plan()).await.0.retention_gaps, 0);
 }
 
 #[tokio::test]
