@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import time
 
@@ -300,6 +301,29 @@ def test_a_second_signal_stops_at_once_and_leaves_nothing_partial(start_emulator
     assert "stopped at once by a second SIGTERM" in result.stderr, result.stderr
     emulator.set_faults({})
     assert_exit(export(emulator, local_dest), 0)
+    assert_export(local_dest, truth(emulator))
+
+
+def test_a_staging_folder_a_killed_run_left_is_removed_by_a_later_run(start_emulator, local_dest, tmp_path):
+    emulator = slow_emulator(start_emulator, flows=6, runs=500)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args, env = ["run", "--dest", local_dest.uri], {
+        "AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": emulator.url, "TMPDIR": str(scratch)}
+    run = ExportProcess(args, env)
+    wait_for_calls(emulator, 3, run.proc)
+    run.proc.kill()
+    assert run.wait(60).returncode == -9
+    [left] = [p for p in scratch.iterdir() if p.name.startswith("appflow-export-stage-")]
+    # Once it has been left unchanged for a minute (here: made to look so), the next
+    # run's staging removes it; a run still using its folder holds a lock on it.
+    a_while_ago = time.time() - 120
+    os.utime(left, (a_while_ago, a_while_ago))
+    emulator.set_faults({})
+    result = run_export(args, env)
+    assert_exit(result, 0)
+    assert not left.exists() and not leftovers(scratch), leftovers(scratch)
+    assert "removed a staging folder a killed run left behind" in result.stderr, result.stderr
     assert_export(local_dest, truth(emulator))
 
 

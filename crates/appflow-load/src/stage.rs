@@ -116,7 +116,7 @@ fn sort_columns(table: Table) -> &'static [&'static str] {
 pub struct Stage {
     /// Where the temporary folder is made (the system's temporary folder: `None`).
     parent: Option<PathBuf>,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<folder::Folder>,
     segments: usize,
     /// How many slices read each segment's files; a segment no slice reads any more
     /// (all its runs were merged into others) has its files removed.
@@ -262,15 +262,7 @@ impl Stage {
             return Ok(());
         }
         let parent = self.parent.clone().unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("appflow-export-stage-")
-            .tempdir_in(&parent)
-            .map_err(|e| {
-                stage_io(format!(
-                    "cannot create a temporary folder in {}: {e}",
-                    parent.display()
-                ))
-            })?;
+        let dir = folder::Folder::make(&parent)?;
         self.dir = Some(dir);
         Ok(())
     }
@@ -692,6 +684,7 @@ fn pieces(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + Send + 'st
 }
 
 mod day;
+mod folder;
 
 use day::Run;
 pub use day::StagedDay;
