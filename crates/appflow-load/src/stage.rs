@@ -16,21 +16,16 @@
 //!   its rows reach a day file.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::io::BufWriter;
-use std::ops::Range;
 use std::path::PathBuf;
 
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch, UInt64Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, max, min, take_record_batch};
+use arrow::compute::{concat_batches, max, min};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
-use arrow::ipc::writer::FileWriter;
 use chrono::DateTime;
 
 use crate::error::{Error, Result};
-use crate::sorted::{Encoder, Input, Merge, Picked, SORT_KEY};
 use appflow_transform::{Batches, Table, schema_for};
 
 /// One data file of the export: a table's rows of one account, region and UTC day.
@@ -86,28 +81,6 @@ fn tagged(table: Table, batch: &RecordBatch, id: AddId) -> Result<RecordBatch> {
     RecordBatch::try_new(staged_schema(table), columns).map_err(stage_bug)
 }
 
-/// Where one partition's rows of a segment are: the segment, and the batches of each
-/// table's file that hold them (a sorted run, [`STAGED_BATCH_ROWS`] rows a batch).
-#[derive(Clone, Debug)]
-struct Slice {
-    segment: usize,
-    /// 0: written from memory; n: merged from runs of level n - 1.
-    level: u32,
-    executions: Range<usize>,
-    catalog_registrations: Range<usize>,
-}
-
-/// Rows per batch of a staged run: a day is read back one batch per run at a time.
-const STAGED_BATCH_ROWS: usize = 256;
-
-/// Staged rows' order: the day file's, and for catalog rows, their ordinal within it.
-fn sort_columns(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::CatalogRegistrations => &["flow_name", "started_at", "execution_id", "ordinal"],
-        _ => &SORT_KEY,
-    }
-}
-
 /// The rows of a run, waiting to be merged into their day files. Rows are kept in
 /// memory up to a budget; past it they are written to a segment (one Arrow IPC file
 /// per table, one batch per partition), so memory stays bounded whatever the
@@ -140,76 +113,6 @@ fn stage_io<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
 /// Rows in memory did not fit the stage's own invariants: a bug of this tool.
 fn stage_bug<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
     Error::bug("staging rows", e)
-}
-
-/// `batch` sorted by partition (its `account_id`, `region` and the day of its
-/// `started_at`), then as its table's runs are stored, in one copy; each partition's
-/// rows are a slice of it.
-fn by_partition(table: Table, batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>> {
-    if batch.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    let col = |batch: &RecordBatch, name: &str| -> Result<arrow::array::ArrayRef> {
-        batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| stage_bug(format!("no column {name}")))
-    };
-    let days: arrow::array::Int64Array = arrow::compute::kernels::arity::unary(
-        col(batch, "started_at")?.as_primitive::<TimestampMillisecondType>(),
-        |ms| ms.div_euclid(86_400_000),
-    );
-    let mut by = vec![
-        col(batch, "account_id")?,
-        col(batch, "region")?,
-        Arc::new(days),
-    ];
-    for name in sort_columns(table) {
-        by.push(col(batch, name)?);
-    }
-    let by: Vec<SortColumn> = by
-        .into_iter()
-        .map(|values| SortColumn {
-            values,
-            options: None,
-        })
-        .collect();
-    let order = lexsort_to_indices(&by, None).map_err(stage_bug)?;
-    let sorted = take_record_batch(batch, &order).map_err(stage_bug)?;
-    let account = col(&sorted, "account_id")?;
-    let region = col(&sorted, "region")?;
-    let started = col(&sorted, "started_at")?;
-    let (account, region, started) = (
-        account.as_string::<i32>(),
-        region.as_string::<i32>(),
-        started.as_primitive::<TimestampMillisecondType>(),
-    );
-    let day = |i: usize| started.value(i).div_euclid(86_400_000);
-    let mut parts = Vec::new();
-    let mut first = 0;
-    for i in 1..=sorted.num_rows() {
-        let same = i < sorted.num_rows()
-            && day(i) == day(first)
-            && account.value(i) == account.value(first)
-            && region.value(i) == region.value(first);
-        if !same {
-            let key = PartitionKey {
-                account_id: account.value(first).to_string(),
-                region: region.value(first).to_string(),
-                day: day_of(started.value(first))?,
-            };
-            parts.push((key, sorted.slice(first, i - first)));
-            first = i;
-        }
-    }
-    Ok(parts)
-}
-
-type SegmentWriter = FileWriter<BufWriter<File>>;
-
-fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<SegmentWriter> {
-    let file = File::create(path).map_err(stage_io)?;
-    FileWriter::try_new(BufWriter::new(file), schema).map_err(stage_io)
 }
 
 fn concat(table: Table, parts: impl IntoIterator<Item = RecordBatch>) -> Result<RecordBatch> {
@@ -587,107 +490,16 @@ impl Stage {
     }
 }
 
-/// The lowest level at which a day holds [`FAN_IN`] runs.
-fn full_level(slices: &[Slice]) -> Option<u32> {
-    let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
-    for s in slices {
-        *counts.entry(s.level).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .find(|(_, n)| *n >= FAN_IN)
-        .map(|(level, _)| level)
-}
-
-/// The file of one table of a segment.
-fn segment_path(dir: &std::path::Path, segment: usize, table: Table) -> PathBuf {
-    dir.join(format!("{segment:06}-{}.arrow", table.name()))
-}
-
-/// The sorted run a slice of a segment in `dir` is.
-fn run_in(dir: &std::path::Path, s: &Slice) -> Run {
-    Run::Segment {
-        executions: (
-            Arc::new(segment_path(dir, s.segment, Table::Executions)),
-            s.executions.clone(),
-        ),
-        catalog_registrations: (
-            Arc::new(segment_path(dir, s.segment, Table::CatalogRegistrations)),
-            s.catalog_registrations.clone(),
-        ),
-    }
-}
-
-/// Writes the rows of `runs` of `table`, merged in order (every row), as batches of
-/// [`STAGED_BATCH_ROWS`] rows; returns their indexes in the file, counting on from
-/// `next`.
-fn write_merged(
-    writer: &mut FileWriter<BufWriter<File>>,
-    runs: &[Run],
-    table: Table,
-    next: &mut usize,
-) -> Result<Range<usize>> {
-    let schema = staged_schema(table);
-    let content = Arc::new(Encoder::content(&schema, None)?);
-    let inputs = runs
-        .iter()
-        .map(|run| Input {
-            rows: run.rows(table),
-            content: content.clone(),
-            unsorted: Box::new(|| stage_bug("staged rows are out of order")),
-        })
-        .collect();
-    let mut merge = Merge::new(&schema, inputs)?;
-    let mut picked = Picked::new(STAGED_BATCH_ROWS);
-    let first = *next;
-    let mut write = |picked: &mut Picked| -> Result<bool> {
-        let Some(batch) = picked.take(None)? else {
-            return Ok(false);
-        };
-        writer.write(&batch).map_err(stage_io)?;
-        *next += 1;
-        Ok(true)
-    };
-    while let Some(group) = merge.next_group()? {
-        for row in &group {
-            picked.push(row);
-            if picked.full() {
-                write(&mut picked)?;
-            }
-        }
-    }
-    while write(&mut picked)? {}
-    Ok(first..*next)
-}
-
-/// Writes `batch` (a sorted run) as batches of [`STAGED_BATCH_ROWS`] rows; returns
-/// their indexes in the file, counting on from `next`.
-fn write_run(
-    writer: &mut FileWriter<BufWriter<File>>,
-    batch: &RecordBatch,
-    next: &mut usize,
-) -> Result<Range<usize>> {
-    let first = *next;
-    for piece in pieces(batch) {
-        writer.write(&piece).map_err(stage_io)?;
-        *next += 1;
-    }
-    Ok(first..*next)
-}
-
-/// `batch` in slices of at most [`STAGED_BATCH_ROWS`] rows (none when it is empty).
-fn pieces(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + Send + 'static {
-    let batch = batch.clone();
-    (0..batch.num_rows())
-        .step_by(STAGED_BATCH_ROWS)
-        .map(move |at| batch.slice(at, STAGED_BATCH_ROWS.min(batch.num_rows() - at)))
-}
-
 mod day;
 mod folder;
+mod segment;
 
 use day::Run;
 pub use day::StagedDay;
+use segment::{
+    STAGED_BATCH_ROWS, SegmentWriter, Slice, by_partition, full_level, pieces, run_in,
+    segment_path, write_merged, write_run, writer,
+};
 
 #[cfg(test)]
 mod tests;

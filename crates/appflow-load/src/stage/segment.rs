@@ -1,0 +1,212 @@
+//! Segments: the stage's rows written to its folder, one Arrow IPC file per table,
+//! each holding a sorted run of every day it touches (a [`Slice`] says where), and
+//! the merges of a day's runs into one run of the next level.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::ipc::writer::FileWriter;
+
+use super::day::Run;
+use super::{FAN_IN, PartitionKey, day_of, stage_bug, stage_io, staged_schema};
+use crate::error::Result;
+use crate::sorted::{Encoder, Input, Merge, Picked, SORT_KEY};
+use appflow_transform::Table;
+
+/// Where one partition's rows of a segment are: the segment, and the batches of each
+/// table's file that hold them (a sorted run, [`STAGED_BATCH_ROWS`] rows a batch).
+#[derive(Clone, Debug)]
+pub(super) struct Slice {
+    pub(super) segment: usize,
+    /// 0: written from memory; n: merged from runs of level n - 1.
+    pub(super) level: u32,
+    pub(super) executions: Range<usize>,
+    pub(super) catalog_registrations: Range<usize>,
+}
+
+/// Rows per batch of a staged run: a day is read back one batch per run at a time.
+pub(super) const STAGED_BATCH_ROWS: usize = 256;
+
+/// Staged rows' order: the day file's, and for catalog rows, their ordinal within it.
+fn sort_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::CatalogRegistrations => &["flow_name", "started_at", "execution_id", "ordinal"],
+        _ => &SORT_KEY,
+    }
+}
+
+/// `batch` sorted by partition (its `account_id`, `region` and the day of its
+/// `started_at`), then as its table's runs are stored, in one copy; each partition's
+/// rows are a slice of it.
+pub(super) fn by_partition(
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<Vec<(PartitionKey, RecordBatch)>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let col = |batch: &RecordBatch, name: &str| -> Result<arrow::array::ArrayRef> {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| stage_bug(format!("no column {name}")))
+    };
+    let days: arrow::array::Int64Array = arrow::compute::kernels::arity::unary(
+        col(batch, "started_at")?.as_primitive::<TimestampMillisecondType>(),
+        |ms| ms.div_euclid(86_400_000),
+    );
+    let mut by = vec![
+        col(batch, "account_id")?,
+        col(batch, "region")?,
+        Arc::new(days),
+    ];
+    for name in sort_columns(table) {
+        by.push(col(batch, name)?);
+    }
+    let by: Vec<SortColumn> = by
+        .into_iter()
+        .map(|values| SortColumn {
+            values,
+            options: None,
+        })
+        .collect();
+    let order = lexsort_to_indices(&by, None).map_err(stage_bug)?;
+    let sorted = take_record_batch(batch, &order).map_err(stage_bug)?;
+    let account = col(&sorted, "account_id")?;
+    let region = col(&sorted, "region")?;
+    let started = col(&sorted, "started_at")?;
+    let (account, region, started) = (
+        account.as_string::<i32>(),
+        region.as_string::<i32>(),
+        started.as_primitive::<TimestampMillisecondType>(),
+    );
+    let day = |i: usize| started.value(i).div_euclid(86_400_000);
+    let mut parts = Vec::new();
+    let mut first = 0;
+    for i in 1..=sorted.num_rows() {
+        let same = i < sorted.num_rows()
+            && day(i) == day(first)
+            && account.value(i) == account.value(first)
+            && region.value(i) == region.value(first);
+        if !same {
+            let key = PartitionKey {
+                account_id: account.value(first).to_string(),
+                region: region.value(first).to_string(),
+                day: day_of(started.value(first))?,
+            };
+            parts.push((key, sorted.slice(first, i - first)));
+            first = i;
+        }
+    }
+    Ok(parts)
+}
+
+pub(super) type SegmentWriter = FileWriter<BufWriter<File>>;
+
+pub(super) fn writer(path: &PathBuf, schema: &SchemaRef) -> Result<SegmentWriter> {
+    let file = File::create(path).map_err(stage_io)?;
+    FileWriter::try_new(BufWriter::new(file), schema).map_err(stage_io)
+}
+
+/// The lowest level at which a day holds [`FAN_IN`] runs.
+pub(super) fn full_level(slices: &[Slice]) -> Option<u32> {
+    let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+    for s in slices {
+        *counts.entry(s.level).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .find(|(_, n)| *n >= FAN_IN)
+        .map(|(level, _)| level)
+}
+
+/// The file of one table of a segment.
+pub(super) fn segment_path(dir: &Path, segment: usize, table: Table) -> PathBuf {
+    dir.join(format!("{segment:06}-{}.arrow", table.name()))
+}
+
+/// The sorted run a slice of a segment in `dir` is.
+pub(super) fn run_in(dir: &Path, s: &Slice) -> Run {
+    Run::Segment {
+        executions: (
+            Arc::new(segment_path(dir, s.segment, Table::Executions)),
+            s.executions.clone(),
+        ),
+        catalog_registrations: (
+            Arc::new(segment_path(dir, s.segment, Table::CatalogRegistrations)),
+            s.catalog_registrations.clone(),
+        ),
+    }
+}
+
+/// Writes the rows of `runs` of `table`, merged in order (every row), as batches of
+/// [`STAGED_BATCH_ROWS`] rows; returns their indexes in the file, counting on from
+/// `next`.
+pub(super) fn write_merged(
+    writer: &mut FileWriter<BufWriter<File>>,
+    runs: &[Run],
+    table: Table,
+    next: &mut usize,
+) -> Result<Range<usize>> {
+    let schema = staged_schema(table);
+    let content = Arc::new(Encoder::content(&schema, None)?);
+    let inputs = runs
+        .iter()
+        .map(|run| Input {
+            rows: run.rows(table),
+            content: content.clone(),
+            unsorted: Box::new(|| stage_bug("staged rows are out of order")),
+        })
+        .collect();
+    let mut merge = Merge::new(&schema, inputs)?;
+    let mut picked = Picked::new(STAGED_BATCH_ROWS);
+    let first = *next;
+    let mut write = |picked: &mut Picked| -> Result<bool> {
+        let Some(batch) = picked.take(None)? else {
+            return Ok(false);
+        };
+        writer.write(&batch).map_err(stage_io)?;
+        *next += 1;
+        Ok(true)
+    };
+    while let Some(group) = merge.next_group()? {
+        for row in &group {
+            picked.push(row);
+            if picked.full() {
+                write(&mut picked)?;
+            }
+        }
+    }
+    while write(&mut picked)? {}
+    Ok(first..*next)
+}
+
+/// Writes `batch` (a sorted run) as batches of [`STAGED_BATCH_ROWS`] rows; returns
+/// their indexes in the file, counting on from `next`.
+pub(super) fn write_run(
+    writer: &mut FileWriter<BufWriter<File>>,
+    batch: &RecordBatch,
+    next: &mut usize,
+) -> Result<Range<usize>> {
+    let first = *next;
+    for piece in pieces(batch) {
+        writer.write(&piece).map_err(stage_io)?;
+        *next += 1;
+    }
+    Ok(first..*next)
+}
+
+/// `batch` in slices of at most [`STAGED_BATCH_ROWS`] rows (none when it is empty).
+pub(super) fn pieces(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + Send + 'static {
+    let batch = batch.clone();
+    (0..batch.num_rows())
+        .step_by(STAGED_BATCH_ROWS)
+        .map(move |at| batch.slice(at, STAGED_BATCH_ROWS.min(batch.num_rows() - at)))
+}
