@@ -163,21 +163,32 @@ def test_flows_with_no_new_runs_or_a_whole_history_dropped_raise_no_gap(start_em
         assert status(local_dest)["runs"][0]["retention_gaps"] == 0
 
 
-def test_a_flow_deleted_and_created_again_under_its_name_raises_no_gap(start_emulator, local_dest):
+def test_a_flow_deleted_and_created_again_under_its_name_raises_only_its_own_gap(start_emulator, local_dest):
     """The flow created again has the old one's name and ARN, so the export's state is
-    the old flow's: its new history starts after that watermark without a run lost."""
-    emulator = start_emulator(flows=3, runs_per_flow=150)
+    the old flow's: its new history starts after that watermark without a run lost,
+    unless AWS no longer returns a run its listing shows."""
+    emulator = start_emulator(flows=4, runs_per_flow=150)
     emulator.finish_runs()
     assert_exit(export(emulator, local_dest), 0)
     exported = truth(emulator)
-    ran, idle = emulator.flow_names()[:2]
-    assert emulator.recreate_flows([ran, idle]) == 2
-    emulator.add_runs(3, flows=[ran], status="Successful", start=now_ms() + 60_000)
-    for _ in range(2):
-        result = export(emulator, local_dest)
-        assert_exit(result, 0)
-        assert "retention gap" not in result.stderr, result.stderr
-        assert status(local_dest)["runs"][0]["retention_gaps"] == 0
+    ran, idle, lost = emulator.flow_names()[:3]
+    assert emulator.recreate_flows([ran, idle, lost]) == 3
+    emulator.add_runs(3, flows=[ran, lost], status="Successful", start=now_ms() + 60_000)
+    # AWS drops the new `lost` flow's runs before any export reads them.
+    assert emulator.drop_runs(now_ms() + 86_400_000, flows=[lost]) == 3
+    [created] = [round(f["definition"]["createdAt"] * 1000) for f in emulator.flows()
+                 if f["definition"]["flowName"] == lost]
+    result = export(emulator, local_dest)
+    assert_exit(result, 0)
+    warnings = [line for line in result.stderr.splitlines() if "retention gap" in line]
+    assert len(warnings) == 1 and f"'{lost}'" in warnings[0] and iso(created) in warnings[0], result.stderr
+    assert sum("flow created again under its name" in line for line in result.stderr.splitlines()) == 3
+    assert status(local_dest)["runs"][0]["retention_gaps"] == 1
+    # Found once: the next run's listing shows what this one's did.
+    result = export(emulator, local_dest)
+    assert_exit(result, 0)
+    assert "retention gap" not in result.stderr, result.stderr
+    assert status(local_dest)["runs"][0]["retention_gaps"] == 0
     # The old flow's runs stay exported; the new flow's are added.
     assert_export(local_dest, truth(emulator).merged_over(exported))
 
@@ -401,6 +412,19 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     assert target["RunsSucceeded"] == 1 and run["RunsSucceeded"] == 1 and run["FlowsExported"] == 4, run
 
 
+def test_a_run_that_never_reached_its_flows_sends_no_lag(emulator, local_dest):
+    """ListFlows refused: the run knows no flow's lag, and a 0 would tell an alarm all is well."""
+    emulator.set_faults({"fail_next": 100})
+    result = export(emulator, local_dest, "--metrics", "emf", "--max-attempts", "1")
+    assert_exit(result, 1)
+    lines = emf_lines(result.stdout)
+    assert len(lines) == 2, result.stdout
+    for line in lines:
+        names = [m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+        assert "MaxWatermarkLagSeconds" not in names and "MaxWatermarkLagSeconds" not in line, line
+        assert line["RunsSucceeded"] == 0 and "RunSeconds" in names, line
+
+
 def test_the_lag_is_since_each_flow_s_last_good_read_not_since_its_last_run(start_emulator, local_dest):
     """Flows that last ran a month ago and are read every run are not behind; a flow
     whose reads fail falls behind from its last good one."""
@@ -418,8 +442,9 @@ def test_the_lag_is_since_each_flow_s_last_good_read_not_since_its_last_run(star
     result = export(emulator, local_dest, "--metrics", "emf", "--max-attempts", "1")
     assert_exit(result, 1)
     _, run = emf_lines(result.stdout)
-    behind = (run["_aws"]["Timestamp"] - good_read) / 1000
-    assert behind > 2 and abs(run["MaxWatermarkLagSeconds"] - behind) < 1, (run, behind)
+    # The lag is taken when the run ends, its manifest's finish (to the millisecond).
+    behind = (epoch_ms(status(local_dest)["runs"][0]["finished_at"]) - good_read) / 1000
+    assert behind > 2 and abs(run["MaxWatermarkLagSeconds"] - behind) < 0.01, (run, behind)
     lags = {f["flow_name"]: f["lag_seconds"] for f in status(local_dest)["flows"]}
     assert lags[emulator.flow_names()[0]] >= 2 and max(lags.values()) < 60, lags
 

@@ -102,7 +102,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_appflow_client_limits_its_rate_on_its_own() {
+    fn the_appflow_client_retries_adaptively_in_a_custom_partition() {
         let sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-2"))

@@ -13,28 +13,30 @@ use serde_json::{Map, Value, json};
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "AppFlowExport";
 
-/// Every metric a line carries, its unit, and how it is read from a run's report.
+/// Every metric a line carries, its unit, and how it is read from a run's report
+/// (`None`: not known, so left out of the line rather than sent as 0).
 #[allow(clippy::type_complexity)]
-const METRICS: [(&str, &str, fn(&RunReport) -> f64); 12] = [
+const METRICS: [(&str, &str, fn(&RunReport) -> Option<f64>); 12] = [
     ("RunsSucceeded", "Count", |r| {
-        f64::from(u8::from(succeeded(r)))
+        Some(f64::from(u8::from(succeeded(r))))
     }),
-    ("FlowsExported", "Count", |r| r.flows_exported as f64),
-    ("FlowsFailed", "Count", |r| r.failures.len() as f64),
-    ("FlowsSkipped", "Count", |r| r.flows_skipped as f64),
-    ("RecordsRead", "Count", |r| r.records as f64),
+    ("FlowsExported", "Count", |r| Some(r.flows_exported as f64)),
+    ("FlowsFailed", "Count", |r| Some(r.failures.len() as f64)),
+    ("FlowsSkipped", "Count", |r| Some(r.flows_skipped as f64)),
+    ("RecordsRead", "Count", |r| Some(r.records as f64)),
     ("DataFilesWritten", "Count", |r| {
-        r.commit.files_written as f64
+        Some(r.commit.files_written as f64)
     }),
-    ("ApiCalls", "Count", |r| r.appflow_attempts as f64),
-    ("ThrottledCalls", "Count", |r| r.throttled as f64),
-    ("WriteConflicts", "Count", |r| r.conflicts() as f64),
-    ("RetentionGaps", "Count", |r| r.retention_gaps as f64),
+    ("ApiCalls", "Count", |r| Some(r.appflow_attempts as f64)),
+    ("ThrottledCalls", "Count", |r| Some(r.throttled as f64)),
+    ("WriteConflicts", "Count", |r| Some(r.conflicts() as f64)),
+    ("RetentionGaps", "Count", |r| Some(r.retention_gaps as f64)),
+    // A run that never got to its flows (ListFlows refused, say) knows no lag: 0
+    // would tell an alarm that all is well.
     ("MaxWatermarkLagSeconds", "Seconds", |r| {
         r.max_watermark_lag_seconds(r.started_ms + r.duration.as_millis() as i64)
-            .unwrap_or(0.0)
     }),
-    ("RunSeconds", "Seconds", |r| r.duration.as_secs_f64()),
+    ("RunSeconds", "Seconds", |r| Some(r.duration.as_secs_f64())),
 ];
 
 /// Whether a run exported every flow it was to (no failure, not interrupted, no error).
@@ -62,7 +64,7 @@ impl Emf {
         dims.insert("Region", report.region.clone());
         let values: Vec<(&str, &str, f64)> = METRICS
             .iter()
-            .map(|(name, unit, value)| (*name, *unit, value(report)))
+            .filter_map(|(name, unit, value)| Some((*name, *unit, value(report)?)))
             .collect();
         self.line(dims, &values)
     }
@@ -72,17 +74,20 @@ impl Emf {
     pub fn run_line(&self, reports: &[RunReport], seconds: f64) -> String {
         let values: Vec<(&str, &str, f64)> = METRICS
             .iter()
-            .map(|(name, unit, value)| {
-                let each = reports.iter().map(value);
+            .filter_map(|(name, unit, value)| {
+                let mut each = reports.iter().filter_map(value).peekable();
                 let total = match *name {
                     "RunsSucceeded" => f64::from(u8::from(
                         !reports.is_empty() && reports.iter().all(succeeded),
                     )),
-                    "MaxWatermarkLagSeconds" => each.fold(0.0, f64::max),
+                    "MaxWatermarkLagSeconds" => {
+                        each.peek()?;
+                        each.fold(0.0, f64::max)
+                    }
                     "RunSeconds" => seconds,
                     _ => each.sum(),
                 };
-                (*name, *unit, total)
+                Some((*name, *unit, total))
             })
             .collect();
         self.line(BTreeMap::new(), &values)

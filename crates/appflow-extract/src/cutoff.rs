@@ -82,6 +82,14 @@ pub fn unchanged(resume: &Resume, recheck_every: Duration, now_ms: i64) -> bool 
         && now_ms.saturating_sub(read_ms) < millis(recheck_every)
 }
 
+/// When the flow was created, if that was after its watermark: a flow deleted and
+/// created again under its name (the same ARN) since its last export, whose state is
+/// its predecessor's.
+pub fn created_again(resume: &Resume) -> Option<i64> {
+    let watermark = resume.watermark?;
+    resume.created_ms.filter(|created| *created > watermark)
+}
+
 /// Run starts AWS no longer returns that the export may never have read: runs
 /// started after `after_ms` and before `before_ms` (epoch ms) may be lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,19 +113,19 @@ pub struct RetentionGap {
 /// its creation to that run.
 pub fn retention_gap(resume: &Resume, oldest_returned: Option<i64>) -> Option<RetentionGap> {
     let watermark = resume.watermark?;
-    let created_again = resume.created_ms.filter(|created| *created > watermark);
+    let created_again = created_again(resume);
     let listed = resume.last_run_listed.as_ref();
+    let read = resume.last_run_read.as_ref();
     let (after_ms, before_ms) = match (created_again, oldest_returned) {
         (None, Some(oldest)) => (watermark, oldest),
+        // A listing that shows the run it showed at the last read tells of nothing
+        // new (and a gap found then is not found again).
+        (_, None) if listed.is_some() && listed == read => return None,
+        // Without a record of the listing at the last read (state written before it
+        // was kept, a flow only backfilled) there is no evidence of a run since.
         (None, None) => {
-            // Without a record of the listing at the last read (state written before
-            // it was kept, a flow only backfilled) there is no evidence of a run since;
-            // nor when it shows the run it showed then.
-            let (listed, read) = (listed?, resume.last_run_read.as_ref()?);
-            if read == listed {
-                return None;
-            }
-            (watermark, listed.at_ms?)
+            read?;
+            (watermark, listed?.at_ms?)
         }
         (Some(_), Some(_)) => return None,
         (Some(created), None) => (created, listed?.at_ms?),
@@ -311,6 +319,12 @@ mod tests {
             ..again.clone()
         };
         assert_eq!(retention_gap(&not_run, None), None);
+        // The next read, whose listing shows what it showed then: found once.
+        let found = Resume {
+            last_run_read: again.last_run_listed.clone(),
+            ..again.clone()
+        };
+        assert_eq!(retention_gap(&found, None), None);
         let before_creation = Resume {
             last_run_listed: listed(55 * DAY, "Successful"),
             ..again

@@ -14,7 +14,8 @@ mod record;
 mod shard;
 
 pub use cutoff::{
-    IncrementalPolicy, Resume, RetentionGap, cutoff, open_since, retention_gap, unchanged,
+    IncrementalPolicy, Resume, RetentionGap, created_again, cutoff, open_since, retention_gap,
+    unchanged,
 };
 pub use error::{Error, Result};
 pub use flows::FlowSelection;

@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use appflow_extract::{ExtractJob, FlowInfo, FlowListing, Resume, cutoff, open_since, unchanged};
+use appflow_extract::{
+    ExtractJob, FlowInfo, FlowListing, Resume, created_again, cutoff, open_since, unchanged,
+};
 use appflow_load::{BackfillProgress, StateFile};
 use appflow_model::FlowDetails;
 
 use crate::Pipeline;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::time::iso;
 
 /// The flows this shard owns, each with the state it resumes from and its cutoff:
 /// all that `run --dry-run` prints.
@@ -116,6 +119,16 @@ impl Pipeline {
                 .partition(|(_, resume)| unchanged(resume, recheck_every, now)),
             _ => (Vec::new(), jobs),
         };
+        for (job, resume) in &jobs {
+            if let (Some(created), Some(watermark)) = (created_again(resume), resume.watermark) {
+                tracing::info!(
+                    flow = %job.flow.name,
+                    created = %iso(created),
+                    watermark = %iso(watermark),
+                    "flow created again under its name since its last export: its runs are exported beside the earlier flow's"
+                );
+            }
+        }
         let mut current_to = BTreeMap::new();
         for (job, _) in jobs.iter().chain(&already_backfilled) {
             if let Some(at) = state_of(&job.flow).and_then(|s| s.current_to_ms()) {

@@ -272,6 +272,9 @@ impl Pipeline {
                 .await?;
             report.commit.conflicts += u64::from(conflicts);
         }
+        // The flows' rows and state are written: they are exported, whatever happens
+        // to the backfill's progress below (a rerun of the backfill reads them again).
+        report.flows_committed = report.flows.len();
         // Counted once their state records them: a gap found by a run that fails
         // before this is found again by the next one; a lag, the same.
         report.retention_gaps += round.flows.iter().filter(|r| r.gap.is_some()).count();
@@ -302,7 +305,6 @@ impl Pipeline {
                 report.commit.conflicts += u64::from(conflicts);
             }
         }
-        report.flows_committed = report.flows.len();
         Ok(())
     }
 }

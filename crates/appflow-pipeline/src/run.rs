@@ -41,14 +41,17 @@ impl Pipeline {
         observer: &dyn Observer,
     ) -> Result<()> {
         let now = report.started_ms;
+        // The region asked for, until the listing names the flows' (also when it fails).
+        report.region = self.extractor.region().to_string();
         self.loader.store().check().await?;
         let prepared = self.prepare(plan, now).await?;
         report.list_pages = prepared.listing.pages;
         // The account and region the flows' ARNs name (the state's key), else the
         // region asked for.
         let first = prepared.listing.details.first().map(|d| &d.flow);
-        report.region =
-            first.map_or_else(|| self.extractor.region().to_string(), |f| f.region.clone());
+        if let Some(first) = first {
+            report.region.clone_from(&first.region);
+        }
         report.account = first.map(|f| f.account_id.clone());
         report.current_to.clone_from(&prepared.current_to);
         report.flows_listed = prepared.listing.details.len();

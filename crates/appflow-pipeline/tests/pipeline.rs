@@ -544,3 +544,33 @@ async fn a_stopped_run_commits_exactly_the_flows_it_read_to_their_end() {
     result.unwrap();
     assert_eq!(exported(store.as_ref()).await, history(&emu));
 }
+
+/// Asks the run to stop when it starts committing.
+struct StopAtCommit(Stop);
+
+impl Observer for StopAtCommit {
+    fn merging(&self) {
+        self.0.request("test");
+    }
+}
+
+#[tokio::test]
+async fn a_stop_asked_once_every_flow_was_read_gives_up_nothing() {
+    let (emu, running) = emulator(3, 150).await;
+    let store = Arc::new(MemoryStore::new());
+    let stop = Stop::default();
+    let p = pipeline(&running, store.clone())
+        .await
+        .with_stop(stop.clone());
+    let (report, result) = p
+        .run_recorded(&plan(), &StopAtCommit(stop.clone()), code)
+        .await;
+    result.unwrap();
+    assert_eq!(stop.requested().as_deref(), Some("test"));
+    assert_eq!(report.interrupted, None, "nothing was left to give up");
+    assert_eq!((report.flows_exported, report.flows_not_read), (3, 0));
+    assert_eq!(report.flows_table.files_written, 1, "the flows table waits");
+    let manifest = &Loader::new(store.clone()).manifests(1).await.unwrap()[0];
+    assert_eq!(manifest.exit_code, code(Status::Exported));
+    assert_eq!(exported(store.as_ref()).await, history(&emu));
+}
