@@ -289,15 +289,21 @@ def test_an_incremental_run_sent_sigterm_and_run_again_is_exact(start_emulator, 
     assert_export(local_dest, truth(emulator))
 
 
-def test_a_second_signal_stops_at_once_and_leaves_nothing_partial(start_emulator, local_dest, tmp_path):
-    emulator = start_emulator(flows=6, runs_per_flow=1000)  # 10 pages, 10 s a flow
-    emulator.finish_runs()
-    emulator.set_faults({"latency_ms": 1000})
+def start_with_scratch(emulator, local_dest, tmp_path):
+    """`run` into `local_dest` with a temporary folder of its own, in the background:
+    the process, its arguments and environment (to run it again) and that folder."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     args, env = ["run", "--dest", local_dest.uri], {
         "AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": emulator.url, "TMPDIR": str(scratch)}
-    run = ExportProcess(args, env)
+    return ExportProcess(args, env), args, env, scratch
+
+
+def test_a_second_signal_stops_at_once_and_leaves_nothing_partial(start_emulator, local_dest, tmp_path):
+    emulator = start_emulator(flows=6, runs_per_flow=1000)  # 10 pages, 10 s a flow
+    emulator.finish_runs()
+    emulator.set_faults({"latency_ms": 1000})
+    run, _, _, scratch = start_with_scratch(emulator, local_dest, tmp_path)
     wait_for_calls(emulator, 1, run.proc)
     run.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -317,11 +323,7 @@ def test_a_second_signal_stops_at_once_and_leaves_nothing_partial(start_emulator
 
 def test_a_staging_folder_a_killed_run_left_is_removed_by_a_later_run(start_emulator, local_dest, tmp_path):
     emulator = slow_emulator(start_emulator, flows=6, runs=500)
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    args, env = ["run", "--dest", local_dest.uri], {
-        "AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": emulator.url, "TMPDIR": str(scratch)}
-    run = ExportProcess(args, env)
+    run, args, env, scratch = start_with_scratch(emulator, local_dest, tmp_path)
     wait_for_calls(emulator, 3, run.proc)
     run.proc.kill()
     assert run.wait(60).returncode == -9
