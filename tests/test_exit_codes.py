@@ -43,6 +43,7 @@ def test_1_some_flows_failed_and_the_others_advanced(emulator, local_dest):
     ["--lookback", "soon"],
     ["--role-arn", "not-an-arn"],
     ["--config", "/no/such/file.toml"],
+    ["--metrics", "emf", "--job-name", " "],
 ])
 def test_2_usage_errors_do_nothing(emulator, local_dest, args):
     base, env = run_args(emulator, local_dest)

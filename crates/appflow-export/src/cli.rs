@@ -159,7 +159,7 @@ pub struct RunArgs {
     pub metrics: Option<MetricsFormat>,
     /// A name for this job, added to every metric line as the JobName dimension (so
     /// several jobs' alarms stay apart).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = job_name)]
     pub job_name: Option<String>,
     /// Run manifests (`_state/runs/<run-id>.json`) kept: older ones are removed after
     /// each run. Data is never removed.
@@ -264,6 +264,18 @@ fn region(value: &str) -> Result<String, String> {
         Err(format!(
             "'{value}' is not an AWS region name like eu-west-1"
         ))
+    }
+}
+
+/// A CloudWatch dimension value: 1 to 1,024 characters, not only white space.
+fn job_name(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() || value.chars().count() > 1024 {
+        Err(
+            "a job name is 1 to 1,024 characters, not only spaces (it is a CloudWatch dimension)"
+                .into(),
+        )
+    } else {
+        Ok(value.to_string())
     }
 }
 

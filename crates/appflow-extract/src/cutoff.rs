@@ -123,12 +123,17 @@ pub fn retention_gap(resume: &Resume, oldest_returned: Option<i64>) -> Option<Re
         (_, None) if listed.is_some() && listed == read => return None,
         // Without a record of the listing at the last read (state written before it
         // was kept, a flow only backfilled) there is no evidence of a run since.
-        (None, None) => {
-            read?;
-            (watermark, listed?.at_ms?)
-        }
+        // The window starts at the run the listing showed at the last read if that is
+        // later: a gap found then covered what came before it.
+        (None, None) => (
+            watermark.max(read?.at_ms.unwrap_or(watermark)),
+            listed?.at_ms?,
+        ),
         (Some(_), Some(_)) => return None,
-        (Some(created), None) => (created, listed?.at_ms?),
+        (Some(created), None) => (
+            created.max(read.and_then(|r| r.at_ms).unwrap_or(created)),
+            listed?.at_ms?,
+        ),
     };
     (before_ms > after_ms).then_some(RetentionGap {
         after_ms,
@@ -285,6 +290,19 @@ mod tests {
             ..quiet()
         };
         assert_eq!(retention_gap(&silent, None), None);
+        // Found, and a later run dropped too: the window starts at the one found.
+        let again = Resume {
+            last_run_read: listed(55 * DAY, "Successful"),
+            last_run_listed: listed(57 * DAY, "Error"),
+            ..quiet()
+        };
+        assert_eq!(
+            retention_gap(&again, None),
+            Some(RetentionGap {
+                after_ms: 55 * DAY,
+                before_ms: 57 * DAY
+            })
+        );
         // No record of the listing at the last read (an older state file): no evidence.
         let unrecorded = Resume {
             last_run_read: None,
@@ -325,6 +343,18 @@ mod tests {
             ..again.clone()
         };
         assert_eq!(retention_gap(&found, None), None);
+        // A later run dropped too: the window starts at the one found then.
+        let later = Resume {
+            last_run_listed: listed(62 * DAY, "Successful"),
+            ..found
+        };
+        assert_eq!(
+            retention_gap(&later, None),
+            Some(RetentionGap {
+                after_ms: 61 * DAY,
+                before_ms: 62 * DAY
+            })
+        );
         let before_creation = Resume {
             last_run_listed: listed(55 * DAY, "Successful"),
             ..again

@@ -121,12 +121,15 @@ impl Pipeline {
         };
         for (job, resume) in &jobs {
             if let (Some(created), Some(watermark)) = (created_again(resume), resume.watermark) {
-                tracing::info!(
-                    flow = %job.flow.name,
-                    created = %iso(created),
-                    watermark = %iso(watermark),
-                    "flow created again under its name since its last export: its runs are exported beside the earlier flow's"
-                );
+                // Said once: after the first read of the new flow its state holds what
+                // its listing shows, until it runs (and its watermark passes `created`).
+                let (flow, created, watermark) = (&job.flow.name, iso(created), iso(watermark));
+                let message = "flow created again under its name since its last export: its runs are exported beside the earlier flow's";
+                if resume.last_run_read == resume.last_run_listed {
+                    tracing::debug!(flow, created, watermark, message);
+                } else {
+                    tracing::info!(flow, created, watermark, message);
+                }
             }
         }
         let mut current_to = BTreeMap::new();

@@ -569,7 +569,10 @@ async fn a_stop_asked_once_every_flow_was_read_gives_up_nothing() {
     assert_eq!(stop.requested().as_deref(), Some("test"));
     assert_eq!(report.interrupted, None, "nothing was left to give up");
     assert_eq!((report.flows_exported, report.flows_not_read), (3, 0));
-    assert_eq!(report.flows_table.files_written, 1, "the flows table waits");
+    assert_eq!(
+        report.flows_table.files_written, 1,
+        "the flows table is written"
+    );
     let manifest = &Loader::new(store.clone()).manifests(1).await.unwrap()[0];
     assert_eq!(manifest.exit_code, code(Status::Exported));
     assert_eq!(exported(store.as_ref()).await, history(&emu));

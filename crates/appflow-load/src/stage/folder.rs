@@ -24,9 +24,10 @@ const UNLOCKED_LEGACY_FOR: Duration = Duration::from_secs(24 * 3600);
 /// A staging folder in use.
 #[derive(Debug)]
 pub(super) struct Folder {
-    // Dropped in this order: the folder is removed, then the lock released.
-    dir: tempfile::TempDir,
+    // Dropped in this order: the lock is closed, then the folder removed (on NFS an
+    // open file would keep its folder from being removed).
     _lock: File,
+    dir: tempfile::TempDir,
 }
 
 impl Folder {
@@ -50,11 +51,18 @@ impl Folder {
             ))
         })?;
         if let Err(e) = lock.try_lock() {
-            // A file system without locks: its folders are never swept (nobody can
-            // take their lock either), and the run goes on.
+            // Not held (a file system without locks, or one that refused): without its
+            // lock file the folder is left a day, as an older release's is, and the
+            // run goes on.
             tracing::debug!(folder = %dir.path().display(), error = %e, "staging folder not locked");
+            if let Err(e) = fs::remove_file(dir.path().join(LOCK)) {
+                return Err(Error::stage(format!(
+                    "cannot write in the staging folder {}: {e}",
+                    dir.path().display()
+                )));
+            }
         }
-        Ok(Folder { dir, _lock: lock })
+        Ok(Folder { _lock: lock, dir })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -78,6 +86,8 @@ fn sweep(parent: &Path, now: SystemTime) {
         }
         if abandoned(&path, now) {
             match fs::remove_dir_all(&path) {
+                // Another run's sweep removed it first: removed all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Ok(()) => tracing::info!(
                     folder = %path.display(),
                     "removed a staging folder a killed run left behind"
@@ -100,9 +110,14 @@ fn abandoned(path: &Path, now: SystemTime) -> bool {
             .ok()
             .and_then(|t| now.duration_since(t).ok())
     };
-    let lock_path = path.join(LOCK);
-    let Ok(lock) = File::open(&lock_path) else {
-        return unchanged_for(path).is_some_and(|d| d >= UNLOCKED_LEGACY_FOR);
+    let lock = match File::open(path.join(LOCK)) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return unchanged_for(path).is_some_and(|d| d >= UNLOCKED_LEGACY_FOR);
+        }
+        // Another user's folder (a shared /tmp), or no file handle left: not ours to
+        // judge.
+        Err(_) => return false,
     };
     let old = unchanged_for(path).is_some_and(|d| d >= UNLOCKED_FOR);
     // Taken only to test it; released when `lock` is dropped.
