@@ -75,15 +75,12 @@ impl Emf {
         let values: Vec<(&str, &str, f64)> = METRICS
             .iter()
             .filter_map(|(name, unit, value)| {
-                let mut each = reports.iter().filter_map(value).peekable();
+                let each = reports.iter().filter_map(value);
                 let total = match *name {
                     "RunsSucceeded" => f64::from(u8::from(
                         !reports.is_empty() && reports.iter().all(succeeded),
                     )),
-                    "MaxWatermarkLagSeconds" => {
-                        each.peek()?;
-                        each.fold(0.0, f64::max)
-                    }
+                    "MaxWatermarkLagSeconds" => each.reduce(f64::max)?,
                     "RunSeconds" => seconds,
                     _ => each.sum(),
                 };

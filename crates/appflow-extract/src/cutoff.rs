@@ -114,26 +114,27 @@ pub struct RetentionGap {
 pub fn retention_gap(resume: &Resume, oldest_returned: Option<i64>) -> Option<RetentionGap> {
     let watermark = resume.watermark?;
     let created_again = created_again(resume);
-    let listed = resume.last_run_listed.as_ref();
-    let read = resume.last_run_read.as_ref();
-    let (after_ms, before_ms) = match (created_again, oldest_returned) {
-        (None, Some(oldest)) => (watermark, oldest),
-        // A listing that shows the run it showed at the last read tells of nothing
-        // new (and a gap found then is not found again).
-        (_, None) if listed.is_some() && listed == read => return None,
-        // Without a record of the listing at the last read (state written before it
-        // was kept, a flow only backfilled) there is no evidence of a run since.
-        // The window starts at the run the listing showed at the last read if that is
-        // later: a gap found then covered what came before it.
-        (None, None) => (
-            watermark.max(read?.at_ms.unwrap_or(watermark)),
-            listed?.at_ms?,
-        ),
-        (Some(_), Some(_)) => return None,
-        (Some(created), None) => (
-            created.max(read.and_then(|r| r.at_ms).unwrap_or(created)),
-            listed?.at_ms?,
-        ),
+    let (after_ms, before_ms) = match oldest_returned {
+        Some(oldest) if created_again.is_none() => (watermark, oldest),
+        Some(_) => return None,
+        None => {
+            let (listed, read) = (
+                resume.last_run_listed.as_ref()?,
+                resume.last_run_read.as_ref(),
+            );
+            // A listing that shows the run it showed at the last read tells of nothing
+            // new (and a gap found then is not found again). Without a record of the
+            // listing at the last read (state written before it was kept, a flow only
+            // backfilled) there is no evidence of a run since, unless the flow is new.
+            if read == Some(listed) || (read.is_none() && created_again.is_none()) {
+                return None;
+            }
+            // From the run the listing showed at the last read if that is later: a gap
+            // found then covered what came before it.
+            let floor = created_again.unwrap_or(watermark);
+            let after = read.and_then(|r| r.at_ms).map_or(floor, |at| at.max(floor));
+            (after, listed.at_ms?)
+        }
     };
     (before_ms > after_ms).then_some(RetentionGap {
         after_ms,

@@ -53,7 +53,7 @@ impl Pipeline {
             report.region.clone_from(&first.region);
         }
         report.account = first.map(|f| f.account_id.clone());
-        report.current_to.clone_from(&prepared.current_to);
+        report.current_to = prepared.current_to;
         report.flows_listed = prepared.listing.details.len();
         report.flows_selected = prepared.listing.flows.len();
         report.flows_already_backfilled = prepared.already_backfilled.len();

@@ -44,23 +44,19 @@ impl Folder {
                     parent.display()
                 ))
             })?;
-        let lock = File::create(dir.path().join(LOCK)).map_err(|e| {
+        let unwritable = |e: std::io::Error| {
             Error::stage(format!(
                 "cannot write in the staging folder {}: {e}",
                 dir.path().display()
             ))
-        })?;
+        };
+        let lock = File::create(dir.path().join(LOCK)).map_err(unwritable)?;
         if let Err(e) = lock.try_lock() {
             // Not held (a file system without locks, or one that refused): without its
             // lock file the folder is left a day, as an older release's is, and the
             // run goes on.
             tracing::debug!(folder = %dir.path().display(), error = %e, "staging folder not locked");
-            if let Err(e) = fs::remove_file(dir.path().join(LOCK)) {
-                return Err(Error::stage(format!(
-                    "cannot write in the staging folder {}: {e}",
-                    dir.path().display()
-                )));
-            }
+            fs::remove_file(dir.path().join(LOCK)).map_err(unwritable)?;
         }
         Ok(Folder { _lock: lock, dir })
     }
@@ -104,22 +100,20 @@ fn sweep(parent: &Path, now: SystemTime) {
 
 /// Whether no live process uses the staging folder at `path`.
 fn abandoned(path: &Path, now: SystemTime) -> bool {
-    let unchanged_for = |p: &Path| {
-        fs::metadata(p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-    };
+    let unchanged_for = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| now.duration_since(t).ok());
     let lock = match File::open(path.join(LOCK)) {
         Ok(lock) => lock,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return unchanged_for(path).is_some_and(|d| d >= UNLOCKED_LEGACY_FOR);
+            return unchanged_for.is_some_and(|d| d >= UNLOCKED_LEGACY_FOR);
         }
         // Another user's folder (a shared /tmp), or no file handle left: not ours to
         // judge.
         Err(_) => return false,
     };
-    let old = unchanged_for(path).is_some_and(|d| d >= UNLOCKED_FOR);
+    let old = unchanged_for.is_some_and(|d| d >= UNLOCKED_FOR);
     // Taken only to test it; released when `lock` is dropped.
     old && lock.try_lock().is_ok()
 }
