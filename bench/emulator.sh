@@ -1,10 +1,13 @@
 # Sourced by the bench scripts: the release binaries (or BIN_DIR's), a scratch folder
 # ($work, removed on exit) and an appflow-emulator serving FLOWS x RUNS over DAYS days
-# ($endpoint), with `admin METHOD PATH [JSON]` for its /_emulator/ API.
+# ($endpoint, its pid $emu), with `admin METHOD PATH [JSON]` for its /_emulator/ API;
+# $target_dir is where cargo builds.
 # Usage: start_emulator FLOWS RUNS DAYS
+# Where cargo builds (CARGO_TARGET_DIR, a config's build.target-dir, or target/).
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release -p appflow-export -p appflow-emulator --bins
-  BIN_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
+  BIN_DIR=$target_dir/release
 fi
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true RUST_LOG=warn
 

@@ -10,27 +10,16 @@ cd "$(dirname "$0")/.."
 flows=${1:-200}
 runs=${2:-5000}
 days=${3:-90}
-cargo build --release -p appflow-export -p appflow-emulator --bins
 cargo build --release -p appflow-extract --example page_all
-# Where cargo builds (CARGO_TARGET_DIR, a config's build.target-dir, or target/).
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
 [ -x /usr/bin/time ] || { echo "bench needs GNU time: apt-get install time" >&2; exit 1; }
+source bench/emulator.sh
+start_emulator "$flows" "$runs" "$days"
 
-work=$(mktemp -d)
-emu_out="$work/emulator.out"
-"$bin/appflow-emulator" --flows "$flows" --runs-per-flow "$runs" --days "$days" --seed 1 >"$emu_out" 2>&1 &
-emu=$!
-trap 'kill $emu 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 600); do grep -q '^listening on ' "$emu_out" && break; sleep 0.1; done
-endpoint=$(sed -n 's/^listening on //p' "$emu_out")
-[ -n "$endpoint" ] || { echo "the emulator did not start:" >&2; cat "$emu_out" >&2; exit 1; }
-
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true RUST_LOG=warn
 measure() { # $1 label, then the command and its arguments (without --dest and the endpoint)
   local label=$1 dest=$work/dest
   shift
   [ "$1" = backfill ] && dest=$work/backfill
-  /usr/bin/time -v -o "$work/time.txt" "$bin/appflow-export" "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
+  /usr/bin/time -v -o "$work/time.txt" "$BIN_DIR/appflow-export" "$@" --dest "$dest" --appflow-endpoint "$endpoint" >"$work/out.txt"
   local wall rss records
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
@@ -41,7 +30,7 @@ measure() { # $1 label, then the command and its arguments (without --dest and t
 }
 echo "appflow-export bench: $flows flows x $runs runs over $days days, $(nproc) cores, $(date -u +%Y-%m-%d)"
 # The floor: the same emulator paged through the same Extractor, records dropped.
-/usr/bin/time -v -o "$work/time.txt" "$bin/examples/page_all" "$endpoint" >"$work/out.txt"
+/usr/bin/time -v -o "$work/time.txt" "$target_dir/release/examples/page_all" "$endpoint" >"$work/out.txt"
 page_wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt" | awk '{ n = split($0, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }')
 printf '%-24s %10s records  wall %8.2f s  %10s            peak RSS %6.1f MB\n' "paging alone" \
   "$(awk '{print $2}' "$work/out.txt")" "$page_wall" "" "$(awk -F': ' '/Maximum resident set size/ {print $2 / 1024}' "$work/time.txt")"
