@@ -14,6 +14,7 @@ mod generate;
 mod model;
 mod server;
 mod state;
+mod tenants;
 
 pub use generate::{DEFAULT_ACCOUNT, DEFAULT_REGION, GenConfig, generate, now_millis};
 pub use model::{
@@ -22,3 +23,4 @@ pub use model::{
 };
 pub use server::{RunningEmulator, loopback};
 pub use state::{AddRuns, Counters, Emulator, Faults, OpCounter};
+pub use tenants::{Tenants, account_of_key};

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use appflow_emulator::{DEFAULT_ACCOUNT, DEFAULT_REGION, Emulator, Faults, GenConfig, now_millis};
+use appflow_emulator::{DEFAULT_ACCOUNT, DEFAULT_REGION, Faults, GenConfig, Tenants, now_millis};
 use clap::Parser;
 
 /// A local Amazon AppFlow API (REST-JSON) for tests, the demo and benchmarks.
@@ -26,12 +26,16 @@ struct Args {
     /// End of the generated history, epoch milliseconds (default: now).
     #[arg(long)]
     end: Option<i64>,
-    /// AWS account id in the flow ARNs.
-    #[arg(long, default_value = DEFAULT_ACCOUNT)]
-    account: String,
-    /// Region in the flow ARNs.
-    #[arg(long, default_value = DEFAULT_REGION)]
-    region: String,
+    /// AWS account ids to serve (comma-separated): each account and region gets a
+    /// history of its own, its id in the flow ARNs, and a request is served by the
+    /// account its access key names (a key that names none: the first account).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ACCOUNT)]
+    account: Vec<String>,
+    /// Regions to serve (comma-separated); a request is served by the region of its
+    /// SigV4 credential scope. With one account and one region every request is
+    /// served, whatever its credential.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_REGION)]
+    region: Vec<String>,
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -49,20 +53,20 @@ async fn main() -> ExitCode {
         seed: args.seed,
         days: args.days,
         end: args.end.unwrap_or_else(now_millis),
-        account: args.account,
-        region: args.region,
+        account: args.account.first().cloned().unwrap_or_else(|| DEFAULT_ACCOUNT.into()),
+        region: args.region.first().cloned().unwrap_or_else(|| DEFAULT_REGION.into()),
     };
-    let emu = Emulator::generate(&cfg);
+    let tenants = Tenants::generate(&cfg, &args.account, &args.region);
     if let Some(faults) = &args.faults {
         match serde_json::from_str::<Faults>(faults) {
-            Ok(f) => emu.set_faults(f),
+            Ok(f) => tenants.iter().for_each(|(_, emu)| emu.set_faults(f.clone())),
             Err(e) => {
                 eprintln!("appflow-emulator: --faults is not valid: {e}");
                 return ExitCode::from(2);
             }
         }
     }
-    let running = match emu.serve(appflow_emulator::loopback(args.port)).await {
+    let running = match tenants.serve(appflow_emulator::loopback(args.port)).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

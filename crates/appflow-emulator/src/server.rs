@@ -13,8 +13,13 @@
 //!   and created again under the same name: a new `createdAt`, no runs)
 //! - `POST /_emulator/set-flow-status` `{"flows": [...], "status": s}` -> `{"updated": n}`
 //!
-//! It also answers STS `GetCallerIdentity` (`POST /`, AWS query protocol) with its
-//! account, for `AWS_ENDPOINT_URL_STS`.
+//! - `GET /_emulator/tenants`: `[{"account": a, "region": r}, ...]`
+//!
+//! Each admin endpoint acts on one tenant (an account and region, see `tenants.rs`):
+//! `?account=A&region=R`, by default the first.
+//!
+//! It also answers STS `GetCallerIdentity` (`POST /`, AWS query protocol) with the
+//! caller's account, for `AWS_ENDPOINT_URL_STS`.
 
 // Handlers answer AWS errors early as axum `Response`s; boxing them buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -39,6 +44,7 @@ use tokio::sync::oneshot;
 
 use crate::model::{ExecutionRecord, Millis};
 use crate::state::{AddRuns, Emulator, Faults};
+use crate::tenants::{Admin, Caller, Tenant, Tenants};
 
 const DEFAULT_MAX_RESULTS: i64 = 20;
 
@@ -75,13 +81,32 @@ impl Drop for RunningEmulator {
 }
 
 impl Emulator {
-    /// The axum router serving this emulator.
+    /// The axum router serving this emulator alone (every request, whatever its
+    /// credential).
+    pub fn router(&self) -> Router {
+        self.tenants().router()
+    }
+
+    /// Serves on `addr` (port 0 picks a free one) from the current tokio runtime.
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<RunningEmulator> {
+        self.tenants().serve(addr).await
+    }
+
+    fn tenants(&self) -> Tenants {
+        let account = self.lock().account.clone();
+        Tenants::single(self.clone(), &account, "")
+    }
+}
+
+impl Tenants {
+    /// The axum router serving every tenant, each request by its credential.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", post(sts))
             .route("/list-flows", post(list_flows))
             .route("/describe-flow", post(describe_flow))
             .route("/describe-flow-execution-records", post(describe_records))
+            .route("/_emulator/tenants", get(admin_tenants))
             .route("/_emulator/flows", get(admin_flows))
             .route("/_emulator/counters", get(admin_counters))
             .route("/_emulator/counters/reset", post(admin_reset_counters))
@@ -163,6 +188,16 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
     }
     let mut st = emu.lock();
     let st = &mut *st;
+    if st.faults.access_denied {
+        let account = st.account.clone();
+        return Some(aws_error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            format!(
+                "User: arn:aws:sts::{account}:assumed-role/appflow-export/appflow-export is not authorized to perform: appflow:{op} (denied by appflow-emulator)"
+            ),
+        ));
+    }
     if st.faults.fail_next > 0 {
         st.faults.fail_next -= 1;
         st.counters
@@ -253,7 +288,7 @@ fn decode_token(req: &Value, flow: &str) -> Result<Option<Token>, Response> {
         .ok_or_else(|| validation("Invalid nextToken"))
 }
 
-async fn list_flows(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn list_flows(Tenant(emu): Tenant, body: Bytes) -> Response {
     if let Some(resp) = inject(&emu, "ListFlows", None).await {
         return resp;
     }
@@ -303,7 +338,7 @@ fn not_found(name: &str) -> Response {
     )
 }
 
-async fn describe_flow(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn describe_flow(Tenant(emu): Tenant, body: Bytes) -> Response {
     if let Some(resp) = inject(&emu, "DescribeFlow", None).await {
         return resp;
     }
@@ -341,18 +376,17 @@ async fn describe_flow(AxState(emu): AxState<Emulator>, body: Bytes) -> Response
 }
 
 /// STS over the AWS query protocol: only `GetCallerIdentity`, for the emulator's account.
-async fn sts(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn sts(caller: Caller, body: Bytes) -> Response {
     let form = String::from_utf8_lossy(&body);
-    let account = {
-        let mut st = emu.lock();
-        let op = st
-            .counters
-            .operations
-            .entry("GetCallerIdentity".to_string())
-            .or_default();
-        op.calls += 1;
-        st.account.clone()
-    };
+    let account = caller.account;
+    caller
+        .counted_by
+        .lock()
+        .counters
+        .operations
+        .entry("GetCallerIdentity".to_string())
+        .or_default()
+        .calls += 1;
     let xml = |status: StatusCode, body: String| {
         let mut resp = (status, body).into_response();
         resp.headers_mut()
@@ -388,7 +422,7 @@ fn without_nulls(mut body: Value) -> Value {
     body
 }
 
-async fn describe_records(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn describe_records(Tenant(emu): Tenant, body: Bytes) -> Response {
     let req = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -479,20 +513,28 @@ struct RecordsPage<'a> {
     next_token: Option<String>,
 }
 
-async fn admin_flows(AxState(emu): AxState<Emulator>) -> Response {
+async fn admin_tenants(AxState(tenants): AxState<Tenants>) -> Response {
+    let list: Vec<Value> = tenants
+        .iter()
+        .map(|((account, region), _)| json!({"account": account, "region": region}))
+        .collect();
+    ok_json(&list)
+}
+
+async fn admin_flows(Admin(emu): Admin) -> Response {
     ok_json(&emu.snapshot())
 }
 
-async fn admin_counters(AxState(emu): AxState<Emulator>) -> Response {
+async fn admin_counters(Admin(emu): Admin) -> Response {
     ok_json(&emu.counters())
 }
 
-async fn admin_reset_counters(AxState(emu): AxState<Emulator>) -> Response {
+async fn admin_reset_counters(Admin(emu): Admin) -> Response {
     emu.reset_counters();
     ok_json(&emu.counters())
 }
 
-async fn admin_faults(AxState(emu): AxState<Emulator>) -> Response {
+async fn admin_faults(Admin(emu): Admin) -> Response {
     ok_json(&emu.faults())
 }
 
@@ -501,7 +543,7 @@ fn admin_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response>
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad admin request: {e}")).into_response())
 }
 
-async fn admin_set_faults(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_set_faults(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<Faults>(&body) {
         Ok(f) => {
             emu.set_faults(f);
@@ -511,7 +553,7 @@ async fn admin_set_faults(AxState(emu): AxState<Emulator>, body: Bytes) -> Respo
     }
 }
 
-async fn admin_add_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_add_runs(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<AddRuns>(&body) {
         Ok(req) => ok_json(&json!({ "added": emu.add_runs(&req) })),
         Err(e) => e,
@@ -524,7 +566,7 @@ struct FlowsReq {
     flows: Vec<String>,
 }
 
-async fn admin_finish_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_finish_runs(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<FlowsReq>(&body) {
         Ok(req) => ok_json(&json!({ "finished": emu.finish_open_runs(&req.flows) })),
         Err(e) => e,
@@ -539,21 +581,21 @@ struct DropReq {
     flows: Vec<String>,
 }
 
-async fn admin_drop_runs(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_drop_runs(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<DropReq>(&body) {
         Ok(req) => ok_json(&json!({ "dropped": emu.drop_runs_before(req.before, &req.flows) })),
         Err(e) => e,
     }
 }
 
-async fn admin_delete_flows(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_delete_flows(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<FlowsReq>(&body) {
         Ok(req) => ok_json(&json!({ "deleted": emu.delete_flows(&req.flows) })),
         Err(e) => e,
     }
 }
 
-async fn admin_recreate_flows(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_recreate_flows(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<FlowsReq>(&body) {
         Ok(req) => ok_json(&json!({ "recreated": emu.recreate_flows(&req.flows) })),
         Err(e) => e,
@@ -567,7 +609,7 @@ struct StatusReq {
     status: String,
 }
 
-async fn admin_set_flow_status(AxState(emu): AxState<Emulator>, body: Bytes) -> Response {
+async fn admin_set_flow_status(Admin(emu): Admin, body: Bytes) -> Response {
     match admin_body::<StatusReq>(&body) {
         Ok(req) => ok_json(&json!({ "updated": emu.set_flow_status(&req.flows, &req.status) })),
         Err(e) => e,

@@ -33,6 +33,9 @@ pub struct Faults {
     pub rate_limit: Option<f64>,
     /// The bucket's size (requests that may come at once); `None`: one second's worth.
     pub rate_burst: Option<f64>,
+    /// Every AppFlow call is answered 403 `AccessDeniedException`, as AWS answers a
+    /// role without AppFlow permissions.
+    pub access_denied: bool,
 }
 
 /// Calls to one operation.
