@@ -107,17 +107,27 @@ class Emulator:
         args = [str(EMULATOR_BIN), "--port", "0"]
         for key, value in opts.items():
             if value is not None:
-                value = json.dumps(value) if key == "faults" else str(value)
+                value = json.dumps(value) if key == "faults" else \
+                    ",".join(value) if isinstance(value, (list, tuple)) else str(value)
                 args += [f"--{key.replace('_', '-')}", value]
         self.proc, self.url = start_server(args, log_dir / f"emulator-{uuid.uuid4().hex[:8]}.log")
+
+    query = ""
 
     def stop(self) -> None:
         stop_process(self.proc)
 
+    def tenant(self, account: str, region: str) -> "Emulator":
+        """The same process's admin API for one of the accounts and regions it serves
+        (`account=[..], region=[..]` at start)."""
+        view = object.__new__(Emulator)
+        view.proc, view.url, view.query = self.proc, self.url, f"?account={account}&region={region}"
+        return view
+
     def _admin(self, method: str, path: str, body: dict | None = None):
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            f"{self.url}/_emulator/{path}", data=data, method=method,
+            f"{self.url}/_emulator/{path}{self.query}", data=data, method=method,
             headers={"content-type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:

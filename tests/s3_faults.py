@@ -1,5 +1,7 @@
-"""A loopback HTTP proxy in front of moto's S3 server that injects the faults real S3
-and its networks show: 500 InternalError, 503 SlowDown, connections reset before the
+"""A loopback HTTP proxy in front of moto's server that plays what moto does not, as
+AWS documents it: S3's answers to a request signed for another region than the
+bucket's, STS refusing an AssumeRole, and small ListAccounts pages; and that injects
+the faults real S3 and its networks show: 500 InternalError, 503 SlowDown, connections reset before the
 request is forwarded, connections reset after the write reached S3 (only the response
 is lost), delays, and GET bodies cut short.
 
@@ -8,14 +10,20 @@ included: the body is opaque bytes here), so what moto sees is what the SDK sent
 hit a seeded fraction of requests, or, with `first_write_lands_then_reset`, the first
 attempt of every write: forwarded, stored by moto, and then its connection reset.
 
-It records every request's method, path and headers (`requests`), so a test can check
-that a header was sent on every request, and counts the faults it injected (`injected`).
+It records every request's method, path and headers (`requests`, with the SigV4
+credential's key, region and service), so a test can check that a header was sent on
+every request, or what each was signed with, and counts the faults it injected
+(`injected`). moto serves every service on one port, so the proxy can stand for STS
+and Organizations too (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ORGANIZATIONS`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
+import re
+import urllib.parse
 import random
 import socket
 import struct
@@ -49,6 +57,17 @@ class FaultPlan:
     # PUTs whose path contains this are held (never forwarded) until `release()`,
     # then reset: the writer is stopped in the middle of its put (a crash).
     hold_puts: str | None = None
+    # Buckets and their regions: an S3 request signed for another region is answered
+    # as S3 answers it (HEAD: 301 with `x-amz-bucket-region`, no body; anything else:
+    # 400 AuthorizationHeaderMalformed naming the bucket's region, same header).
+    bucket_regions: dict[str, str] = field(default_factory=dict)
+    # Role ARNs whose STS AssumeRole is refused with 403 AccessDenied (moto grants all).
+    deny_assume: tuple[str, ...] = ()
+    # Organizations ListAccounts pages hold at most this many accounts (moto: 100).
+    list_accounts_page: int | None = None
+
+
+_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
 @dataclass
@@ -56,6 +75,21 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
+
+    def credential(self) -> tuple[str, str, str] | None:
+        """(access key, region, service) of the request's SigV4 credential scope."""
+        auth = next((v for k, v in self.headers.items() if k.lower() == "authorization"), "")
+        m = _SCOPE.search(auth)
+        return (m.group(1), m.group(2), m.group(3)) if m else None
+
+    def form(self) -> dict[str, str]:
+        """A query-protocol (STS) body's parameters."""
+        return {k: v[0] for k, v in urllib.parse.parse_qs(self.body.decode(errors="replace")).items()}
+
+    def target(self) -> str:
+        """The `X-Amz-Target` of a JSON-protocol request (Organizations)."""
+        return next((v for k, v in self.headers.items() if k.lower() == "x-amz-target"), "")
 
 
 @dataclass
@@ -131,8 +165,24 @@ class FaultProxy:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         body = _read_body(h)
         headers = {k: v for k, v in h.headers.items()}
+        seen = Seen(h.command, h.path, headers, body if h.command == "POST" else b"")
         with self._lock:
-            self.requests.append(Seen(h.command, h.path, headers))
+            self.requests.append(seen)
+        credential = seen.credential()
+        service = credential[2] if credential else ""
+        if service == "sts" and self.plan.deny_assume:
+            form = seen.form()
+            if form.get("Action") == "AssumeRole" and form.get("RoleArn") in self.plan.deny_assume:
+                return _sts_denied(h, form["RoleArn"])
+        if service == "organizations" and self.plan.list_accounts_page and seen.target().endswith(".ListAccounts"):
+            request = json.loads(body or b"{}")
+            request["MaxResults"] = self.plan.list_accounts_page
+            body = json.dumps(request).encode()
+        if service == "s3" and self.plan.bucket_regions:
+            bucket = urllib.parse.urlsplit(h.path).path.lstrip("/").split("/")[0]
+            region = self.plan.bucket_regions.get(bucket)
+            if region and credential and credential[1] != region:
+                return _wrong_region(h, credential[1], region)
         # A write is known by its payload: a streamed upload (aws-chunked) signs each
         # chunk with the request's time, so a retry's bytes differ from the first's.
         key = f"{h.command} {h.path} {hashlib.sha256(_payload(headers, body)).hexdigest()}"
@@ -236,6 +286,40 @@ def _error(h: BaseHTTPRequestHandler, status: int, code: str, message: str) -> N
     body = _ERROR_XML.format(code=code, message=message).encode()
     h.send_response_only(status)
     h.send_header("Content-Type", "application/xml")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _wrong_region(h: BaseHTTPRequestHandler, signed: str, region: str) -> None:
+    """S3's answer to a request signed for `signed` on a bucket in `region`."""
+    if h.command == "HEAD":
+        h.send_response_only(301)
+        h.send_header("x-amz-bucket-region", region)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed</Code>'
+            f"<Message>The authorization header is malformed; the region '{signed}' is wrong; "
+            f"expecting '{region}'</Message><Region>{region}</Region>"
+            "<RequestId>fault-proxy</RequestId></Error>").encode()
+    h.send_response_only(400)
+    h.send_header("Content-Type", "application/xml")
+    h.send_header("x-amz-bucket-region", region)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _sts_denied(h: BaseHTTPRequestHandler, role: str) -> None:
+    """STS refusing an AssumeRole, as it does when the role's trust policy does not
+    trust the caller."""
+    body = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            "<Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/moto is not "
+            f"authorized to perform: sts:AssumeRole on resource: {role}</Message></Error>"
+            "<RequestId>fault-proxy</RequestId></ErrorResponse>").encode()
+    h.send_response_only(403)
+    h.send_header("Content-Type", "text/xml")
     h.send_header("Content-Length", str(len(body)))
     h.end_headers()
     h.wfile.write(body)

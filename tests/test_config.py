@@ -32,9 +32,13 @@ def test_every_key_is_documented_in_the_example():
                       "--skip-unchanged", "--recheck-every", "30m", "--stop-timeout", "10s",
                       "--metrics", "emf", "--job-name", "j")
     every |= effective("--dest", "/d", "--flow-pattern", "a*")
+    every |= effective("--dest", "s3://b/p", "--organization", "--role-name", "r", "--accounts", "111111111111",
+                       "--exclude-accounts", "222222222222", "--external-id", "x",
+                       "--dest-role-arn", "arn:aws:iam::111111111111:role/w", "--dest-region", "eu-west-1",
+                       "--target-concurrency", "2")
     example = (REPO / "jobs" / "config.toml").read_text()
     undocumented = [key for key in every if not re.search(rf"^(# )?{key} = ", example, re.M)]
-    assert len(every) == 23 and not undocumented, (sorted(every), undocumented)
+    assert len(every) == 31 and not undocumented, (sorted(every), undocumented)
 
 
 def test_flags_override_the_file_and_defaults_fill_the_rest(tmp_path):

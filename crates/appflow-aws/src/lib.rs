@@ -21,6 +21,7 @@ pub enum Service {
     AppFlow,
     S3,
     Sts,
+    Organizations,
 }
 
 impl Service {
@@ -29,6 +30,7 @@ impl Service {
             Service::AppFlow => "AppFlow",
             Service::S3 => "S3",
             Service::Sts => "STS",
+            Service::Organizations => "Organizations",
         }
     }
 
@@ -37,6 +39,7 @@ impl Service {
             Service::AppFlow => "--appflow-endpoint or AWS_ENDPOINT_URL_APPFLOW",
             Service::S3 => "--s3-endpoint or AWS_ENDPOINT_URL_S3",
             Service::Sts => "AWS_ENDPOINT_URL_STS",
+            Service::Organizations => "AWS_ENDPOINT_URL_ORGANIZATIONS",
         }
     }
 }
@@ -53,6 +56,9 @@ where
     let details = DisplayErrorContext(err).to_string();
     tracing::debug!(service = service.name(), action, details = %details, "AWS SDK error");
     let svc = service.name();
+    if let Some(refused) = assume_role_refused(StdError::source(err)) {
+        return refused;
+    }
     let credentials_missing = details.contains("CredentialsNotLoaded")
         || details.contains("no credentials")
         || details.contains("the credential provider was not enabled");
@@ -109,6 +115,31 @@ where
         },
         _ => format!("{action} failed: {}", root_cause(err)),
     }
+}
+
+/// The credentials of an assumed role (`--role-arn`, `--organization`,
+/// `--dest-role-arn`) are fetched when the first call needs them: STS refusing the
+/// AssumeRole then fails that call. Says so, with what STS said.
+fn assume_role_refused(source: Option<&(dyn StdError + 'static)>) -> Option<String> {
+    type AssumeRoleFailure = SdkError<
+        aws_sdk_sts::operation::assume_role::AssumeRoleError,
+        aws_smithy_runtime_api::http::Response,
+    >;
+    let mut cause = source;
+    while let Some(e) = cause {
+        if let Some(sts) = e.downcast_ref::<AssumeRoleFailure>() {
+            let code = sts.code().unwrap_or("an error");
+            let said = sts
+                .message()
+                .map(|m| format!(": {}", truncated(m, 300)))
+                .unwrap_or_else(|| format!(": {}", root_cause(sts)));
+            return Some(format!(
+                "STS refused sts:AssumeRole ({code}{said}); check that the role exists, that its trust policy trusts the job's own role, and the external id (--external-id) it asks for"
+            ));
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// At most `max` characters of `text`.

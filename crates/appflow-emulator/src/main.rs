@@ -53,13 +53,23 @@ async fn main() -> ExitCode {
         seed: args.seed,
         days: args.days,
         end: args.end.unwrap_or_else(now_millis),
-        account: args.account.first().cloned().unwrap_or_else(|| DEFAULT_ACCOUNT.into()),
-        region: args.region.first().cloned().unwrap_or_else(|| DEFAULT_REGION.into()),
+        account: args
+            .account
+            .first()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_ACCOUNT.into()),
+        region: args
+            .region
+            .first()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_REGION.into()),
     };
     let tenants = Tenants::generate(&cfg, &args.account, &args.region);
     if let Some(faults) = &args.faults {
         match serde_json::from_str::<Faults>(faults) {
-            Ok(f) => tenants.iter().for_each(|(_, emu)| emu.set_faults(f.clone())),
+            Ok(f) => tenants
+                .iter()
+                .for_each(|(_, emu)| emu.set_faults(f.clone())),
             Err(e) => {
                 eprintln!("appflow-emulator: --faults is not valid: {e}");
                 return ExitCode::from(2);

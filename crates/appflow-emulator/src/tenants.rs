@@ -214,13 +214,17 @@ impl FromRequestParts<Tenants> for Admin {
                 _ => {}
             }
         }
-        tenants.get(&account, &region).cloned().map(Admin).ok_or_else(|| {
-            (
-                StatusCode::NOT_FOUND,
-                format!("appflow-emulator serves no account {account} in region {region}"),
-            )
-                .into_response()
-        })
+        tenants
+            .get(&account, &region)
+            .cloned()
+            .map(Admin)
+            .ok_or_else(|| {
+                (
+                    StatusCode::NOT_FOUND,
+                    format!("appflow-emulator serves no account {account} in region {region}"),
+                )
+                    .into_response()
+            })
     }
 }
 
@@ -242,7 +246,12 @@ mod tests {
         for (key, account) in cases {
             assert_eq!(account_of_key(key).as_deref(), Some(account), "{key}");
         }
-        for key in ["testing", "AKIA", "AKIA1111111111111111", "XXXXQAAAAAAAHOBKFDYU"] {
+        for key in [
+            "testing",
+            "AKIA",
+            "AKIA1111111111111111",
+            "XXXXQAAAAAAAHOBKFDYU",
+        ] {
             assert_eq!(account_of_key(key), None, "{key}");
         }
     }

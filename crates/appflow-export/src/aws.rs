@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_appflow::config::SharedCredentialsProvider;
 use aws_sdk_appflow::config::retry::{ClientRateLimiter, RetryPartition, TokenBucket};
 
 /// Retry and timeout policy handed to the SDK: standard retries (throttling and
@@ -32,30 +33,35 @@ pub async fn from_env(max_attempts: u32, region: Option<String>) -> SdkConfig {
     loader.load().await
 }
 
-/// The configuration of one account and region to export: the environment's
-/// credentials, or those of `role_arn` assumed through STS (aws-config's
-/// `AssumeRoleProvider`, which refreshes them before they expire).
-pub async fn for_target(
-    max_attempts: u32,
-    region: Option<&str>,
-    role_arn: Option<&str>,
+/// `base` for another region (same credentials).
+pub fn in_region(base: &SdkConfig, region: &str) -> SdkConfig {
+    base.to_builder()
+        .region(Region::new(region.to_string()))
+        .build()
+}
+
+/// `base` with the credentials of `role_arn`, assumed with `base`'s own through STS in
+/// `region` (aws-config's `AssumeRoleProvider`, which refreshes them before they
+/// expire; nothing is called until the first request), sending `external_id`.
+pub async fn assume(
+    base: &SdkConfig,
+    role_arn: &str,
+    region: &str,
+    external_id: Option<&str>,
 ) -> SdkConfig {
-    let base = from_env(max_attempts, region.map(str::to_string)).await;
-    let Some(role_arn) = role_arn else {
-        return base;
-    };
+    let region = Region::new(region.to_string());
     let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
         .session_name("appflow-export")
-        .configure(&base);
-    if let Some(region) = base.region() {
-        provider = provider.region(region.clone());
+        .configure(base)
+        .region(region.clone());
+    if let Some(id) = external_id {
+        provider = provider.external_id(id);
     }
     let provider = provider.build().await;
-    let mut loader = loader(max_attempts).credentials_provider(provider);
-    if let Some(region) = base.region() {
-        loader = loader.region(region.clone());
-    }
-    loader.load().await
+    base.to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .region(region)
+        .build()
 }
 
 /// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`; `calls` counts

@@ -14,7 +14,7 @@ pub struct Cli {
     pub command: Command,
     /// Log format on stderr (`RUST_LOG` sets the level; default
     /// warn,appflow_export=info,appflow_load=info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "APPFLOW_EXPORT_LOG_FORMAT")]
     pub log_format: LogFormat,
 }
 
@@ -86,23 +86,28 @@ pub struct SchemaArgs {
 pub struct RunArgs {
     /// Options from a TOML file (keys: these flags' names in snake_case, see
     /// jobs/config.toml); a flag given here overrides the file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "APPFLOW_EXPORT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where to write: s3://bucket/prefix or a local folder.
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_DEST")]
     pub dest: String,
     /// Only these flows (comma-separated names).
-    #[arg(long, value_delimiter = ',', conflicts_with = "flow_pattern")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "flow_pattern",
+        env = "APPFLOW_EXPORT_FLOWS"
+    )]
     pub flows: Vec<String>,
     /// Only flows whose name matches this glob (`*`, `?`, `[a-z]`).
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_FLOW_PATTERN")]
     pub flow_pattern: Option<String>,
     /// Re-read this much before each flow's watermark, for runs that appear late.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_LOOKBACK")]
     pub lookback: Duration,
     /// An open (InProgress) run younger than this holds its flow's read back to it; an
     /// older one is stuck and holds nothing back (a backfill still updates it).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_MAX_OPEN_AGE")]
     pub max_open_age: Duration,
     /// Do not read a flow whose ListFlows entry shows the same last run (time and
     /// status) as when it was last read, that had no open run and whose pages came
@@ -110,60 +115,101 @@ pub struct RunArgs {
     /// flows makes only its ListFlows calls. Off by default: AWS does not document that
     /// every new run changes those details; a run they miss (one that appears late)
     /// is exported at the latest at its flow's recheck.
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_SKIP_UNCHANGED", value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_unchanged: bool,
     /// With --skip-unchanged, read every flow at least this often.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_RECHECK_EVERY")]
     pub recheck_every: Duration,
     /// Flows read at the same time.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256), env = "APPFLOW_EXPORT_CONCURRENCY")]
     pub concurrency: u16,
     /// Attempts per AWS call: throttling, 5xx and connection errors are retried with
     /// exponential backoff (at most 20 s between attempts), and AppFlow calls are
     /// paced by the SDK's adaptive rate limiter once AWS throttles them. The default
     /// survives sustained 30% throttling; an unreachable endpoint fails after about
     /// 2-3 minutes (lower this to fail faster).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100), env = "APPFLOW_EXPORT_MAX_ATTEMPTS")]
     pub max_attempts: u32,
-    /// AWS regions to export, each in turn (comma-separated; default: AWS_REGION or
-    /// the profile's region).
-    #[arg(long, value_delimiter = ',', value_parser = region)]
+    /// AWS regions to export (comma-separated; default: AWS_REGION or the profile's
+    /// region): every account is exported in each.
+    #[arg(long, value_delimiter = ',', value_parser = region, env = "APPFLOW_EXPORT_REGION")]
     pub region: Vec<String>,
-    /// Assume this IAM role (through STS) to export its account; repeat it (or list
-    /// several, comma-separated) to export several accounts into one --dest. Default:
-    /// the credentials of the environment.
-    #[arg(long, value_name = "ARN", value_delimiter = ',')]
+    /// Read AppFlow through this IAM role (assumed through STS) to export its
+    /// account; repeat it (or list several, comma-separated) to export several
+    /// accounts into one --dest. The destination is still written with the job's own
+    /// credentials (or --dest-role-arn). Default: the job's own credentials.
+    #[arg(
+        long,
+        value_name = "ARN",
+        value_delimiter = ',',
+        conflicts_with = "organization",
+        env = "APPFLOW_EXPORT_ROLE_ARN"
+    )]
     pub role_arn: Vec<String>,
+    /// Export every ACTIVE account of the AWS organization (Organizations
+    /// ListAccounts, from the management account or a delegated administrator), each
+    /// read through the role --role-name in it; the job's own account is read with
+    /// its own credentials.
+    #[arg(long, requires = "role_name", env = "APPFLOW_EXPORT_ORGANIZATION", value_parser = clap::builder::BoolishValueParser::new())]
+    pub organization: bool,
+    /// With --organization: the name of the read-only role in each member account
+    /// (arn:<partition>:iam::<account>:role/NAME).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "organization",
+        env = "APPFLOW_EXPORT_ROLE_NAME"
+    )]
+    pub role_name: Option<String>,
+    /// With --organization: only these accounts (comma-separated 12-digit ids).
+    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = account_id, requires = "organization", env = "APPFLOW_EXPORT_ACCOUNTS")]
+    pub accounts: Vec<String>,
+    /// With --organization: not these accounts (comma-separated 12-digit ids).
+    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = account_id, requires = "organization", env = "APPFLOW_EXPORT_EXCLUDE_ACCOUNTS")]
+    pub exclude_accounts: Vec<String>,
+    /// The external id sent with every AssumeRole (a member role's trust policy may
+    /// require one: sts:ExternalId).
+    #[arg(long, value_name = "ID", env = "APPFLOW_EXPORT_EXTERNAL_ID")]
+    pub external_id: Option<String>,
+    /// Write the destination through this IAM role (assumed with the job's own
+    /// credentials) instead of with the job's own credentials.
+    #[arg(long, value_name = "ARN", env = "APPFLOW_EXPORT_DEST_ROLE_ARN")]
+    pub dest_role_arn: Option<String>,
+    /// Targets (account and region pairs) exported at the same time, each with
+    /// --concurrency flows: at most this times --concurrency AppFlow calls are in
+    /// flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), env = "APPFLOW_EXPORT_TARGET_CONCURRENCY")]
+    pub target_concurrency: u16,
     /// AppFlow endpoint URL (default: AWS_ENDPOINT_URL_APPFLOW or AWS's).
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_APPFLOW_ENDPOINT")]
     pub appflow_endpoint: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,
     /// Export only the flows of shard i of N (`i/N`, 0-based), so N processes split
     /// an account's flows; `auto` reads AWS_BATCH_JOB_ARRAY_INDEX and
     /// AWS_BATCH_JOB_ARRAY_SIZE (an AWS Batch array job).
-    #[arg(long, value_name = "i/N|auto")]
+    #[arg(long, value_name = "i/N|auto", env = "APPFLOW_EXPORT_SHARD")]
     pub shard: Option<String>,
     /// List the flows this run would export and where each one's read would stop;
     /// read the state, write nothing, read no run history.
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
     /// On SIGTERM or SIGINT the run starts no new flow and gives the flows being read
     /// this long to end (under ECS's default stop timeout of 30 s); then it commits what
     /// ended and exits with 128 + the signal. A second signal stops it at once.
-    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_STOP_TIMEOUT")]
     pub stop_timeout: Duration,
     /// `emf`: print CloudWatch Embedded Metric Format lines on stdout, one per account
     /// and region and one for the whole run (namespace AppFlowExport), to alarm on.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "APPFLOW_EXPORT_METRICS")]
     pub metrics: Option<MetricsFormat>,
     /// A name for this job, added to every metric line as the JobName dimension (so
     /// several jobs' alarms stay apart).
-    #[arg(long, value_name = "NAME", value_parser = job_name)]
+    #[arg(long, value_name = "NAME", value_parser = job_name, env = "APPFLOW_EXPORT_JOB_NAME")]
     pub job_name: Option<String>,
     /// Run manifests (`_state/runs/<run-id>.json`) kept: older ones are removed after
     /// each run. Data is never removed.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000), env = "APPFLOW_EXPORT_KEEP_MANIFESTS")]
     pub keep_manifests: u32,
 }
 
@@ -179,20 +225,20 @@ pub struct ConfigArgs {
 #[derive(Args, Debug)]
 pub struct BackfillArgs {
     /// First UTC day (YYYY-MM-DD) of the runs to merge, by their start.
-    #[arg(long, value_parser = parse_day)]
+    #[arg(long, value_parser = parse_day, env = "APPFLOW_EXPORT_SINCE")]
     pub since: chrono::NaiveDate,
     /// Last UTC day, inclusive (default: no end).
-    #[arg(long, value_parser = parse_day)]
+    #[arg(long, value_parser = parse_day, env = "APPFLOW_EXPORT_UNTIL")]
     pub until: Option<chrono::NaiveDate>,
     /// After this long, start no new flow, let those in flight finish and commit them
     /// (rows, watermarks, and which flows are done), then go on: an interrupted
     /// backfill, run again with the same --since and --until, skips the flows it
     /// completed.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_CHECKPOINT_EVERY")]
     pub checkpoint_every: Duration,
     /// Read every flow again, even those an earlier run of this backfill (same
     /// --since and --until) completed.
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_RESTART", value_parser = clap::builder::BoolishValueParser::new())]
     pub restart: bool,
     /// Every option of `run` (--lookback, --max-open-age, --skip-unchanged and
     /// --recheck-every do not apply: a backfill reads each flow's whole history).
@@ -209,23 +255,28 @@ fn parse_day(text: &str) -> Result<chrono::NaiveDate, String> {
 #[derive(Args, Debug, Clone)]
 pub struct S3Args {
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 or AWS's).
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     /// Path-style S3 addressing (automatic for IP and localhost endpoints).
-    #[arg(long)]
+    #[arg(long, env = "APPFLOW_EXPORT_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub s3_path_style: bool,
     /// Server-side encryption asked for on every object written: AES256 (SSE-S3) or
     /// aws:kms (SSE-KMS), for buckets whose policy requires it.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "APPFLOW_EXPORT_SSE")]
     pub sse: Option<SseArg>,
     /// The KMS key (ARN, key id or alias ARN) of --sse aws:kms (default: the AWS
     /// managed key aws/s3; to keep a bucket's own default encryption, give no --sse).
-    #[arg(long, value_name = "ARN")]
+    #[arg(long, value_name = "ARN", env = "APPFLOW_EXPORT_SSE_KMS_KEY_ID")]
     pub sse_kms_key_id: Option<String>,
     /// The AWS account (12 digits) that must own the bucket, sent with every S3
     /// request: a bucket of another account is refused.
-    #[arg(long, value_name = "ACCOUNT", value_parser = account_id)]
+    #[arg(long, value_name = "ACCOUNT", value_parser = account_id, env = "APPFLOW_EXPORT_EXPECTED_BUCKET_OWNER")]
     pub expected_bucket_owner: Option<String>,
+    /// The bucket's region, which every S3 request is signed for (default: the
+    /// region S3 names for the bucket, asked once per run with HeadBucket, else the
+    /// run's region).
+    #[arg(long, value_name = "REGION", value_parser = region, env = "APPFLOW_EXPORT_DEST_REGION")]
+    pub dest_region: Option<String>,
 }
 
 /// `--metrics`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
+use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Cli, ConfigArgs, LogFormat, RunArgs};
@@ -41,8 +42,25 @@ pub struct ConfigFile {
     pub max_attempts: Option<u32>,
     /// AWS regions to export, one or a list (`--region`).
     pub region: Option<OneOrMany>,
-    /// IAM roles to assume, one per account to export (`--role-arn`).
+    /// IAM roles AppFlow is read through, one per account to export (`--role-arn`).
     pub role_arn: Option<OneOrMany>,
+    /// Export every ACTIVE account of the organization (`--organization`).
+    pub organization: Option<bool>,
+    /// The read-only role's name in each member account (`--role-name`).
+    pub role_name: Option<String>,
+    /// With `organization`: only these accounts (`--accounts`).
+    pub accounts: Option<OneOrMany>,
+    /// With `organization`: not these accounts (`--exclude-accounts`).
+    pub exclude_accounts: Option<OneOrMany>,
+    /// Sent with every AssumeRole (`--external-id`).
+    pub external_id: Option<String>,
+    /// The role the destination is written through (`--dest-role-arn`); default:
+    /// the job's own credentials.
+    pub dest_role_arn: Option<String>,
+    /// The bucket's region (`--dest-region`); default: asked of S3.
+    pub dest_region: Option<String>,
+    /// Targets (account, region) exported at the same time (`--target-concurrency`).
+    pub target_concurrency: Option<u16>,
     /// AppFlow endpoint URL (`--appflow-endpoint`).
     pub appflow_endpoint: Option<String>,
     /// S3 endpoint URL (`--s3-endpoint`).
@@ -123,6 +141,19 @@ impl ConfigFile {
         value("max-attempts", self.max_attempts.map(|n| n.to_string()));
         value("region", self.region.as_ref().map(OneOrMany::joined));
         value("role-arn", self.role_arn.as_ref().map(OneOrMany::joined));
+        value("role-name", self.role_name.clone());
+        value("accounts", self.accounts.as_ref().map(OneOrMany::joined));
+        value(
+            "exclude-accounts",
+            self.exclude_accounts.as_ref().map(OneOrMany::joined),
+        );
+        value("external-id", self.external_id.clone());
+        value("dest-role-arn", self.dest_role_arn.clone());
+        value("dest-region", self.dest_region.clone());
+        value(
+            "target-concurrency",
+            self.target_concurrency.map(|n| n.to_string()),
+        );
         value("appflow-endpoint", self.appflow_endpoint.clone());
         value("s3-endpoint", self.s3_endpoint.clone());
         value("sse", self.sse.clone());
@@ -137,6 +168,7 @@ impl ConfigFile {
         for (flag, on) in [
             ("s3-path-style", self.s3_path_style),
             ("skip-unchanged", self.skip_unchanged),
+            ("organization", self.organization),
         ] {
             if on == Some(true) && !given(flag) {
                 args.push(format!("--{flag}"));
@@ -160,6 +192,14 @@ impl ConfigFile {
             max_attempts: Some(args.max_attempts),
             region: OneOrMany::of(&args.region),
             role_arn: OneOrMany::of(&args.role_arn),
+            organization: Some(args.organization),
+            role_name: args.role_name.clone(),
+            accounts: OneOrMany::of(&args.accounts),
+            exclude_accounts: OneOrMany::of(&args.exclude_accounts),
+            external_id: args.external_id.clone(),
+            dest_role_arn: args.dest_role_arn.clone(),
+            dest_region: args.s3.dest_region.clone(),
+            target_concurrency: Some(args.target_concurrency),
             appflow_endpoint: args.appflow_endpoint.clone(),
             s3_endpoint: args.s3.s3_endpoint.clone(),
             s3_path_style: Some(args.s3.s3_path_style),
@@ -191,17 +231,48 @@ impl ConfigFile {
 /// The subcommands that take `--config`.
 const WITH_CONFIG: [&str; 3] = ["run", "backfill", "config"];
 
+/// The environment variable of a flag: `dest` -> `APPFLOW_EXPORT_DEST`.
+pub fn env_var(flag: &str) -> String {
+    format!("APPFLOW_EXPORT_{}", flag.replace('-', "_").to_uppercase())
+}
+
+/// Whether the environment sets the flag (clap reads it; an empty value is unset).
+fn in_env(flag: &str) -> bool {
+    std::env::var_os(env_var(flag)).is_some_and(|v| !v.is_empty())
+}
+
+/// The command line with the config file's flags put in, and what came from it.
+pub struct Expanded {
+    pub argv: Vec<OsString>,
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+    /// The flags (names, `dest`) whose values came from the file.
+    pub from_file: Vec<String>,
+}
+
 /// The command line with the config file's flags put in: `prog [..] run <file's
-/// flags> <user's flags>`. Unchanged when there is no `--config`.
-pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, Failure> {
+/// flags> <user's flags>`, less the keys a flag or an `APPFLOW_EXPORT_*` variable
+/// sets (flag, then environment, then file, then default). Unchanged when there is
+/// no `--config` (nor `APPFLOW_EXPORT_CONFIG`).
+pub fn expand(argv: Vec<OsString>) -> Result<Expanded, Failure> {
+    let unchanged = |argv| Expanded {
+        argv,
+        file: None,
+        from_file: Vec::new(),
+    };
     let Some(sub) = argv
         .iter()
         .position(|a| a.to_str().is_some_and(|a| WITH_CONFIG.contains(&a)))
     else {
-        return Ok(argv);
+        return Ok(unchanged(argv));
     };
-    let Some(path) = config_path(&argv[sub + 1..]) else {
-        return Ok(argv);
+    let from_env = || {
+        std::env::var_os(env_var("config"))
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let Some(path) = config_path(&argv[sub + 1..]).or_else(from_env) else {
+        return Ok(unchanged(argv));
     };
     let file = ConfigFile::read(&path)?;
     // Checked alone first (every key), so a bad value is reported as the file's.
@@ -219,22 +290,34 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, Failure> {
             anyhow!("the config file {} is not valid: {why}", path.display()),
         ));
     }
-    let on_command_line = |flag: &str| {
-        argv.iter()
-            .filter_map(|a| a.to_str())
-            .any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")))
+    let set = |flag: &str| {
+        in_env(flag)
+            || argv
+                .iter()
+                .filter_map(|a| a.to_str())
+                .any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")))
     };
-    // `--flows` and `--flow-pattern` exclude each other: either one on the command
-    // line overrides both keys of the file.
+    // `--flows` and `--flow-pattern` exclude each other: either one given overrides
+    // both keys of the file.
     let given = |flag: &str| match flag {
-        "flows" | "flow-pattern" => on_command_line("flows") || on_command_line("flow-pattern"),
-        _ => on_command_line(flag),
+        "flows" | "flow-pattern" => set("flows") || set("flow-pattern"),
+        _ => set(flag),
     };
-    let from_file = file.to_args(&given);
+    let inserted = file.to_args(&given);
+    let from_file = inserted
+        .iter()
+        .filter_map(|a| a.to_str())
+        .filter_map(|a| a.strip_prefix("--"))
+        .map(|a| a.split_once('=').map_or(a, |(flag, _)| flag).to_string())
+        .collect();
     let mut out: Vec<OsString> = argv[..=sub].to_vec();
-    out.extend(from_file);
+    out.extend(inserted);
     out.extend(argv[sub + 1..].iter().cloned());
-    Ok(out)
+    Ok(Expanded {
+        argv: out,
+        file: Some(path),
+        from_file,
+    })
 }
 
 /// `--config FILE` or `--config=FILE` among a subcommand's arguments.
@@ -257,10 +340,43 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     None
 }
 
-/// `appflow-export config --print`: the effective options as TOML.
-pub fn print(cli_log_format: LogFormat, args: &ConfigArgs) -> Result<(), Failure> {
+/// Where one option's value came from, for `config --print`.
+fn source(matches: &ArgMatches, expanded: &Expanded, key: &str) -> String {
+    let flag = key.replace('_', "-");
+    match matches.value_source(key) {
+        Some(ValueSource::CommandLine) if expanded.from_file.contains(&flag) => {
+            match &expanded.file {
+                Some(file) => format!("the config file {}", file.display()),
+                None => "the config file".to_string(),
+            }
+        }
+        Some(ValueSource::CommandLine) => format!("the flag --{flag}"),
+        Some(ValueSource::EnvVariable) => format!("the environment ({})", env_var(&flag)),
+        _ => "the default".to_string(),
+    }
+}
+
+/// `appflow-export config --print`: the effective options as TOML, each key after a
+/// comment saying where its value came from (still valid TOML).
+pub fn print(
+    cli_log_format: LogFormat,
+    args: &ConfigArgs,
+    matches: &ArgMatches,
+    expanded: &Expanded,
+) -> Result<(), Failure> {
     let effective = ConfigFile::effective(&args.run, cli_log_format);
     let text = toml::to_string(&effective).map_err(|e| Failure::new(EXIT_USAGE, e))?;
-    print!("# the effective options of `appflow-export run`\n{text}");
+    let mut out = String::from("# the effective options of `appflow-export run`\n");
+    for line in text.lines() {
+        if let Some((key, _)) = line.split_once(" = ") {
+            out.push_str(&format!(
+                "# {key}: from {}\n",
+                source(matches, expanded, key)
+            ));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    print!("{out}");
     Ok(())
 }

@@ -102,7 +102,8 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         dry_run: false,
         stop: appflow_pipeline::Stop::default(),
     };
-    let pipeline = invocation.pipeline(&sdk, DEFAULT_REGION);
+    let store = invocation.dest.store(&sdk, &invocation.s3);
+    let pipeline = invocation.pipeline(&sdk, DEFAULT_REGION, store);
     let (pipeline, plan) = (&pipeline, &invocation.plan);
     let export = || async move {
         let (report, result) = pipeline

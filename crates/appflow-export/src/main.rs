@@ -13,11 +13,12 @@ mod run;
 mod schema;
 mod signals;
 mod status;
+mod targets;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command, LogFormat};
 
@@ -112,14 +113,29 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let argv = match config::expand(std::env::args_os().collect()) {
-        Ok(argv) => argv,
+    let expanded = match config::expand(std::env::args_os().collect()) {
+        Ok(expanded) => expanded,
         Err(f) => {
             eprintln!("error: {:#}", f.error);
             return ExitCode::from(f.code);
         }
     };
-    let cli = Cli::parse_from(argv);
+    let matches = match Cli::command().try_get_matches_from(&expanded.argv) {
+        Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
+            // Say every way to set it: a container is configured by its environment.
+            let _ = e.print();
+            eprintln!(
+                "\nEach option can also be set by its APPFLOW_EXPORT_* variable (--dest: APPFLOW_EXPORT_DEST) or a key of --config FILE (dest = \"...\")."
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,7 +158,10 @@ fn main() -> ExitCode {
                 Command::Demo(args) => demo::command(args).await,
                 Command::Schema(args) => schema::command(&args),
                 Command::Status(args) => status::command(args).await,
-                Command::Config(args) => config::print(log_format, &args),
+                Command::Config(args) => {
+                    let sub = matches.subcommand_matches("config").unwrap_or(&matches);
+                    config::print(log_format, &args, sub, &expanded)
+                }
             }
         })
     });

@@ -71,14 +71,14 @@ impl Emf {
 
     /// The line of the whole invocation: sums over its accounts and regions (the
     /// largest lag, the longest run; it succeeded when each of them did).
-    pub fn run_line(&self, reports: &[RunReport], seconds: f64) -> String {
+    pub fn run_line(&self, reports: &[&RunReport], seconds: f64) -> String {
         let values: Vec<(&str, &str, f64)> = METRICS
             .iter()
             .filter_map(|(name, unit, value)| {
-                let each = reports.iter().filter_map(value);
+                let each = reports.iter().filter_map(|r| value(r));
                 let total = match *name {
                     "RunsSucceeded" => f64::from(u8::from(
-                        !reports.is_empty() && reports.iter().all(succeeded),
+                        !reports.is_empty() && reports.iter().all(|r| succeeded(r)),
                     )),
                     "MaxWatermarkLagSeconds" => each.reduce(f64::max)?,
                     "RunSeconds" => seconds,

@@ -4,17 +4,20 @@
 
 use anyhow::anyhow;
 use appflow_extract::{Extractor, FlowSelection, IncrementalPolicy, Shard};
-use appflow_load::{BackfillId, Destination, Loader, S3Options, Sse};
+use std::sync::Arc;
+
+use appflow_load::{BackfillId, Destination, Loader, ObjectStore, S3Options, Sse};
 use appflow_pipeline::{
     Backfill, ErrorKind, Pipeline, Plan, RunReport, Status, Stop, Target, now_ms,
 };
 use aws_config::SdkConfig;
+use futures::StreamExt;
 
 use crate::cli::{BackfillArgs, RunArgs, S3Args, SseArg};
 use crate::dry_run::DryRun;
 use crate::progress::Progress;
 use crate::{
-    EXIT_BUG, EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_STAGING, EXIT_USAGE, Failure, aws,
+    EXIT_BUG, EXIT_DESTINATION, EXIT_FLOWS_FAILED, EXIT_STAGING, EXIT_USAGE, Failure, aws, targets,
 };
 
 /// A validated `run` or `backfill`: everything checked before any API call.
@@ -52,6 +55,7 @@ pub fn s3_options(args: &S3Args) -> Result<S3Options, Failure> {
     Ok(S3Options {
         sse,
         expected_bucket_owner: args.expected_bucket_owner.clone(),
+        region: args.dest_region.clone(),
         ..S3Options::resolve(args.s3_endpoint.clone(), env_endpoint, args.s3_path_style)
     })
 }
@@ -126,9 +130,9 @@ impl Invocation {
         })
     }
 
-    /// The pipeline of one account and region: AppFlow and STS through `sdk`, the
-    /// destination through the same credentials.
-    pub fn pipeline(&self, sdk: &SdkConfig, region: &str) -> Pipeline {
+    /// The pipeline of one account and region: AppFlow and STS through `sdk` (the
+    /// target's credentials), the destination through `store` (the job's).
+    pub fn pipeline(&self, sdk: &SdkConfig, region: &str, store: Arc<dyn ObjectStore>) -> Pipeline {
         let calls = appflow_extract::CallCounter::default();
         let extractor = Extractor::new(
             aws::appflow_client(sdk, self.appflow_endpoint.as_deref(), &calls),
@@ -136,8 +140,7 @@ impl Invocation {
         )
         .with_sts(aws_sdk_sts::Client::new(sdk))
         .with_call_counter(calls);
-        Pipeline::new(extractor, Loader::new(self.dest.store(sdk, &self.s3)))
-            .with_stop(self.stop.clone())
+        Pipeline::new(extractor, Loader::new(store)).with_stop(self.stop.clone())
     }
 }
 
@@ -199,24 +202,6 @@ fn warn_overridden_env(args: &RunArgs) {
     }
 }
 
-/// Each (role, region) pair to export: every `--region` of every `--role-arn`.
-fn targets(args: &RunArgs) -> Vec<(Option<&str>, Option<&str>)> {
-    let roles: Vec<Option<&str>> = if args.role_arn.is_empty() {
-        vec![None]
-    } else {
-        args.role_arn.iter().map(|r| Some(r.as_str())).collect()
-    };
-    let regions: Vec<Option<&str>> = if args.region.is_empty() {
-        vec![None]
-    } else {
-        args.region.iter().map(|r| Some(r.as_str())).collect()
-    };
-    roles
-        .iter()
-        .flat_map(|role| regions.iter().map(move |region| (*role, *region)))
-        .collect()
-}
-
 /// `appflow-export run`; `stop` asks it to stop early.
 pub async fn command(args: RunArgs, stop: Stop) -> Result<(), Failure> {
     let invocation = Invocation {
@@ -262,106 +247,288 @@ pub async fn backfill(args: BackfillArgs, stop: Stop) -> Result<(), Failure> {
     run_targets(&args.run, invocation).await
 }
 
-/// One run per (role, region) pair of `args`.
-async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failure> {
-    warn_overridden_env(args);
-    if let Some(bad) = args.role_arn.iter().find(|r| !r.starts_with("arn:")) {
+/// What one target's run ended with.
+struct Outcome {
+    target: Target,
+    /// `None` for a dry run.
+    report: Option<RunReport>,
+    result: Result<(), Failure>,
+    /// The destination itself failed (or the local staging disk): the next target
+    /// would fail alike.
+    stops_all: bool,
+}
+
+/// The run's region: the first `--region`, else the environment's, checked.
+fn run_region(job: &SdkConfig) -> Result<String, Failure> {
+    let Some(region) = job.region().map(|r| r.to_string()) else {
         return Err(Failure::new(
             EXIT_USAGE,
-            anyhow!("--role-arn '{bad}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+            anyhow!("no AWS region: pass --region, or set APPFLOW_EXPORT_REGION or AWS_REGION"),
+        ));
+    };
+    if !crate::cli::is_region(&region) {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            anyhow!(
+                "the region '{region}' (from AWS_REGION, AWS_DEFAULT_REGION or the profile) is not an AWS region name like eu-west-1: set it, or pass --region"
+            ),
         ));
     }
-    let targets = targets(args);
+    Ok(region)
+}
+
+/// Every target of `args`, `--target-concurrency` at a time: AppFlow read through each
+/// target's credentials, the destination written with the job's own (or
+/// `--dest-role-arn`'s), signed for the bucket's region. A target that fails does not
+/// stop the others; the destination failing does.
+async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failure> {
+    warn_overridden_env(args);
+    targets::validate(args)?;
+    let job = aws::from_env(args.max_attempts, args.region.first().cloned()).await;
+    let region = run_region(&job)?;
+    let regions = if args.region.is_empty() {
+        vec![region.clone()]
+    } else {
+        args.region.clone()
+    };
+    let dest_sdk = match &args.dest_role_arn {
+        Some(role) => aws::assume(&job, role, &region, args.external_id.as_deref()).await,
+        None => job.clone(),
+    };
+    let store = invocation.dest.connect(&dest_sdk, &invocation.s3).await;
+    if !invocation.dry_run {
+        // With the job's own identity: a destination that cannot be written stops
+        // every target before any is read.
+        store
+            .check()
+            .await
+            .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
+    }
+    let planned = targets::plan(args, &job, &regions).await?;
+    let all = planned.len();
+    let (targets, flow_shard) = targets::shard(planned, invocation.plan.shard, &job).await?;
+    let several = all > 1;
+    if several {
+        let shard = if invocation.plan.shard.is_split() {
+            format!(", shard {} of the targets", invocation.plan.shard)
+        } else {
+            String::new()
+        };
+        println!(
+            "{} targets ({} at a time{shard})",
+            targets.len(),
+            args.target_concurrency
+        );
+    }
+    if invocation.dry_run && several {
+        for target in &targets {
+            println!("  {}", describe(target));
+        }
+    }
     let emf = args
         .metrics
         .is_some()
         .then(|| crate::metrics::Emf::new(args.job_name.clone()));
     let started = std::time::Instant::now();
-    let mut reports: Vec<RunReport> = Vec::new();
-    // The worst outcome wins: a destination failure stops the rest (they would fail
-    // alike); a failed account or region does not.
-    let mut worst: Option<Failure> = None;
-    for (role, region) in targets.iter().copied() {
-        if let Some(why) = invocation.stop.requested() {
-            worst = Some(interrupted(&why));
-            break;
-        }
-        let sdk = aws::for_target(args.max_attempts, region, role).await;
-        let Some(region) = sdk.region().map(|r| r.to_string()) else {
-            return Err(Failure::new(
-                EXIT_USAGE,
-                anyhow!("no AWS region: pass --region or set AWS_REGION"),
-            ));
-        };
-        if !crate::cli::is_region(&region) {
-            return Err(Failure::new(
-                EXIT_USAGE,
-                anyhow!(
-                    "the region '{region}' (from AWS_REGION, AWS_DEFAULT_REGION or the profile) is not an AWS region name like eu-west-1: set it, or pass --region"
-                ),
-            ));
-        }
-        if targets.len() > 1 {
-            println!(
-                "== {}, {region}",
-                role.unwrap_or("the environment's account")
-            );
-        }
-        let pipeline = invocation.pipeline(&sdk, &region);
-        let mut plan = invocation.plan.clone();
-        plan.target = Target {
-            region: Some(region),
-            role_arn: role.map(str::to_string),
-        };
-        let outcome = if invocation.dry_run {
-            dry_run(&pipeline, &plan).await
-        } else {
-            let (report, result) = pipeline
-                .run_recorded(&plan, &Progress::new(), exit_code)
-                .await;
-            let outcome = match result {
-                Ok(()) => {
-                    print!("{report}");
-                    match &report.interrupted {
+    let concurrency = usize::from(args.target_concurrency);
+    // Bars only when one target runs at a time: several would draw over each other.
+    let bars = targets.len() == 1 || concurrency == 1;
+    let stopped = std::sync::atomic::AtomicBool::new(false);
+    let emf_ref = emf.as_ref();
+    let one = |target: Target| {
+        let (job, store, invocation, stopped) = (&job, store.clone(), &invocation, &stopped);
+        async move {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            if invocation.stop.requested().is_some() {
+                return None;
+            }
+            let region = target.region.clone().unwrap_or_default();
+            let sdk = match &target.role_arn {
+                Some(role) => aws::assume(job, role, &region, args.external_id.as_deref()).await,
+                None => aws::in_region(job, &region),
+            };
+            let pipeline = invocation.pipeline(&sdk, &region, store);
+            let mut plan = invocation.plan.clone();
+            plan.shard = flow_shard;
+            plan.target = target.clone();
+            let outcome = if invocation.dry_run {
+                let result = dry_run(&pipeline, &plan).await;
+                Outcome {
+                    target,
+                    report: None,
+                    stops_all: false,
+                    result,
+                }
+            } else {
+                let observer: Box<dyn appflow_pipeline::Observer> = if bars {
+                    Box::new(Progress::new())
+                } else {
+                    Box::new(appflow_pipeline::Quiet)
+                };
+                let (report, result) = pipeline
+                    .run_recorded(&plan, observer.as_ref(), exit_code)
+                    .await;
+                let stops_all = result
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| e.is_destination_unusable() || e.kind() == ErrorKind::Staging);
+                let result = match result {
+                    Ok(()) => match &report.interrupted {
                         Some(why) => Err(interrupted(why)),
                         None => flows_failed(&report),
-                    }
+                    },
+                    Err(e) => Err(failure(e)),
+                };
+                Outcome {
+                    target,
+                    report: Some(report),
+                    stops_all,
+                    result,
                 }
-                Err(e) => Err(failure(e)),
             };
-            if let Some(emf) = &emf {
-                println!("{}", emf.target_line(&report));
+            if outcome.stops_all {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            reports.push(report);
-            outcome
-        };
-        if let Err(f) = outcome {
-            // The destination, the staging disk or a bug: the next target would fail alike.
-            let stop = f.code >= EXIT_DESTINATION;
-            if targets.len() > 1 {
-                crate::print_error(&f);
-            }
-            if worst.as_ref().is_none_or(|w| f.code > w.code) {
-                worst = Some(f);
-            }
-            if stop {
-                break;
-            }
+            print_outcome(&outcome, several, emf_ref);
+            Some(outcome)
         }
-    }
+    };
+    let outcomes: Vec<Outcome> = futures::stream::iter(targets.iter().cloned().map(one))
+        .buffer_unordered(concurrency)
+        .filter_map(|o| async move { o })
+        .collect()
+        .await;
+    let not_run = targets.len() - outcomes.len();
+    let reports: Vec<&RunReport> = outcomes.iter().filter_map(|o| o.report.as_ref()).collect();
     if let Some(emf) = emf.as_ref().filter(|_| !invocation.dry_run) {
         println!(
             "{}",
             emf.run_line(&reports, started.elapsed().as_secs_f64())
         );
     }
+    let mut worst: Option<Failure> = None;
+    for outcome in &outcomes {
+        if let Err(f) = &outcome.result
+            && worst.as_ref().is_none_or(|w| f.code > w.code)
+        {
+            worst = Some(Failure::new(f.code, anyhow!("{:#}", f.error)));
+        }
+    }
+    if not_run > 0 {
+        let code = match invocation.stop.requested() {
+            Some(why) => interrupted(&why),
+            None => Failure::new(
+                EXIT_DESTINATION,
+                anyhow!("{not_run} targets were not started: the destination failed"),
+            ),
+        };
+        if worst.as_ref().is_none_or(|w| code.code > w.code) {
+            worst = Some(code);
+        }
+    }
+    if several && !invocation.dry_run {
+        print!("{}", TargetTable(&outcomes, not_run));
+    }
     match worst {
         None => Ok(()),
-        Some(f) if targets.len() > 1 => Err(Failure::new(
-            f.code,
-            anyhow!("some accounts or regions were not fully exported (see above)"),
-        )),
+        Some(f) if several => {
+            let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+            Err(Failure::new(
+                f.code,
+                anyhow!(
+                    "{failed} of {} targets not fully exported{} (see above)",
+                    targets.len(),
+                    if not_run > 0 {
+                        format!(", {not_run} not started")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ))
+        }
         Some(f) => Err(f),
+    }
+}
+
+/// A target in one line: its account and region, and the role it is read through.
+fn describe(target: &Target) -> String {
+    let account = target.account.as_deref().unwrap_or("the job's account");
+    let region = target.region.as_deref().unwrap_or("-");
+    match &target.role_arn {
+        Some(role) => format!("{account} {region} (through {role})"),
+        None => format!("{account} {region} (the job's own credentials)"),
+    }
+}
+
+/// A target's summary (and its error, its EMF line) as one block, so the blocks of
+/// targets run at once do not interleave.
+fn print_outcome(outcome: &Outcome, several: bool, emf: Option<&crate::metrics::Emf>) {
+    let mut block = String::new();
+    if several {
+        block.push_str(&format!("== {}\n", describe(&outcome.target)));
+    }
+    if let Some(report) = &outcome.report {
+        // A run that ended early says why instead (its error, below).
+        if report.fatal.is_none() {
+            block.push_str(&report.to_string());
+        }
+        if let Some(emf) = emf {
+            block.push_str(&emf.target_line(report));
+            block.push('\n');
+        }
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(block.as_bytes());
+        let _ = out.flush();
+    }
+    if several && let Err(f) = &outcome.result {
+        crate::print_error(f);
+    }
+}
+
+/// The end of a run over several targets: each one's outcome on a line.
+struct TargetTable<'a>(&'a [Outcome], usize);
+
+impl std::fmt::Display for TargetTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (outcomes, not_run) = (self.0, self.1);
+        let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+        write!(
+            f,
+            "targets: {} exported, {failed} failed",
+            outcomes.len() - failed
+        )?;
+        if not_run > 0 {
+            write!(f, ", {not_run} not started")?;
+        }
+        writeln!(f)?;
+        let mut sorted: Vec<&Outcome> = outcomes.iter().collect();
+        sorted.sort_by(|a, b| {
+            (&a.target.account, &a.target.region).cmp(&(&b.target.account, &b.target.region))
+        });
+        for o in sorted {
+            let account = o
+                .report
+                .as_ref()
+                .and_then(|r| r.account.as_deref())
+                .or(o.target.account.as_deref())
+                .unwrap_or("-");
+            let region = o.target.region.as_deref().unwrap_or("-");
+            let exported = o.report.as_ref().map_or(0, |r| r.flows_exported);
+            match &o.result {
+                Ok(()) => writeln!(f, "  {account}  {region}  exported ({exported} flows)")?,
+                Err(e) => {
+                    let why = format!("{:#}", e.error);
+                    let why = why.lines().next().unwrap_or_default();
+                    writeln!(f, "  {account}  {region}  FAILED (exit {}): {why}", e.code)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

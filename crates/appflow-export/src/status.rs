@@ -80,7 +80,7 @@ pub async fn command(args: StatusArgs) -> Result<(), Failure> {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build(),
     };
-    let loader = Loader::new(dest.store(&sdk, &s3_options(&args.s3)?));
+    let loader = Loader::new(dest.connect(&sdk, &s3_options(&args.s3)?).await);
     let dest_failure = |e: appflow_load::Error| Failure::new(EXIT_DESTINATION, e);
     let states = loader.states().await.map_err(dest_failure)?;
     let runs = loader.manifests(args.runs).await.map_err(dest_failure)?;
@@ -221,6 +221,8 @@ fn table(status: &Status) -> String {
     let runs = columns(
         &[
             "RUN",
+            "ACCOUNT",
+            "REGION",
             "EXIT",
             "SECONDS",
             "FLOWS",
@@ -238,6 +240,8 @@ fn table(status: &Status) -> String {
             let given_up = r.flows.iter().filter(|f| f.interrupted).count();
             vec![
                 r.run_id.clone(),
+                r.account_id.clone().unwrap_or_else(|| "-".into()),
+                r.region.clone().unwrap_or_else(|| "-".into()),
                 r.exit_code.to_string(),
                 format!("{:.1}", r.duration_seconds),
                 (r.flows.len() - failed - skipped - given_up).to_string(),

@@ -61,12 +61,12 @@ impl Shard {
         Shard::new(number(i)?, number(n)?, text)
     }
 
-    /// The shard of a flow among `count`.
+    /// The shard of a flow among `count`: of `<account>/<region>/<flow>`.
     pub fn of(flow: &FlowInfo, count: u32) -> u32 {
-        let digest = Sha256::digest(format!("{}/{}/{}", flow.account_id, flow.region, flow.name));
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&digest[..8]);
-        (u64::from_be_bytes(head) % u64::from(count.max(1))) as u32
+        bucket(
+            &format!("{}/{}/{}", flow.account_id, flow.region, flow.name),
+            count,
+        )
     }
 
     /// Whether this shard exports `flow`.
@@ -74,10 +74,30 @@ impl Shard {
         Shard::of(flow, self.count) == self.index
     }
 
+    /// The shard of a whole target (an account and region) among `count`, when the
+    /// shards of a run over several targets split the targets: of `<account>/<region>`.
+    pub fn of_target(account: &str, region: &str, count: u32) -> u32 {
+        bucket(&format!("{account}/{region}"), count)
+    }
+
+    /// Whether this shard exports the target `account`, `region`.
+    pub fn owns_target(&self, account: &str, region: &str) -> bool {
+        Shard::of_target(account, region, self.count) == self.index
+    }
+
     /// More than one shard.
     pub fn is_split(&self) -> bool {
         self.count > 1
     }
+}
+
+/// The first 8 bytes of SHA-256 of `identity`, big-endian, mod `count`: documented in
+/// README, the same on every machine and in every version.
+fn bucket(identity: &str, count: u32) -> u32 {
+    let digest = Sha256::digest(identity);
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(head) % u64::from(count.max(1))) as u32
 }
 
 impl std::fmt::Display for Shard {
@@ -118,6 +138,26 @@ mod tests {
                 (Shard::of(&flow(name), 7), Shard::of(&flow(name), 4)),
                 (of_7, of_4),
                 "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_hash_is_the_documented_one() {
+        // Python: int.from_bytes(sha256(b"<account>/<region>").digest()[:8], "big") % n
+        let cases = [
+            ("210987654321", "eu-west-1", 3, 0),
+            ("012345678901", "us-east-1", 1, 1),
+            ("999999999999", "ap-southeast-2", 0, 2),
+        ];
+        for (account, region, of_7, of_4) in cases {
+            assert_eq!(
+                (
+                    Shard::of_target(account, region, 7),
+                    Shard::of_target(account, region, 4)
+                ),
+                (of_7, of_4),
+                "{account}/{region}"
             );
         }
     }

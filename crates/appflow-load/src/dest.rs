@@ -27,6 +27,9 @@ pub struct S3Options {
     /// The account that must own the bucket, sent on every request
     /// (`--expected-bucket-owner`): S3 refuses a bucket of another account.
     pub expected_bucket_owner: Option<String>,
+    /// The bucket's region, which every request is signed for (`--dest-region`);
+    /// `None`: [`Destination::connect`] asks S3, else the SDK configuration's region.
+    pub region: Option<String>,
 }
 
 /// Server-side encryption of the objects written.
@@ -111,9 +114,40 @@ impl Destination {
         sdk_config: &aws_config::SdkConfig,
         s3: &S3Options,
     ) -> Result<Arc<dyn ObjectStore>> {
-        let store = self.store(sdk_config, s3);
+        let store = self.connect(sdk_config, s3).await;
         store.check().await?;
         Ok(store)
+    }
+
+    /// The store, its S3 client signed for the bucket's own region: `s3.region`, else
+    /// the region S3 names for the bucket (`HeadBucket`'s `x-amz-bucket-region`, which
+    /// S3 sends also with a 301 or 403), else `sdk_config`'s. S3 refuses a request
+    /// signed for another region and the SDK does not follow its redirect, so one
+    /// job exporting several regions into one bucket must sign for the bucket's.
+    /// Not checked that it can be written (see [`Destination::open`]).
+    pub async fn connect(
+        &self,
+        sdk_config: &aws_config::SdkConfig,
+        s3: &S3Options,
+    ) -> Arc<dyn ObjectStore> {
+        let Destination::S3 { bucket, .. } = self else {
+            return self.store(sdk_config, s3);
+        };
+        if s3.region.is_some() {
+            return self.store(sdk_config, s3);
+        }
+        let found = S3Store::bucket_region(sdk_config, s3, bucket).await;
+        let region = found
+            .clone()
+            .or_else(|| sdk_config.region().map(ToString::to_string));
+        tracing::debug!(bucket = %bucket, found = ?found, used = ?region, "the bucket's region");
+        self.store(
+            sdk_config,
+            &S3Options {
+                region,
+                ..s3.clone()
+            },
+        )
     }
 
     /// The store without the check that it can be written (which writes a probe to

@@ -17,6 +17,9 @@ pub struct RunManifest {
     pub dest: String,
     /// `i/N` (`0/1` when not sharded).
     pub shard: String,
+    /// The account the run exported (`None`: it could not be told: no flow listed
+    /// and STS not reachable).
+    pub account_id: Option<String>,
     /// The region the run exported.
     pub region: Option<String>,
     /// The role it assumed to do so (`None`: the environment's credentials).

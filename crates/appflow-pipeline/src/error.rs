@@ -64,6 +64,15 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The destination itself cannot be used (it does not exist, or the job may not
+    /// list it: its check failed), as opposed to one object of it: every run into it
+    /// would fail alike.
+    pub fn is_destination_unusable(&self) -> bool {
+        matches!(self, Error::Load(appflow_load::Error::BadDest { .. }))
+    }
+}
+
 impl From<appflow_load::Error> for Error {
     fn from(e: appflow_load::Error) -> Self {
         Error::Load(e)

@@ -71,9 +71,13 @@ pub struct Backfill {
     pub restart: bool,
 }
 
-/// The role and region one run uses (`None`: the environment's).
-#[derive(Clone, Debug, Default)]
+/// The account and region one run exports, and the role it reads them through
+/// (`None`: the job's own credentials).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
+    /// The account, when known before the listing (a role's, an organization's
+    /// member's): the report and the manifest name it even when the listing fails.
+    pub account: Option<String>,
     pub region: Option<String>,
     pub role_arn: Option<String>,
 }

@@ -43,6 +43,7 @@ impl Pipeline {
         let now = report.started_ms;
         // The region asked for, until the listing names the flows' (also when it fails).
         report.region = self.extractor.region().to_string();
+        report.account.clone_from(&plan.target.account);
         self.loader.store().check().await?;
         let prepared = self.prepare(plan, now).await?;
         report.list_pages = prepared.listing.pages;
@@ -52,7 +53,9 @@ impl Pipeline {
         if let Some(first) = first {
             report.region.clone_from(&first.region);
         }
-        report.account = first.map(|f| f.account_id.clone());
+        if let Some(first) = first {
+            report.account = Some(first.account_id.clone());
+        }
         report.current_to = prepared.current_to;
         report.flows_listed = prepared.listing.details.len();
         report.flows_selected = prepared.listing.flows.len();

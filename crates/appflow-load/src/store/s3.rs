@@ -69,10 +69,9 @@ impl S3Store {
         bucket: &str,
         prefix: &str,
     ) -> Self {
-        let mut config =
-            aws_sdk_s3::config::Builder::from(sdk_config).force_path_style(options.path_style);
-        if let Some(endpoint) = &options.endpoint {
-            config = config.endpoint_url(endpoint);
+        let mut config = Self::config(sdk_config, options);
+        if let Some(region) = &options.region {
+            config = config.region(aws_sdk_s3::config::Region::new(region.clone()));
         }
         let retry = sdk_config.retry_config();
         let reads = ReadRetry {
@@ -87,6 +86,47 @@ impl S3Store {
             sse: options.sse.clone(),
             expected_owner: options.expected_bucket_owner.clone(),
             reads,
+        }
+    }
+
+    fn config(
+        sdk_config: &aws_config::SdkConfig,
+        options: &S3Options,
+    ) -> aws_sdk_s3::config::Builder {
+        let mut config =
+            aws_sdk_s3::config::Builder::from(sdk_config).force_path_style(options.path_style);
+        if let Some(endpoint) = &options.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        config
+    }
+
+    /// The region S3 says `bucket` is in: `HeadBucket`'s `x-amz-bucket-region`, which S3
+    /// sends with a 200, and also with the 301 of a request signed for another region
+    /// and a 403 (credentials without s3:ListBucket on it). `None` when S3 names none
+    /// (no such bucket, an unreachable endpoint): the caller's region is used then, and
+    /// the destination's check reports what is wrong.
+    pub async fn bucket_region(
+        sdk_config: &aws_config::SdkConfig,
+        options: &S3Options,
+        bucket: &str,
+    ) -> Option<String> {
+        // One attempt: a wrong region is a 301, which is not retried anyway.
+        let config = Self::config(sdk_config, options)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
+        let client = Client::from_conf(config.build());
+        let header = |headers: &aws_smithy_runtime_api::http::Headers| {
+            headers.get("x-amz-bucket-region").map(str::to_string)
+        };
+        match client
+            .head_bucket()
+            .bucket(bucket)
+            .set_expected_bucket_owner(options.expected_bucket_owner.clone())
+            .send()
+            .await
+        {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(e) => e.raw_response().and_then(|r| header(r.headers())),
         }
     }
 
