@@ -1,6 +1,9 @@
 # appflow-export as a container image (ECS, AWS Batch, Kubernetes):
 #   docker build -t appflow-export .
-#   docker run --rm appflow-export run --dest s3://my-data-lake/appflow-runs
+#   docker run --rm -e AWS_REGION=eu-west-1 -e APPFLOW_EXPORT_DEST=s3://my-data-lake/appflow-runs appflow-export
+# It bakes no configuration: options come from the task's environment
+# (APPFLOW_EXPORT_<OPTION>), flags, or a mounted --config file; with none the run
+# says which option is missing.
 # Stage 1 builds the release binary; stage 2 is a slim runtime with CA certificates
 # (the AWS SDK verifies TLS) that runs it as a non-root user.
 
@@ -18,8 +21,6 @@ RUN apt-get update \
  && groupadd --system --gid 10001 appflow \
  && useradd --system --uid 10001 --gid 10001 --no-create-home appflow
 COPY --from=build /appflow-export /usr/local/bin/appflow-export
-# The default config: override it with a mounted file, or with flags.
-COPY jobs/config.toml /etc/appflow-export/config.toml
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/appflow-export"]
-CMD ["run", "--config", "/etc/appflow-export/config.toml"]
+CMD ["run"]

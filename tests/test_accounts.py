@@ -1,7 +1,7 @@
 """`--region a,b` and `--role-arn` (repeatable, or in the config): one job exports
 several regions and accounts into one destination; rows carry account and region.
-A router (aws_router.py) plays AWS: STS AssumeRole, and one emulator per account and
-region behind one AppFlow endpoint."""
+moto plays STS (an assumed role's key names the role's account, as AWS's do) and one
+emulator serves every account and region its own flows, by the request's credential."""
 
 from __future__ import annotations
 
@@ -9,34 +9,31 @@ import json
 
 import pytest
 
-from aws_router import Router
 from conftest import HISTORY, Dataset, assert_exit, assert_export, run_export, truth
 
 A, B = HISTORY["account"], "333344445555"
+REGIONS = ["eu-west-2", "us-east-1"]
 ROLE_A, ROLE_B = f"arn:aws:iam::{A}:role/appflow-export", f"arn:aws:iam::{B}:role/appflow-export"
 
 
 @pytest.fixture
-def world(start_emulator):
-    places = {(A, "eu-west-2"): 7, (A, "us-east-1"): 8, (B, "eu-west-2"): 9}
-    emulators = {place: start_emulator(account=place[0], region=place[1], flows=4, runs_per_flow=40, seed=seed)
-                 for place, seed in places.items()}
-    router = Router({place: emu.url for place, emu in emulators.items()}, base_account=A)
-    yield emulators, router
-    router.stop()
+def emulator(start_emulator):
+    """Accounts A (the job's own: a key that names no account is A's) and B, in two
+    regions each."""
+    return start_emulator(account=[A, B], region=REGIONS, flows=4, runs_per_flow=40, seed=7)
 
 
-def combined(*emulators) -> Dataset:
+def combined(emulator, places) -> Dataset:
     data = Dataset()
-    for emu in emulators:
-        part = truth(emu)
+    for account, region in places:
+        part = truth(emulator.tenant(account, region))
         data.executions.update(part.executions)
         data.catalog.update(part.catalog)
     return data
 
 
-def run(router, dest, *args):
-    env = {"AWS_ENDPOINT_URL_APPFLOW": router.url, "AWS_ENDPOINT_URL_STS": router.url, **dest.env}
+def run(emulator, moto_server, dest, *args):
+    env = {"AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": moto_server.url, **dest.env}
     return run_export(["run", "--dest", dest.uri, *dest.args, *args], env)
 
 
@@ -45,42 +42,71 @@ def manifests(dest) -> list[dict]:
                   key=lambda m: m["run_id"])
 
 
-def test_several_regions_into_one_destination(world, local_dest):
-    emulators, router = world
-    result = run(router, local_dest, "--region", "eu-west-2,us-east-1")
+def list_calls(emulator, account, region) -> int:
+    ops = emulator.tenant(account, region).counters()["operations"]
+    return ops.get("ListFlows", {}).get("calls", 0)
+
+
+def test_several_regions_into_one_destination(emulator, moto_server, local_dest):
+    result = run(emulator, moto_server, local_dest, "--region", ",".join(REGIONS))
     assert_exit(result, 0)
-    assert_export(local_dest, combined(emulators[(A, "eu-west-2")], emulators[(A, "us-east-1")]))
-    assert router.assumed == []
-    assert [(m["region"], m["role_arn"]) for m in manifests(local_dest)] == [("eu-west-2", None), ("us-east-1", None)]
+    assert_export(local_dest, combined(emulator, [(A, r) for r in REGIONS]))
+    assert sorted((m["account_id"], m["region"], m["role_arn"]) for m in manifests(local_dest)) == \
+        [(A, "eu-west-2", None), (A, "us-east-1", None)]
     assert sorted(p.name for p in (local_dest.path / "flows").iterdir()) == [f"{A}_eu-west-2.parquet", f"{A}_us-east-1.parquet"]
+    assert all(list_calls(emulator, B, r) == 0 for r in REGIONS)
 
 
-def test_several_accounts_by_role_from_the_config(world, dest, tmp_path):
-    emulators, router = world
+def test_several_accounts_by_role_from_the_config(emulator, moto_server, dest, tmp_path):
     config = tmp_path / "org.toml"
     config.write_text(f'region = "eu-west-2"\nrole_arn = ["{ROLE_A}", "{ROLE_B}"]\n')
-    result = run(router, dest, "--config", str(config))
+    result = run(emulator, moto_server, dest, "--config", str(config))
     assert_exit(result, 0)
-    assert set(router.assumed) == {ROLE_A, ROLE_B}
-    data = assert_export(dest, combined(emulators[(A, "eu-west-2")], emulators[(B, "eu-west-2")]))
+    data = assert_export(dest, combined(emulator, [(A, "eu-west-2"), (B, "eu-west-2")]))
     assert {(r["account_id"], r["region"]) for r in data.executions.values()} == {(A, "eu-west-2"), (B, "eu-west-2")}
-    # Each account's calls went to its own emulator, signed with the assumed role's key.
-    assert router.calls[(B, "eu-west-2", "/list-flows")] >= 1
-    assert not any(region == "us-east-1" for _, region, _ in router.calls)
+    # B's flows were read with B's credentials (moto's key for the assumed role), and
+    # no region but the one asked for was read.
+    assert list_calls(emulator, B, "eu-west-2") >= 1
+    assert all(list_calls(emulator, account, "us-east-1") == 0 for account in (A, B))
 
 
-def test_an_account_that_fails_does_not_stop_the_others(world, local_dest):
-    emulators, router = world
+def test_an_account_that_fails_does_not_stop_the_others(emulator, moto_server, local_dest):
     missing = "arn:aws:iam::999999999999:role/appflow-export"
-    result = run(router, local_dest, "--region", "eu-west-2", "--role-arn", f"{missing},{ROLE_B}")
+    result = run(emulator, moto_server, local_dest, "--region", "eu-west-2", "--role-arn", f"{missing},{ROLE_B}")
     assert_exit(result, 1)
     assert "999999999999" in result.stdout + result.stderr
-    assert_export(local_dest, combined(emulators[(B, "eu-west-2")]))
-    codes = [(m["role_arn"], m["exit_code"]) for m in manifests(local_dest)]
-    assert codes == [(missing, 1), (ROLE_B, 0)]
+    assert_export(local_dest, combined(emulator, [(B, "eu-west-2")]))
+    codes = sorted((m["role_arn"], m["account_id"], m["exit_code"]) for m in manifests(local_dest))
+    assert codes == sorted([(missing, "999999999999", 1), (ROLE_B, B, 0)])
 
 
 def test_a_role_that_is_not_an_arn_is_a_usage_error(local_dest):
     result = run_export(["run", "--dest", local_dest.uri, "--role-arn", "appflow-export"])
     assert_exit(result, 2)
     assert "'appflow-export'" in result.stderr
+
+
+def test_shards_split_the_targets_when_there_are_several(emulator, moto_server, local_dest):
+    """With several targets each shard exports whole targets (SHA-256 of
+    "<account>/<region>" mod N): together they export everything once, and each
+    target's flows are listed by one shard only."""
+    places = [(a, r) for a in (A, B) for r in REGIONS]
+    owners = {}
+    for i in range(3):
+        result = run(emulator, moto_server, local_dest, "--region", ",".join(REGIONS),
+                     "--role-arn", f"{ROLE_A},{ROLE_B}", "--shard", f"{i}/3")
+        assert_exit(result, 0)
+        for m in manifests(local_dest):
+            owners.setdefault((m["account_id"], m["region"]), set()).add(m["run_id"])
+    assert_export(local_dest, combined(emulator, places))
+    assert sorted(owners) == sorted(places) and all(len(runs) == 1 for runs in owners.values()), owners
+    assert all(list_calls(emulator, *place) == 1 for place in places)
+
+
+def test_dry_run_lists_the_targets(emulator, moto_server, local_dest):
+    result = run(emulator, moto_server, local_dest, "--region", ",".join(REGIONS), "--role-arn", ROLE_B, "--dry-run")
+    assert_exit(result, 0)
+    for region in REGIONS:
+        assert f"{B} {region} (through {ROLE_B})" in result.stdout
+    assert result.stdout.count("dry run: would export 4 flows") == 2
+    assert not (local_dest.path / "_state").exists()

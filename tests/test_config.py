@@ -102,3 +102,46 @@ def test_a_selection_flag_overrides_the_file_s_other_selection(tmp_path):
     config.write_text('dest = "/d"\nflow_pattern = "sales*"\n')
     shown = effective("--config", str(config), "--flows", "x")
     assert shown["flows"] == ["x"] and "flow_pattern" not in shown
+
+
+def test_the_environment_comes_between_the_flags_and_the_file(tmp_path):
+    """Order: a flag, then its APPFLOW_EXPORT_* variable, then the config file, then the
+    default; `config --print` says where each value came from, in comments (the output
+    stays TOML)."""
+    config = tmp_path / "c.toml"
+    config.write_text('dest = "/from/file"\nconcurrency = 3\nlookback = "2h"\nflows = ["a"]\n')
+    env = {"APPFLOW_EXPORT_CONFIG": str(config), "APPFLOW_EXPORT_CONCURRENCY": "5", "APPFLOW_EXPORT_LOOKBACK": "3h",
+           "APPFLOW_EXPORT_SKIP_UNCHANGED": "true", "APPFLOW_EXPORT_FLOW_PATTERN": "sales*",
+           "APPFLOW_EXPORT_REGION": "eu-west-1,us-east-1"}
+    result = run_export(["config", "--print", "--lookback", "4h"], env)
+    assert_exit(result, 0)
+    shown = tomllib.loads(result.stdout)
+    assert shown["lookback"] == "4h", "the flag wins over the environment"
+    assert shown["concurrency"] == 5, "the environment wins over the file"
+    assert shown["dest"] == "/from/file", "the file wins over the default"
+    assert shown["skip_unchanged"] is True and shown["region"] == ["eu-west-1", "us-east-1"]
+    assert shown["flow_pattern"] == "sales*" and "flows" not in shown, "a selection in the environment replaces the file's"
+    assert shown["max_attempts"] == 20
+    sources = dict(re.findall(r"^# (\w+): from (.+)$", result.stdout, re.M))
+    assert sources["lookback"] == "the flag --lookback"
+    assert sources["concurrency"] == "the environment (APPFLOW_EXPORT_CONCURRENCY)"
+    assert sources["dest"] == f"the config file {config}"
+    assert sources["max_attempts"] == "the default"
+    assert set(sources) == set(shown)
+
+
+def test_a_run_configured_by_its_environment_alone(emulator, local_dest):
+    first = emulator.flow_names()[0]
+    env = {"APPFLOW_EXPORT_DEST": local_dest.uri, "APPFLOW_EXPORT_APPFLOW_ENDPOINT": emulator.url,
+           "APPFLOW_EXPORT_FLOWS": first, "APPFLOW_EXPORT_LOG_FORMAT": "json"}
+    result = run_export(["run"], env)
+    assert_exit(result, 0)
+    assert all(line.startswith("{") for line in result.stderr.splitlines() if line.strip())
+    assert_export_rows = read_output(local_dest.path).executions
+    assert set(assert_export_rows) == set(truth(emulator).only(first).executions)
+
+
+def test_a_bad_environment_value_is_a_usage_error_naming_the_variable(emulator):
+    result = run_export(["run", "--dest", "/tmp/x"], {"APPFLOW_EXPORT_CONCURRENCY": "eight"})
+    assert_exit(result, 2)
+    assert "eight" in result.stderr and "concurrency" in result.stderr

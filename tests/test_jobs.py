@@ -26,17 +26,22 @@ def aws(tmp_path_factory):
     emu.stop()
 
 
+def environment(container: dict) -> dict[str, str]:
+    """A container's `environment` as the process gets it."""
+    return {e["name"]: e["value"] for e in container.get("environment", [])}
+
+
 def accepted(command: list[str], aws, tmp_path, env: dict | None = None) -> dict:
-    """`command` (the arguments after the program) is a run or backfill the CLI
-    accepts: run as a dry run against the emulator, with the destination swapped for
-    a local folder; returns a run's effective options (`config --print`). The image's
-    config path is this repository's jobs/config.toml, which the Dockerfile copies
-    there."""
+    """`command` (the arguments after the program), in the environment `env` (a
+    container's), is a run or backfill the CLI accepts: run as a dry run against the
+    emulator, with the destination swapped for a local folder (a flag, which wins over
+    the environment); returns a run's effective options (`config --print`). A host's
+    config path is this repository's jobs/config.toml."""
     assert command[0] in ("run", "backfill"), command
     args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
     options = {}
     if command[0] == "run":
-        shown = run_export(["config", "--print", *args])
+        shown = run_export(["config", "--print", *args], env)
         assert_exit(shown, 0)
         options = tomllib.loads(shown.stdout)
     local = str(tmp_path / "dest")
@@ -74,7 +79,8 @@ def test_ecs_task_definition(aws, tmp_path):
     assert task["requiresCompatibilities"] == ["FARGATE"] and task["taskRoleArn"]
     [container] = task["containerDefinitions"]
     assert container["logConfiguration"]["logDriver"] == "awslogs"
-    shown = accepted(container["command"], aws, tmp_path)
+    # Configured by its environment: the image bakes no configuration.
+    shown = accepted(container["command"], aws, tmp_path, environment(container))
     assert shown["log_format"] == "json" and shown["dest"] == "s3://my-data-lake/appflow-runs"
     # After SIGTERM the flows in flight get --stop-timeout, then what ended is committed:
     # ECS must leave time for that commit before it sends SIGKILL.
@@ -94,10 +100,9 @@ def test_cloudwatch_alarm_watches_a_metric_the_job_writes(path, aws, tmp_path):
     task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
     [container] = task["containerDefinitions"]
     command = container["command"]
-    args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
-    dest_at = args.index("--dest") + 1
-    args[dest_at] = str(tmp_path / "dest")
-    result = run_export([command[0], *args], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, "AWS_ENDPOINT_URL_STS": aws.url})
+    args = [*command[1:], "--dest", str(tmp_path / "dest")]
+    result = run_export([command[0], *args], {**environment(container), "AWS_ENDPOINT_URL_APPFLOW": aws.url,
+                                              "AWS_ENDPOINT_URL_STS": aws.url})
     assert_exit(result, 0)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     wanted_dims = sorted(d["Name"] for d in alarm["Dimensions"])
@@ -121,8 +126,9 @@ def test_ecs_one_off_backfill(aws, tmp_path):
     assert override["name"] == container["name"]
     command = override["command"]
     assert command[0] == "backfill" and "--since" in command
-    assert command[command.index("--dest") + 1] == container["command"][container["command"].index("--dest") + 1]
-    accepted(command, aws, tmp_path)
+    # The task's environment (its destination among it) is the run's.
+    assert environment(container)["APPFLOW_EXPORT_DEST"] == "s3://my-data-lake/appflow-runs"
+    accepted(command, aws, tmp_path, environment(container))
 
 
 def test_eventbridge_schedule_targets_the_task():
@@ -147,8 +153,10 @@ def test_batch_array_job_shards_the_flows(aws, tmp_path):
     assert job["jobDefinition"] == definition["jobDefinitionName"]
     assert job["arrayProperties"]["size"] >= 2
     for command in (definition["containerProperties"]["command"], job["containerOverrides"]["command"]):
-        batch_child = {"AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": str(job["arrayProperties"]["size"])}
-        assert accepted(command, aws, tmp_path, batch_child)["shard"] == "auto"
+        batch_child = {"AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": str(job["arrayProperties"]["size"]),
+                       **environment(definition["containerProperties"])}
+        shown = accepted(command, aws, tmp_path, batch_child)
+        assert shown["shard"] == "auto" and shown["dest"] == "s3://my-data-lake/appflow-runs"
 
 
 def test_iam_policy_grants_what_the_job_does():
@@ -184,7 +192,12 @@ def test_dockerfile(aws, tmp_path):
     entrypoint = json.loads(next(args for op, args in final if op == "ENTRYPOINT"))
     cmd = json.loads(next(args for op, args in final if op == "CMD"))
     assert entrypoint == ["/usr/local/bin/appflow-export"]
-    copied = [args for op, args in final if op == "COPY" and IMAGE_CONFIG in args]
-    assert copied == [f"jobs/config.toml {IMAGE_CONFIG}"]
-    accepted(cmd, aws, tmp_path)
+    # No configuration baked in (an example's bucket or region would win over the
+    # task's): with nothing set, the run says what is missing.
+    assert not [args for op, args in final if op == "COPY" and "jobs/" in args]
+    assert cmd == ["run"]
+    bare = run_export(cmd)
+    assert_exit(bare, 2)
+    assert "--dest" in bare.stderr and "APPFLOW_EXPORT_DEST" in bare.stderr
+    accepted(cmd, aws, tmp_path, {"APPFLOW_EXPORT_DEST": "s3://my-data-lake/appflow-runs"})
     assert "docker build -t appflow-export ." in (REPO / "README.md").read_text()

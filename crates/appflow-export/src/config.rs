@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use clap::Parser;
+use clap::CommandFactory;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Serialize};
 
@@ -281,7 +281,12 @@ pub fn expand(argv: Vec<OsString>) -> Result<Expanded, Failure> {
     if file.dest.is_none() {
         alone.push("--dest=unset".into());
     }
-    if let Err(e) = Cli::try_parse_from(&alone) {
+    // Without the environment: its variables are not the file's, and may conflict
+    // with keys the variables will override (a variable's flows, the file's pattern).
+    let without_env = Cli::command()
+        .mut_args(|a| a.env(None))
+        .mut_subcommand("run", |c| c.mut_args(|a| a.env(None)));
+    if let Err(e) = without_env.try_get_matches_from(&alone) {
         let why = e.render().to_string();
         let why = why.trim().trim_start_matches("error: ");
         let why = why.lines().next().unwrap_or(why);

@@ -196,7 +196,8 @@ fn warn_overridden_env(args: &RunArgs) {
                 variable = var,
                 ignored = %env,
                 used = value,
-                "{var} is ignored: {flag} (or its key in --config) sets {value}"
+                "{var} is ignored: {flag} (or {}, or its key in --config) sets {value}",
+                crate::config::env_var(flag.trim_start_matches("--"))
             );
         }
     }

@@ -25,6 +25,8 @@ pub struct S3Store {
     prefix: String,
     sse: Option<Sse>,
     expected_owner: Option<String>,
+    /// The region requests are signed for.
+    region: Option<String>,
     /// How a read whose body breaks off is retried: the SDK's own policy for calls
     /// (it retries a failed call, not a body cut short after the headers came).
     reads: ReadRetry,
@@ -85,6 +87,10 @@ impl S3Store {
             prefix: prefix.to_string(),
             sse: options.sse.clone(),
             expected_owner: options.expected_bucket_owner.clone(),
+            region: options
+                .region
+                .clone()
+                .or_else(|| sdk_config.region().map(ToString::to_string)),
             reads,
         }
     }
@@ -368,8 +374,20 @@ impl ObjectStore for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| {
+                let in_region = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_string);
                 let why = match e.code() {
                     Some("NoSuchBucket") => format!("bucket '{}' does not exist", self.bucket),
+                    Some("AuthorizationHeaderMalformed" | "PermanentRedirect") => {
+                        let bucket_region = in_region.as_deref().unwrap_or("another region");
+                        let signed = self.region.as_deref().unwrap_or("another");
+                        format!(
+                            "bucket '{}' is in {bucket_region}, and the requests were signed for {signed}: pass --dest-region {bucket_region}, or leave --dest-region out to have S3 asked",
+                            self.bucket
+                        )
+                    }
                     Some("AccessDenied") => match &self.expected_owner {
                         Some(owner) => format!(
                             "access to bucket '{}' is denied: it is not owned by account {owner} (--expected-bucket-owner), or the credentials lack s3:ListBucket",
