@@ -300,3 +300,39 @@ def test_history_covers_statuses_and_optional_members(big_truth):
     for member, (items, parent) in optional.items():
         present = sum(member in parent(item) for item in items)
         assert 0 < present < len(items), f"{member} is present in {present} of {len(items)}: never absent or never there"
+
+
+def test_one_emulator_serves_each_account_and_region_by_the_credential(tmp_path):
+    """Accounts and regions behind one endpoint: botocore's STS parses the emulator's
+    AssumeRole, whose key names the role's account (moto's keys are decoded the same
+    way), and AppFlow answers each (account, region) with its own flows; a pair it does
+    not serve is refused as AWS refuses an unknown key."""
+    from moto.iam.utils import generate_access_key_id_from_account_id
+
+    accounts, regions = ["111111111111", "222222222222"], ["eu-west-1", "us-east-1"]
+    emu = Emulator(tmp_path, **{**SMALL_HISTORY, "account": accounts, "region": regions})
+    try:
+        sts = boto3.client("sts", endpoint_url=emu.url, region_name="eu-west-1",
+                           aws_access_key_id="testing", aws_secret_access_key="x")
+        assert sts.get_caller_identity()["Account"] == accounts[0], "a key naming no account: the first"
+        creds = sts.assume_role(RoleArn=f"arn:aws:iam::{accounts[1]}:role/reader",
+                                RoleSessionName="e2e")["Credentials"]
+        as_role = {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
+                   "aws_session_token": creds["SessionToken"]}
+        assert boto3.client("sts", endpoint_url=emu.url, region_name="eu-west-1", **as_role) \
+            .get_caller_identity()["Account"] == accounts[1]
+        moto_key = {"aws_access_key_id": generate_access_key_id_from_account_id(accounts[1], "ASIA"),
+                    "aws_secret_access_key": "x", "aws_session_token": "t"}
+        for key in (as_role, moto_key):
+            for region in regions:
+                appflow = boto3.client("appflow", endpoint_url=emu.url, region_name=region, **key)
+                arns = [f["flowArn"] for f in appflow.list_flows()["flows"]]
+                assert arns and all(arn.split(":")[3:5] == [region, accounts[1]] for arn in arns), arns
+                truth = [f["definition"]["flowArn"] for f in emu.tenant(accounts[1], region).flows()]
+                assert sorted(arns) == sorted(truth)
+        other = boto3.client("appflow", endpoint_url=emu.url, region_name="ap-south-1", **as_role)
+        with pytest.raises(ClientError) as refused:
+            other.list_flows()
+        assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    finally:
+        emu.stop()

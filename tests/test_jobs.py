@@ -8,6 +8,9 @@ import re
 import shlex
 import tomllib
 
+import uuid
+
+import boto3
 import botocore.session
 import pytest
 from botocore.validate import validate_parameters
@@ -201,3 +204,34 @@ def test_dockerfile(aws, tmp_path):
     assert "--dest" in bare.stderr and "APPFLOW_EXPORT_DEST" in bare.stderr
     accepted(cmd, aws, tmp_path, {"APPFLOW_EXPORT_DEST": "s3://my-data-lake/appflow-runs"})
     assert "docker build -t appflow-export ." in (REPO / "README.md").read_text()
+
+
+def test_the_organization_form_fits_together(moto_server):
+    """jobs/organization/: the config (accepted as it is), the member role's policy
+    (AppFlow reads only: what the job calls through it), its trust policy (the job's
+    task role, with the config's external id), the central job's extra grants
+    (ListAccounts, AssumeRole on the config's role name); IAM (moto) takes each
+    document as a role's."""
+    folder = JOBS / "organization"
+    shown = run_export(["config", "--print", "--config", str(folder / "config.toml")])
+    assert_exit(shown, 0)
+    config = tomllib.loads(shown.stdout)
+    assert config["organization"] is True and config["role_name"] and config["external_id"]
+    member = json.loads((folder / "member-role-policy.json").read_text())
+    trust = json.loads((folder / "member-trust-policy.json").read_text())
+    central = json.loads((folder / "central-policy.json").read_text())
+    actions = lambda doc: {a for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions(member) == {"appflow:ListFlows", "appflow:DescribeFlowExecutionRecords"}, "read-only: no S3, no KMS"
+    assert actions(central) == {"organizations:ListAccounts", "sts:AssumeRole"}
+    [assume] = [s for s in central["Statement"] if s["Action"] == ["sts:AssumeRole"]]
+    assert assume["Resource"].endswith(f":role/{config['role_name']}")
+    [trusted] = trust["Statement"]
+    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    assert trusted["Principal"]["AWS"] == task["taskRoleArn"]
+    assert trusted["Condition"]["StringEquals"]["sts:ExternalId"] == config["external_id"]
+    iam = boto3.client("iam", endpoint_url=moto_server.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    name = f"{config['role_name']}-{uuid.uuid4().hex[:6]}"
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="appflow-read", PolicyDocument=json.dumps(member))
+    iam.create_policy(PolicyName=f"central-{name}", PolicyDocument=json.dumps(central))

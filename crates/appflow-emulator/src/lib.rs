@@ -6,7 +6,9 @@
 //! ([`GenConfig`]). Tests change that history ([`Emulator::add_runs`],
 //! [`Emulator::finish_open_runs`], [`Emulator::drop_runs_before`]), inject faults
 //! ([`Faults`]) and read call counters ([`Counters`]), through this library or the
-//! admin endpoints under `/_emulator/` (see `server.rs`).
+//! admin endpoints under `/_emulator/` (see `server.rs`). One process can serve several
+//! accounts and regions ([`Tenants`]), each request by its SigV4 credential, and plays
+//! STS `GetCallerIdentity` and `AssumeRole` for them.
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -23,4 +25,4 @@ pub use model::{
 };
 pub use server::{RunningEmulator, loopback};
 pub use state::{AddRuns, Counters, Emulator, Faults, OpCounter};
-pub use tenants::{Tenants, account_of_key};
+pub use tenants::{Tenants, account_of_key, key_of_account};

@@ -18,8 +18,9 @@
 //! Each admin endpoint acts on one tenant (an account and region, see `tenants.rs`):
 //! `?account=A&region=R`, by default the first.
 //!
-//! It also answers STS `GetCallerIdentity` (`POST /`, AWS query protocol) with the
-//! caller's account, for `AWS_ENDPOINT_URL_STS`.
+//! It also answers STS (`POST /`, AWS query protocol, for `AWS_ENDPOINT_URL_STS`):
+//! `GetCallerIdentity` with the caller's account, and `AssumeRole` with credentials of
+//! the role's account (its key encodes it, see `tenants.rs`), trusting every caller.
 
 // Handlers answer AWS errors early as axum `Response`s; boxing them buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -44,7 +45,7 @@ use tokio::sync::oneshot;
 
 use crate::model::{ExecutionRecord, Millis};
 use crate::state::{AddRuns, Emulator, Faults};
-use crate::tenants::{Admin, Caller, Tenant, Tenants};
+use crate::tenants::{Admin, Caller, Tenant, Tenants, key_of_account};
 
 const DEFAULT_MAX_RESULTS: i64 = 20;
 
@@ -376,15 +377,24 @@ async fn describe_flow(Tenant(emu): Tenant, body: Bytes) -> Response {
 }
 
 /// STS over the AWS query protocol: only `GetCallerIdentity`, for the emulator's account.
+/// STS over the AWS query protocol: `GetCallerIdentity` (the caller's account) and
+/// `AssumeRole` (credentials whose key names the role's account, as AWS's and moto's
+/// do, so the role's calls are served by that account: for benchmarks and the demo
+/// without moto; it trusts every caller).
 async fn sts(caller: Caller, body: Bytes) -> Response {
-    let form = String::from_utf8_lossy(&body);
+    let param = |name: &str| {
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let action = param("Action").unwrap_or_default();
     let account = caller.account;
     caller
         .counted_by
         .lock()
         .counters
         .operations
-        .entry("GetCallerIdentity".to_string())
+        .entry(action.clone())
         .or_default()
         .calls += 1;
     let xml = |status: StatusCode, body: String| {
@@ -393,23 +403,50 @@ async fn sts(caller: Caller, body: Bytes) -> Response {
             .insert("content-type", HeaderValue::from_static("text/xml"));
         resp
     };
-    if !form.split('&').any(|kv| kv == "Action=GetCallerIdentity") {
-        return xml(
+    let error = |code: &str, message: &str| {
+        xml(
             StatusCode::BAD_REQUEST,
-            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
-<Code>InvalidAction</Code><Message>The emulator answers only GetCallerIdentity</Message></Error>\
+            format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+<Code>{code}</Code><Message>{message}</Message></Error>\
 <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
-                .to_string(),
-        );
-    }
+            ),
+        )
+    };
+    let result = match action.as_str() {
+        "GetCallerIdentity" => format!(
+            "<GetCallerIdentityResult><Arn>arn:aws:iam::{account}:user/appflow-export</Arn>\
+<UserId>AIDAEMULATOR</UserId><Account>{account}</Account></GetCallerIdentityResult>"
+        ),
+        "AssumeRole" => {
+            let role = param("RoleArn").unwrap_or_default();
+            let Some(key) = role.split(':').nth(4).and_then(key_of_account) else {
+                return error("ValidationError", &format!("{role} is not a role ARN"));
+            };
+            let expires =
+                (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+            let assumed = role.replacen(":role/", ":assumed-role/", 1);
+            format!(
+                "<AssumeRoleResult><Credentials><AccessKeyId>{key}</AccessKeyId>\
+<SecretAccessKey>emulator</SecretAccessKey><SessionToken>emulator</SessionToken>\
+<Expiration>{expires}</Expiration></Credentials><AssumedRoleUser>\
+<AssumedRoleId>AROAEMULATOR:appflow-export</AssumedRoleId><Arn>{assumed}/appflow-export</Arn>\
+</AssumedRoleUser></AssumeRoleResult>"
+            )
+        }
+        _ => {
+            return error(
+                "InvalidAction",
+                "The emulator answers only GetCallerIdentity and AssumeRole",
+            );
+        }
+    };
     xml(
         StatusCode::OK,
         format!(
-            "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-<GetCallerIdentityResult><Arn>arn:aws:iam::{account}:user/appflow-export</Arn>\
-<UserId>AIDAEMULATOR</UserId><Account>{account}</Account></GetCallerIdentityResult>\
+            "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">{result}\
 <ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>\
-</GetCallerIdentityResponse>"
+</{action}Response>"
         ),
     )
 }

@@ -149,6 +149,26 @@ pub fn account_of_key(key: &str) -> Option<String> {
     (account <= 999_999_999_999).then(|| format!("{account:012}"))
 }
 
+/// An access key id (`ASIA...`, 20 characters) that encodes `account`, as AWS and moto
+/// make them; `None` for an account id that is not 12 digits.
+pub fn key_of_account(account: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = account.parse().ok()?;
+    let half = n / 2 + (1 << 39);
+    let mut key = String::from("ASIA");
+    for i in (0..8).rev() {
+        key.push(char::from(ALPHABET[((half >> (5 * i)) & 31) as usize]));
+    }
+    // The 13th character's half of the alphabet says whether the account is odd; the
+    // rest only has to look like a key.
+    key.push(char::from(ALPHABET[if n % 2 == 1 { 16 } else { 0 }]));
+    key.push_str("EMULATORKEY");
+    Some(key)
+}
+
 fn refused(message: &str) -> Response {
     let mut resp = (
         StatusCode::FORBIDDEN,
