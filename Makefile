@@ -38,12 +38,14 @@ $(VENV)/.installed: Makefile
 ## make bench: the benchmarks (release build), see BENCHMARKS.md: the full export
 ## beside paging alone and the in-process stages; memory at 200,000 runs a day;
 ## the peers (boto3 + pyarrow, dlt) on the same data; a no-change run over 1,000 flows
-## with and without --skip-unchanged; a backfill under a 20 req/s rate limit.
+## with and without --skip-unchanged; a backfill under a 20 req/s rate limit; an
+## organization of 8 accounts x 2 regions at --target-concurrency 1 and 4.
 bench:
 	bash bench/run.sh
 	bash bench/scale.sh
 	bash bench/skip.sh
 	bash bench/ratelimit.sh
+	bash bench/accounts.sh
 	bash bench/peers/run.sh
 
 fmt:

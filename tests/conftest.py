@@ -176,9 +176,7 @@ class Emulator:
         return self._admin("POST", "set-flow-status", {"flows": flows, "status": status})["updated"]
 
 
-@pytest.fixture
-def start_emulator(tmp_path_factory):
-    """Factory: `start_emulator(flows=.., runs_per_flow=.., faults={..}, ...)`."""
+def _emulators(tmp_path_factory):
     started: list[Emulator] = []
 
     def start(**opts) -> Emulator:
@@ -189,6 +187,19 @@ def start_emulator(tmp_path_factory):
     yield start
     for emu in started:
         emu.stop()
+
+
+@pytest.fixture
+def start_emulator(tmp_path_factory):
+    """Factory: `start_emulator(flows=.., runs_per_flow=.., faults={..}, ...)`;
+    `account=[..], region=[..]` serve several accounts and regions."""
+    yield from _emulators(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def start_module_emulator(tmp_path_factory):
+    """`start_emulator` for emulators shared by a module's tests."""
+    yield from _emulators(tmp_path_factory)
 
 
 @pytest.fixture
@@ -509,6 +520,16 @@ def truth(emulator: Emulator) -> Dataset:
                     **{f"table_registration_{k}": table.get(k) for k in ("status", "message", "result")},
                     **{f"partition_registration_{k}": partition.get(k) for k in ("status", "message", "result")},
                 })
+    return data
+
+
+def truth_of(emulator: Emulator, places) -> Dataset:
+    """The rows of several (account, region) of one emulator serving them all."""
+    data = Dataset()
+    for account, region in places:
+        part = truth(emulator.tenant(account, region))
+        data.executions.update(part.executions)
+        data.catalog.update(part.catalog)
     return data
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import HISTORY, Dataset, assert_exit, assert_export, run_export, truth
+from conftest import HISTORY, assert_exit, assert_export, run_export, truth_of
 
 A, B = HISTORY["account"], "333344445555"
 REGIONS = ["eu-west-2", "us-east-1"]
@@ -21,15 +21,6 @@ def emulator(start_emulator):
     """Accounts A (the job's own: a key that names no account is A's) and B, in two
     regions each."""
     return start_emulator(account=[A, B], region=REGIONS, flows=4, runs_per_flow=40, seed=7)
-
-
-def combined(emulator, places) -> Dataset:
-    data = Dataset()
-    for account, region in places:
-        part = truth(emulator.tenant(account, region))
-        data.executions.update(part.executions)
-        data.catalog.update(part.catalog)
-    return data
 
 
 def run(emulator, moto_server, dest, *args):
@@ -50,7 +41,7 @@ def list_calls(emulator, account, region) -> int:
 def test_several_regions_into_one_destination(emulator, moto_server, local_dest):
     result = run(emulator, moto_server, local_dest, "--region", ",".join(REGIONS))
     assert_exit(result, 0)
-    assert_export(local_dest, combined(emulator, [(A, r) for r in REGIONS]))
+    assert_export(local_dest, truth_of(emulator, [(A, r) for r in REGIONS]))
     assert sorted((m["account_id"], m["region"], m["role_arn"]) for m in manifests(local_dest)) == \
         [(A, "eu-west-2", None), (A, "us-east-1", None)]
     assert sorted(p.name for p in (local_dest.path / "flows").iterdir()) == [f"{A}_eu-west-2.parquet", f"{A}_us-east-1.parquet"]
@@ -62,7 +53,7 @@ def test_several_accounts_by_role_from_the_config(emulator, moto_server, dest, t
     config.write_text(f'region = "eu-west-2"\nrole_arn = ["{ROLE_A}", "{ROLE_B}"]\n')
     result = run(emulator, moto_server, dest, "--config", str(config))
     assert_exit(result, 0)
-    data = assert_export(dest, combined(emulator, [(A, "eu-west-2"), (B, "eu-west-2")]))
+    data = assert_export(dest, truth_of(emulator, [(A, "eu-west-2"), (B, "eu-west-2")]))
     assert {(r["account_id"], r["region"]) for r in data.executions.values()} == {(A, "eu-west-2"), (B, "eu-west-2")}
     # B's flows were read with B's credentials (moto's key for the assumed role), and
     # no region but the one asked for was read.
@@ -75,7 +66,7 @@ def test_an_account_that_fails_does_not_stop_the_others(emulator, moto_server, l
     result = run(emulator, moto_server, local_dest, "--region", "eu-west-2", "--role-arn", f"{missing},{ROLE_B}")
     assert_exit(result, 1)
     assert "999999999999" in result.stdout + result.stderr
-    assert_export(local_dest, combined(emulator, [(B, "eu-west-2")]))
+    assert_export(local_dest, truth_of(emulator, [(B, "eu-west-2")]))
     codes = sorted((m["role_arn"], m["account_id"], m["exit_code"]) for m in manifests(local_dest))
     assert codes == sorted([(missing, "999999999999", 1), (ROLE_B, B, 0)])
 
@@ -98,7 +89,7 @@ def test_shards_split_the_targets_when_there_are_several(emulator, moto_server, 
         assert_exit(result, 0)
         for m in manifests(local_dest):
             owners.setdefault((m["account_id"], m["region"]), set()).add(m["run_id"])
-    assert_export(local_dest, combined(emulator, places))
+    assert_export(local_dest, truth_of(emulator, places))
     assert sorted(owners) == sorted(places) and all(len(runs) == 1 for runs in owners.values()), owners
     assert all(list_calls(emulator, *place) == 1 for place in places)
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
+from pathlib import Path
 
 import boto3
-import pyarrow.parquet as pq
 import pytest
-from botocore.config import Config
 
-from conftest import (Dataset, MOTO_BIN, assert_exit, run_export, s3_client, start_server, stop_process,
-                      truth, assert_same, read_output, assert_layout)
+from conftest import (MOTO_BIN, assert_exit, assert_layout, assert_same, read_output, run_export, s3_client,
+                      start_server, stop_process, truth_of)
 from s3_faults import FaultPlan, FaultProxy
 
 MANAGEMENT = "123456789012"  # moto's account for the job's own key ("testing")
@@ -55,25 +55,10 @@ def organization(moto):
 
 
 @pytest.fixture(scope="module")
-def emulator(organization, start_emulator_module):
+def emulator(organization, start_module_emulator):
     """One emulator serving every account (the closed one too) in both regions."""
     accounts = [MANAGEMENT, *organization["members"], organization["closed"]]
-    return start_emulator_module(account=accounts, region=REGIONS, flows=3, runs_per_flow=30, seed=11)
-
-
-@pytest.fixture(scope="module")
-def start_emulator_module(tmp_path_factory):
-    from conftest import HISTORY, Emulator
-    started = []
-
-    def start(**opts):
-        emu = Emulator(tmp_path_factory.mktemp("emulator"), **{**HISTORY, **opts})
-        started.append(emu)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
+    return start_module_emulator(account=accounts, region=REGIONS, flows=3, runs_per_flow=30, seed=11)
 
 
 class World:
@@ -110,8 +95,6 @@ class World:
                 if (c := r.credential()) and c[2] == "sts" and (f := r.form()).get("Action") == "AssumeRole"]
 
     def local_copy(self):
-        import tempfile
-        from pathlib import Path
         root = Path(tempfile.mkdtemp(dir=self.scratch, prefix="s3copy-"))
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="org/")
         for obj in (o for page in pages for o in page.get("Contents", [])):
@@ -144,16 +127,7 @@ def world(moto, tmp_path):
         w.stop()
 
 
-def expected(emulator, places) -> Dataset:
-    data = Dataset()
-    for account, region in places:
-        part = truth(emulator.tenant(account, region))
-        data.executions.update(part.executions)
-        data.catalog.update(part.catalog)
-    return data
-
-
-def assert_rows(world: World, want: Dataset) -> None:
+def assert_rows(world: World, want) -> None:
     root = world.local_copy()
     assert_layout(root, want)
     assert_same(read_output(root), want)
@@ -173,7 +147,7 @@ def test_an_organization_is_exported_through_member_roles_and_written_as_the_job
     result = w.run(emulator, *org_args())
     assert_exit(result, 0)
     places = [(a, r) for a in organization["active"] for r in REGIONS]
-    assert_rows(w, expected(emulator, places))
+    assert_rows(w, truth_of(emulator, places))
     # Every ACTIVE account listed, a page at a time; the closed one never read.
     list_calls = [r for r in w.proxy.requests if r.target().endswith(".ListAccounts")]
     assert len(list_calls) >= 4, len(list_calls)
@@ -202,11 +176,11 @@ def test_accounts_and_exclude_accounts_filter_the_organization(emulator, organiz
     member, other = organization["members"]
     w = world()
     assert_exit(w.run(emulator, *org_args("--accounts", member)), 0)
-    assert_rows(w, expected(emulator, [(member, r) for r in REGIONS]))
+    assert_rows(w, truth_of(emulator, [(member, r) for r in REGIONS]))
     assert {arn for arn, _ in w.assumed()} == {role(member)}
     w = world()
     assert_exit(w.run(emulator, *org_args("--exclude-accounts", member)), 0)
-    assert_rows(w, expected(emulator, [(a, r) for a in (MANAGEMENT, other) for r in REGIONS]))
+    assert_rows(w, truth_of(emulator, [(a, r) for a in (MANAGEMENT, other) for r in REGIONS]))
     assert {arn for arn, _ in w.assumed()} == {role(other)}
 
 
@@ -224,7 +198,7 @@ def test_a_denied_member_leaves_the_others_exact(emulator, organization, world):
     w = world(FaultPlan(deny_assume=(role(denied),)))
     result = w.run(emulator, *org_args("--metrics", "emf", "--target-concurrency", "1"))
     assert_exit(result, 1)
-    assert_rows(w, expected(emulator, [(a, r) for a in (MANAGEMENT, fine) for r in REGIONS]))
+    assert_rows(w, truth_of(emulator, [(a, r) for a in (MANAGEMENT, fine) for r in REGIONS]))
     # The denied account is named, with each region, in the summary and the error.
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
     assert sorted(failed) == sorted(l for l in failed if denied in l) and len(failed) == 2, result.stdout
@@ -257,7 +231,7 @@ def test_a_member_without_appflow_permissions_fails_alone(emulator, organization
         denied.set_faults({})
     assert_exit(result, 1)
     places = [(a, r) for a in organization["active"] for r in REGIONS if (a, r) != (member, "us-east-1")]
-    assert_rows(w, expected(emulator, places))
+    assert_rows(w, truth_of(emulator, places))
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and member in failed[0] and "us-east-1" in failed[0], result.stdout
     assert "access denied" in failed[0]
@@ -300,7 +274,7 @@ def test_dest_region_signs_every_request_for_the_bucket_with_no_lookup(emulator,
     w = world()
     result = w.run(emulator, "--region", ",".join(REGIONS), "--dest-region", BUCKET_REGION)
     assert_exit(result, 0)
-    assert_rows(w, expected(emulator, [(MANAGEMENT, r) for r in REGIONS]))
+    assert_rows(w, truth_of(emulator, [(MANAGEMENT, r) for r in REGIONS]))
     s3 = w.signed("s3")
     assert {region for *_, region in s3} == {BUCKET_REGION}
     assert "HEAD" not in {method for method, *_ in s3}
