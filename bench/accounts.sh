@@ -3,7 +3,8 @@
 # through a role (the emulator plays STS AssumeRole and serves each account and region
 # its own flows), every AppFlow call LATENCY ms, at --target-concurrency 1 and 4 (the
 # default), into a fresh local folder each time (a first, full export). Prints each
-# run's wall time, the medians of REPEAT runs and their ratio, measured in one run.
+# run's wall time and peak RSS (GNU time), the medians of REPEAT runs and their ratio,
+# measured in one run.
 # Usage: bash bench/accounts.sh [ACCOUNTS] [FLOWS] [RUNS_PER_FLOW] [LATENCY_MS] [REPEAT]
 # BIN_DIR=target/debug measures another build.
 set -euo pipefail
@@ -31,13 +32,14 @@ for tc in 1 4; do
     rm -rf "$work/dest"
     start=$(date +%s.%N)
     code=0
-    AWS_ENDPOINT_URL_APPFLOW=$endpoint AWS_ENDPOINT_URL_STS=$endpoint \
+    AWS_ENDPOINT_URL_APPFLOW=$endpoint AWS_ENDPOINT_URL_STS=$endpoint /usr/bin/time -v -o "$work/time.txt" \
       "$BIN_DIR/appflow-export" run --dest "$work/dest" --region eu-west-1,us-east-1 --role-arn "$roles" \
       --target-concurrency "$tc" >"$work/out.txt" 2>"$work/err.txt" || code=$?
     end=$(date +%s.%N)
     wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
     walls[$tc]="${walls[$tc]:-} $wall"
-    echo "--target-concurrency $tc, run $i: wall $wall s, exit $code, $(grep -c '^== ' "$work/out.txt") targets"
+    rss=$(awk -F': ' '/Maximum resident/ { printf "%.1f", $2 / 1024 }' "$work/time.txt")
+    echo "--target-concurrency $tc, run $i: wall $wall s, peak RSS $rss MB, exit $code, $(grep -c '^== ' "$work/out.txt") targets"
     [ "$code" = 0 ] || { tail -5 "$work/err.txt" >&2; exit 1; }
   done
 done
