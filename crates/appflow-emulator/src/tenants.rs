@@ -15,6 +15,9 @@
 //! emulator does not serve is refused as AWS refuses a key it does not know.
 //! The admin API picks a tenant with `?account=A&region=R` (default: the first).
 
+// Extractors answer AWS errors early as axum `Response`s, as the handlers do.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
