@@ -101,3 +101,36 @@ def test_dry_run_lists_the_targets(emulator, moto_server, local_dest):
         assert f"{B} {region} (through {ROLE_B})" in result.stdout
     assert result.stdout.count("dry run: would export 4 flows") == 2
     assert not (local_dest.path / "_state").exists()
+
+
+def test_a_stop_ends_the_targets_in_flight_and_starts_no_other(emulator, moto_server, local_dest):
+    """SIGTERM during a run over several targets, one at a time: the target being read
+    commits what it read and no other starts; the summary names each one not started;
+    the next run exports everything exactly."""
+    import signal
+    import time
+
+    from conftest import ExportProcess
+
+    places = [(a, r) for a in (A, B) for r in REGIONS]
+    for place in places:
+        emulator.tenant(*place).set_faults({"latency_ms": 400})
+    env = {"AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_STS": moto_server.url}
+    args = ["run", "--dest", local_dest.uri, "--region", ",".join(REGIONS), "--role-arn", f"{ROLE_A},{ROLE_B}",
+            "--target-concurrency", "1", "--stop-timeout", "10s"]
+    run = ExportProcess(args, env)
+    deadline = time.monotonic() + 60
+    runs = local_dest.path / "_state" / "runs"
+    while time.monotonic() < deadline and not list(runs.glob("*.json")):
+        time.sleep(0.05)
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.wait(120)
+    assert_exit(result, 143)
+    not_started = [line for line in result.stdout.splitlines() if "NOT STARTED" in line]
+    assert 1 <= len(not_started) <= 2, result.stdout
+    assert all("SIGTERM" in line for line in not_started), not_started
+    assert len(manifests(local_dest)) + len(not_started) == 4
+    for place in places:
+        emulator.tenant(*place).set_faults({})
+    assert_exit(run_export(args[:-4], env), 0)
+    assert_export(local_dest, truth_of(emulator, places))

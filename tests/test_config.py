@@ -144,4 +144,35 @@ def test_a_run_configured_by_its_environment_alone(emulator, local_dest):
 def test_a_bad_environment_value_is_a_usage_error_naming_the_variable(emulator):
     result = run_export(["run", "--dest", "/tmp/x"], {"APPFLOW_EXPORT_CONCURRENCY": "eight"})
     assert_exit(result, 2)
-    assert "eight" in result.stderr and "concurrency" in result.stderr
+    assert "eight" in result.stderr and "APPFLOW_EXPORT_CONCURRENCY" in result.stderr
+
+
+def test_options_that_exclude_each_other_take_the_higher_source(tmp_path):
+    """--flows / --flow-pattern and --role-arn / --organization: the one from the
+    higher source (flag, environment, file) wins; from one source they are an error.
+    A variable set to false or empty is off."""
+    role = "arn:aws:iam::111111111111:role/r"
+    shown = effective("--dest", "/d", "--flow-pattern", "x*", env={"APPFLOW_EXPORT_FLOWS": "a"})
+    assert shown["flow_pattern"] == "x*" and "flows" not in shown
+    shown = effective("--dest", "/d", "--role-arn", role, env={"APPFLOW_EXPORT_ORGANIZATION": "true",
+                                                              "APPFLOW_EXPORT_ROLE_NAME": "r"})
+    assert shown["role_arn"] == role and shown["organization"] is False
+    shown = effective("--dest", "/d", "--role-arn", role, env={"APPFLOW_EXPORT_ORGANIZATION": "false"})
+    assert shown["role_arn"] == role and shown["organization"] is False
+    shown = effective("--dest", "/d", env={"APPFLOW_EXPORT_DEST_REGION": "", "APPFLOW_EXPORT_SHARD": ""})
+    assert "dest_region" not in shown and "shard" not in shown
+    # Split between the file and the environment.
+    config = tmp_path / "org.toml"
+    config.write_text(f'dest = "s3://b/p"\norganization = true\nrole_arn = ["{role}"]\n')
+    both = run_export(["config", "--print", "--config", str(config)])
+    assert_exit(both, 2)
+    assert "exclude each other" in both.stderr and str(config) in both.stderr
+    config.write_text('dest = "s3://b/p"\norganization = true\naccounts = ["111111111111"]\n')
+    shown = effective("--config", str(config), env={"APPFLOW_EXPORT_ROLE_NAME": "reader"})
+    assert shown["organization"] is True and shown["role_name"] == "reader" and shown["accounts"] == "111111111111"
+    missing = run_export(["config", "--print", "--config", str(config)])
+    assert_exit(missing, 2)
+    assert "--organization needs --role-name" in missing.stderr
+    alone = run_export(["config", "--print", "--dest", "/d", "--accounts", "111111111111"])
+    assert_exit(alone, 2)
+    assert "--accounts goes with --organization" in alone.stderr

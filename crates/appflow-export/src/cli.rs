@@ -92,12 +92,7 @@ pub struct RunArgs {
     #[arg(long, env = "APPFLOW_EXPORT_DEST")]
     pub dest: String,
     /// Only these flows (comma-separated names).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        conflicts_with = "flow_pattern",
-        env = "APPFLOW_EXPORT_FLOWS"
-    )]
+    #[arg(long, value_delimiter = ',', env = "APPFLOW_EXPORT_FLOWS")]
     pub flows: Vec<String>,
     /// Only flows whose name matches this glob (`*`, `?`, `[a-z]`).
     #[arg(long, env = "APPFLOW_EXPORT_FLOW_PATTERN")]
@@ -142,7 +137,6 @@ pub struct RunArgs {
         long,
         value_name = "ARN",
         value_delimiter = ',',
-        conflicts_with = "organization",
         env = "APPFLOW_EXPORT_ROLE_ARN"
     )]
     pub role_arn: Vec<String>,
@@ -150,22 +144,17 @@ pub struct RunArgs {
     /// ListAccounts, from the management account or a delegated administrator), each
     /// read through the role --role-name in it; the job's own account is read with
     /// its own credentials.
-    #[arg(long, requires = "role_name", env = "APPFLOW_EXPORT_ORGANIZATION", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "APPFLOW_EXPORT_ORGANIZATION", value_parser = clap::builder::BoolishValueParser::new())]
     pub organization: bool,
     /// With --organization: the name of the read-only role in each member account
     /// (arn:<partition>:iam::<account>:role/NAME).
-    #[arg(
-        long,
-        value_name = "NAME",
-        requires = "organization",
-        env = "APPFLOW_EXPORT_ROLE_NAME"
-    )]
+    #[arg(long, value_name = "NAME", env = "APPFLOW_EXPORT_ROLE_NAME")]
     pub role_name: Option<String>,
     /// With --organization: only these accounts (comma-separated 12-digit ids).
-    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = account_id, requires = "organization", env = "APPFLOW_EXPORT_ACCOUNTS")]
+    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = account_id, env = "APPFLOW_EXPORT_ACCOUNTS")]
     pub accounts: Vec<String>,
     /// With --organization: not these accounts (comma-separated 12-digit ids).
-    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = account_id, requires = "organization", env = "APPFLOW_EXPORT_EXCLUDE_ACCOUNTS")]
+    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = account_id, env = "APPFLOW_EXPORT_EXCLUDE_ACCOUNTS")]
     pub exclude_accounts: Vec<String>,
     /// The external id sent with every AssumeRole (a member role's trust policy may
     /// require one: sts:ExternalId).

@@ -260,9 +260,8 @@ pub fn expand(argv: Vec<OsString>) -> Result<Expanded, Failure> {
         file: None,
         from_file: Vec::new(),
     };
-    let Some(sub) = argv
-        .iter()
-        .position(|a| a.to_str().is_some_and(|a| WITH_CONFIG.contains(&a)))
+    let Some(sub) = subcommand_at(&argv)
+        .filter(|&i| argv[i].to_str().is_some_and(|a| WITH_CONFIG.contains(&a)))
     else {
         return Ok(unchanged(argv));
     };
@@ -283,9 +282,7 @@ pub fn expand(argv: Vec<OsString>) -> Result<Expanded, Failure> {
     }
     // Without the environment: its variables are not the file's, and may conflict
     // with keys the variables will override (a variable's flows, the file's pattern).
-    let without_env = Cli::command()
-        .mut_args(|a| a.env(None))
-        .mut_subcommand("run", |c| c.mut_args(|a| a.env(None)));
+    let without_env = with_env(Cli::command(), &|_| false);
     if let Err(e) = without_env.try_get_matches_from(&alone) {
         let why = e.render().to_string();
         let why = why.trim().trim_start_matches("error: ");
@@ -323,6 +320,136 @@ pub fn expand(argv: Vec<OsString>) -> Result<Expanded, Failure> {
         file: Some(path),
         from_file,
     })
+}
+
+/// Where the subcommand is: the first argument that is neither an option nor the
+/// value of the global `--log-format` (so `status --dest run` is not a `run`).
+fn subcommand_at(argv: &[OsString]) -> Option<usize> {
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].to_string_lossy();
+        if arg == "--log-format" {
+            i += 2;
+        } else if arg.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The command line's parser, reading each option's `APPFLOW_EXPORT_*` variable only
+/// where `keep(variable)`: an empty variable is unset (as `expand` takes it), and the
+/// file's own check reads none.
+fn with_env(cmd: clap::Command, keep: &dyn Fn(&std::ffi::OsStr) -> bool) -> clap::Command {
+    let strip = |a: clap::Arg| match a.get_env() {
+        Some(var) if !keep(var) => a.env(None),
+        _ => a,
+    };
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let mut cmd = cmd.mut_args(strip);
+    for name in subcommands {
+        cmd = cmd.mut_subcommand(name, |c| c.mut_args(strip));
+    }
+    cmd
+}
+
+/// The parser of the command line, reading the `APPFLOW_EXPORT_*` variables that are
+/// set and not empty.
+pub fn command() -> clap::Command {
+    with_env(Cli::command(), &|var| {
+        std::env::var_os(var).is_some_and(|v| !v.is_empty())
+    })
+}
+
+/// Where a value came from, lowest first: a higher source's value replaces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Default,
+    File,
+    Environment,
+    Flag,
+}
+
+fn level(matches: &ArgMatches, expanded: &Expanded, id: &str) -> Level {
+    match matches.value_source(id) {
+        Some(ValueSource::CommandLine) if expanded.from_file.contains(&id.replace('_', "-")) => {
+            Level::File
+        }
+        Some(ValueSource::CommandLine) => Level::Flag,
+        Some(ValueSource::EnvVariable) => Level::Environment,
+        _ => Level::Default,
+    }
+}
+
+/// Settles the options that exclude or need each other once every source is read: of
+/// two that exclude each other (`--flows` and `--flow-pattern`, `--role-arn` and
+/// `--organization`) the one from the higher source wins (flag, environment, file);
+/// from the same source they are an error. Then what needs `--organization` is checked.
+pub fn settle(
+    args: &mut RunArgs,
+    matches: &ArgMatches,
+    expanded: &Expanded,
+) -> Result<(), Failure> {
+    let usage = |why: String| Failure::new(EXIT_USAGE, anyhow!(why));
+    let from = |l: Level| match l {
+        Level::File => match &expanded.file {
+            Some(f) => format!("the config file {}", f.display()),
+            None => "the config file".to_string(),
+        },
+        Level::Environment => "the environment".to_string(),
+        _ => "the command line".to_string(),
+    };
+    // Which of two set options to drop: `Some(true)` the first.
+    let exclusive = |a: &str, b: &str| -> Result<bool, Failure> {
+        let (la, lb) = (level(matches, expanded, a), level(matches, expanded, b));
+        if la == lb {
+            return Err(usage(format!(
+                "--{} and --{} exclude each other (both from {})",
+                a.replace('_', "-"),
+                b.replace('_', "-"),
+                from(la)
+            )));
+        }
+        Ok(la < lb)
+    };
+    if !args.flows.is_empty() && args.flow_pattern.is_some() {
+        if exclusive("flows", "flow_pattern")? {
+            args.flows.clear();
+        } else {
+            args.flow_pattern = None;
+        }
+    }
+    if !args.role_arn.is_empty() && args.organization {
+        if exclusive("role_arn", "organization")? {
+            args.role_arn.clear();
+        } else {
+            // What only means something with the organization goes with it.
+            args.organization = false;
+            args.role_name = None;
+            args.accounts.clear();
+            args.exclude_accounts.clear();
+        }
+    }
+    if args.organization && args.role_name.is_none() {
+        return Err(usage(
+            "--organization needs --role-name (APPFLOW_EXPORT_ROLE_NAME, or role_name in --config): the role to read each member account through".into(),
+        ));
+    }
+    for (set, flag) in [
+        (args.role_name.is_some(), "--role-name"),
+        (!args.accounts.is_empty(), "--accounts"),
+        (!args.exclude_accounts.is_empty(), "--exclude-accounts"),
+    ] {
+        if set && !args.organization {
+            return Err(usage(format!("{flag} goes with --organization")));
+        }
+    }
+    Ok(())
 }
 
 /// `--config FILE` or `--config=FILE` among a subcommand's arguments.

@@ -18,7 +18,7 @@ mod targets;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::cli::{Cli, Command, LogFormat};
 
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             return ExitCode::from(f.code);
         }
     };
-    let matches = match Cli::command().try_get_matches_from(&expanded.argv) {
+    let matches = match config::command().try_get_matches_from(&expanded.argv) {
         Ok(m) => m,
         Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
             // Say every way to set it: a container is configured by its environment.
@@ -130,12 +130,45 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(EXIT_USAGE);
         }
-        Err(e) => e.exit(),
+        Err(e) => {
+            // A bad value from the environment: say which variable held it.
+            let flag = e
+                .get(clap::error::ContextKind::InvalidArg)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let flag = flag.split_whitespace().next().unwrap_or_default();
+            let var = config::env_var(flag.trim_start_matches("--"));
+            let from_env = flag.starts_with("--")
+                && std::env::var_os(&var).is_some_and(|v| !v.is_empty())
+                && !expanded.argv.iter().any(|a| {
+                    a.to_str()
+                        .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+                });
+            if from_env && e.kind() != clap::error::ErrorKind::DisplayHelp {
+                let _ = e.print();
+                eprintln!("\n(the value of {flag} came from the environment: {var})");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            e.exit()
+        }
     };
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    let settled = match &mut cli.command {
+        Command::Run(args) => Some((args, "run")),
+        Command::Backfill(args) => Some((&mut args.run, "backfill")),
+        Command::Config(args) => Some((&mut args.run, "config")),
+        _ => None,
+    };
+    if let Some((args, name)) = settled {
+        let sub = matches.subcommand_matches(name).unwrap_or(&matches);
+        if let Err(f) = config::settle(args, sub, &expanded) {
+            eprintln!("error: {:#}", f.error);
+            return ExitCode::from(f.code);
+        }
+    }
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

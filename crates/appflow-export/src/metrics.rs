@@ -70,15 +70,17 @@ impl Emf {
     }
 
     /// The line of the whole invocation: sums over its accounts and regions (the
-    /// largest lag, the longest run; it succeeded when each of them did).
-    pub fn run_line(&self, reports: &[&RunReport], seconds: f64) -> String {
+    /// largest lag, the longest run); it succeeded when every target was exported
+    /// (`all_exported`: none failed, none left unstarted; a shard owning no target
+    /// succeeds).
+    pub fn run_line(&self, reports: &[&RunReport], all_exported: bool, seconds: f64) -> String {
         let values: Vec<(&str, &str, f64)> = METRICS
             .iter()
             .filter_map(|(name, unit, value)| {
                 let each = reports.iter().filter_map(|r| value(r));
                 let total = match *name {
                     "RunsSucceeded" => f64::from(u8::from(
-                        !reports.is_empty() && reports.iter().all(|r| succeeded(r)),
+                        all_exported && reports.iter().all(|r| succeeded(r)),
                     )),
                     "MaxWatermarkLagSeconds" => each.reduce(f64::max)?,
                     "RunSeconds" => seconds,
@@ -121,5 +123,35 @@ impl Emf {
             doc.insert((*name).into(), json!(value));
         }
         Value::Object(doc).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs_succeeded(line: &str) -> f64 {
+        let doc: Value = serde_json::from_str(line).unwrap_or_default();
+        doc["RunsSucceeded"].as_f64().unwrap_or(-1.0)
+    }
+
+    #[test]
+    fn the_run_line_succeeds_only_when_every_target_was_exported() {
+        let emf = Emf::new(None);
+        let ok = RunReport::default();
+        // Every target started and exported; a shard owning no target.
+        assert_eq!(runs_succeeded(&emf.run_line(&[&ok], true, 1.0)), 1.0);
+        assert_eq!(runs_succeeded(&emf.run_line(&[], true, 1.0)), 1.0);
+        // The reports all succeeded, but a target never started (a stop, or an
+        // account the organization does not have).
+        assert_eq!(runs_succeeded(&emf.run_line(&[&ok], false, 1.0)), 0.0);
+        let failed = RunReport {
+            failures: vec!["flow 'a': denied".into()],
+            ..RunReport::default()
+        };
+        assert_eq!(
+            runs_succeeded(&emf.run_line(&[&ok, &failed], true, 1.0)),
+            0.0
+        );
     }
 }

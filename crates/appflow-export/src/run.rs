@@ -189,8 +189,11 @@ fn warn_overridden_env(args: &RunArgs) {
         );
     }
     for (var, value, flag) in chosen {
+        // A region among those asked for is not ignored: it is exported too.
+        let listed = |env: &str| flag == "--region" && args.region.iter().any(|r| r == env);
         if let (Ok(env), Some(value)) = (std::env::var(var), value)
             && env != value
+            && !listed(&env)
         {
             tracing::warn!(
                 variable = var,
@@ -257,6 +260,9 @@ struct Outcome {
     /// The destination itself failed (or the local staging disk): the next target
     /// would fail alike.
     stops_all: bool,
+    /// `false`: never run (the run was stopped, the destination failed, or the account
+    /// is not in the organization); `result` says why.
+    started: bool,
 }
 
 /// The run's region: the first `--region`, else the environment's, checked.
@@ -305,9 +311,20 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             .await
             .map_err(|e| Failure::new(EXIT_DESTINATION, e))?;
     }
-    let planned = targets::plan(args, &job, &regions).await?;
-    let all = planned.len();
-    let (targets, flow_shard) = targets::shard(planned, invocation.plan.shard, &job).await?;
+    if args.external_id.is_some()
+        && args.role_arn.is_empty()
+        && !args.organization
+        && args.dest_role_arn.is_none()
+    {
+        tracing::warn!(
+            "--external-id is not sent: no role is assumed (--role-arn, --organization, --dest-role-arn)"
+        );
+    }
+    let targets::Planned { targets, problems } = targets::plan(args, &job, &regions).await?;
+    let all = targets.len() + problems.len();
+    let (targets, flow_shard) = targets::shard(targets, invocation.plan.shard, &job).await?;
+    let target_shard =
+        (all > 1 && invocation.plan.shard.is_split()).then_some(invocation.plan.shard);
     let several = all > 1;
     if several {
         let shard = if invocation.plan.shard.is_split() {
@@ -321,7 +338,7 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             args.target_concurrency
         );
     }
-    if invocation.dry_run && several {
+    if invocation.dry_run && (several || args.organization || !args.role_arn.is_empty()) {
         for target in &targets {
             println!("  {}", describe(target));
         }
@@ -339,11 +356,21 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
     let one = |target: Target| {
         let (job, store, invocation, stopped) = (&job, store.clone(), &invocation, &stopped);
         async move {
-            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
+            let not_started = |result| Outcome {
+                target: target.clone(),
+                report: None,
+                result: Err(result),
+                stops_all: false,
+                started: false,
+            };
+            if let Some(why) = invocation.stop.requested() {
+                return not_started(interrupted(&why));
             }
-            if invocation.stop.requested().is_some() {
-                return None;
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return not_started(Failure::new(
+                    EXIT_DESTINATION,
+                    anyhow!("not started: the destination failed on another target"),
+                ));
             }
             let region = target.region.clone().unwrap_or_default();
             let sdk = match &target.role_arn {
@@ -353,6 +380,7 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             let pipeline = invocation.pipeline(&sdk, &region, store);
             let mut plan = invocation.plan.clone();
             plan.shard = flow_shard;
+            plan.target_shard = target_shard;
             plan.target = target.clone();
             let outcome = if invocation.dry_run {
                 let result = dry_run(&pipeline, &plan).await;
@@ -360,6 +388,7 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                     target,
                     report: None,
                     stops_all: false,
+                    started: true,
                     result,
                 }
             } else {
@@ -386,6 +415,7 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                     target,
                     report: Some(report),
                     stops_all,
+                    started: true,
                     result,
                 }
             };
@@ -393,20 +423,31 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                 stopped.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             print_outcome(&outcome, several, emf_ref);
-            Some(outcome)
+            outcome
         }
     };
-    let outcomes: Vec<Outcome> = futures::stream::iter(targets.iter().cloned().map(one))
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(targets.iter().cloned().map(one))
         .buffer_unordered(concurrency)
-        .filter_map(|o| async move { o })
         .collect()
         .await;
-    let not_run = targets.len() - outcomes.len();
+    // Accounts asked for by name that the organization does not have: not exported.
+    for problem in problems {
+        let f = Failure::new(EXIT_FLOWS_FAILED, anyhow!("{}", problem.why));
+        crate::print_error(&f);
+        outcomes.push(Outcome {
+            target: problem.target,
+            report: None,
+            result: Err(f),
+            stops_all: false,
+            started: false,
+        });
+    }
     let reports: Vec<&RunReport> = outcomes.iter().filter_map(|o| o.report.as_ref()).collect();
     if let Some(emf) = emf.as_ref().filter(|_| !invocation.dry_run) {
+        let every = outcomes.iter().all(|o| o.result.is_ok());
         println!(
             "{}",
-            emf.run_line(&reports, started.elapsed().as_secs_f64())
+            emf.run_line(&reports, every, started.elapsed().as_secs_f64())
         );
     }
     let mut worst: Option<Failure> = None;
@@ -417,32 +458,26 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             worst = Some(Failure::new(f.code, anyhow!("{:#}", f.error)));
         }
     }
-    if not_run > 0 {
-        let code = match invocation.stop.requested() {
-            Some(why) => interrupted(&why),
-            None => Failure::new(
-                EXIT_DESTINATION,
-                anyhow!("{not_run} targets were not started: the destination failed"),
-            ),
-        };
-        if worst.as_ref().is_none_or(|w| code.code > w.code) {
-            worst = Some(code);
-        }
-    }
     if several && !invocation.dry_run {
-        print!("{}", TargetTable(&outcomes, not_run));
+        print!("{}", TargetTable(&outcomes));
     }
     match worst {
         None => Ok(()),
         Some(f) if several => {
             let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+            let not_started = outcomes.iter().filter(|o| !o.started).count();
+            let would = if invocation.dry_run {
+                "would not be"
+            } else {
+                "not"
+            };
             Err(Failure::new(
                 f.code,
                 anyhow!(
-                    "{failed} of {} targets not fully exported{} (see above)",
-                    targets.len(),
-                    if not_run > 0 {
-                        format!(", {not_run} not started")
+                    "{failed} of {} targets {would} fully exported{} (see above)",
+                    outcomes.len(),
+                    if not_started > 0 {
+                        format!(", {not_started} of them not started")
                     } else {
                         String::new()
                     }
@@ -492,16 +527,17 @@ fn print_outcome(outcome: &Outcome, several: bool, emf: Option<&crate::metrics::
 }
 
 /// The end of a run over several targets: each one's outcome on a line.
-struct TargetTable<'a>(&'a [Outcome], usize);
+struct TargetTable<'a>(&'a [Outcome]);
 
 impl std::fmt::Display for TargetTable<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (outcomes, not_run) = (self.0, self.1);
-        let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+        let outcomes = self.0;
+        let not_run = outcomes.iter().filter(|o| !o.started).count();
+        let failed = outcomes.iter().filter(|o| o.result.is_err()).count() - not_run;
         write!(
             f,
             "targets: {} exported, {failed} failed",
-            outcomes.len() - failed
+            outcomes.len() - failed - not_run
         )?;
         if not_run > 0 {
             write!(f, ", {not_run} not started")?;
@@ -522,6 +558,15 @@ impl std::fmt::Display for TargetTable<'_> {
             let exported = o.report.as_ref().map_or(0, |r| r.flows_exported);
             match &o.result {
                 Ok(()) => writeln!(f, "  {account}  {region}  exported ({exported} flows)")?,
+                Err(e) if !o.started => {
+                    let why = format!("{:#}", e.error);
+                    let why = why.lines().next().unwrap_or_default();
+                    writeln!(
+                        f,
+                        "  {account}  {region}  NOT STARTED (exit {}): {why}",
+                        e.code
+                    )?;
+                }
                 Err(e) => {
                     let why = format!("{:#}", e.error);
                     let why = why.lines().next().unwrap_or_default();

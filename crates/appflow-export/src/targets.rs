@@ -92,13 +92,34 @@ async fn organization_accounts(job: &SdkConfig) -> Result<Vec<String>, Failure> 
     Ok(accounts)
 }
 
-/// The targets `args` name, in every region of `regions`, with `caller` the job's own
-/// identity when it is known (`--organization` needs it).
-pub async fn plan(
-    args: &RunArgs,
-    job: &SdkConfig,
-    regions: &[String],
-) -> Result<Vec<Target>, Failure> {
+/// What a run is to export.
+pub struct Planned {
+    /// Each (account, region) once.
+    pub targets: Vec<Target>,
+    /// Targets asked for that cannot be exported (an `--accounts` id the organization
+    /// does not list as ACTIVE): each fails, the others are still exported.
+    pub problems: Vec<Problem>,
+}
+
+pub struct Problem {
+    pub target: Target,
+    pub why: String,
+}
+
+/// Each value once, in its first place.
+fn once(values: &[String]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    values
+        .iter()
+        .filter(|v| seen.insert(v.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The targets `args` name, each once, in every region of `regions`.
+pub async fn plan(args: &RunArgs, job: &SdkConfig, regions: &[String]) -> Result<Planned, Failure> {
+    let regions = once(regions);
+    let mut problems = Vec::new();
     let accounts: Vec<(Option<String>, Option<String>)> = if args.organization {
         let name = args.role_name.as_deref().unwrap_or_default();
         let me = caller(job).await?;
@@ -106,14 +127,20 @@ pub async fn plan(
         let keep: BTreeSet<&String> = args.accounts.iter().collect();
         let drop: BTreeSet<&String> = args.exclude_accounts.iter().collect();
         let known: BTreeSet<String> = listed.iter().cloned().collect();
-        if let Some(missing) = keep.iter().find(|a| !known.contains(**a)) {
+        for missing in keep.iter().filter(|a| !known.contains(**a)) {
             // Asked for by name: saying nothing would hide an account never exported.
-            return Err(Failure::new(
-                EXIT_FLOWS_FAILED,
-                anyhow!(
-                    "--accounts names {missing}, which is not an ACTIVE account of the organization"
+            problems.push(Problem {
+                target: Target {
+                    account: Some((*missing).clone()),
+                    ..Target::default()
+                },
+                why: format!(
+                    "--accounts names {missing}, which is not an ACTIVE account of the organization: not exported"
                 ),
-            ));
+            });
+        }
+        for unknown in drop.iter().filter(|a| !known.contains(**a)) {
+            tracing::warn!(account = %unknown, "--exclude-accounts names an account that is not an ACTIVE account of the organization");
         }
         listed.retain(|a| (keep.is_empty() || keep.contains(a)) && !drop.contains(a));
         listed.sort();
@@ -129,12 +156,13 @@ pub async fn plan(
     } else if args.role_arn.is_empty() {
         vec![(None, None)]
     } else {
-        args.role_arn
-            .iter()
-            .map(|arn| (account_of_role(arn), Some(arn.clone())))
+        once(&args.role_arn)
+            .into_iter()
+            .map(|arn| (account_of_role(&arn), Some(arn)))
             .collect()
     };
-    Ok(accounts
+    let regions = &regions;
+    let targets = accounts
         .iter()
         .flat_map(|(account, role)| {
             regions.iter().map(move |region| Target {
@@ -143,7 +171,8 @@ pub async fn plan(
                 role_arn: role.clone(),
             })
         })
-        .collect())
+        .collect();
+    Ok(Planned { targets, problems })
 }
 
 /// The targets this shard owns: with several targets every target goes whole to one

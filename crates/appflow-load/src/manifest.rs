@@ -15,8 +15,11 @@ pub struct RunManifest {
     /// The command line, program name left out.
     pub arguments: Vec<String>,
     pub dest: String,
-    /// `i/N` (`0/1` when not sharded).
+    /// `i/N` (`0/1` when not sharded): the shard of the target's flows.
     pub shard: String,
+    /// `i/N` when the shards of a run over several targets split the targets (each
+    /// whole to one shard, `shard` then `0/1`); `None` otherwise.
+    pub target_shard: Option<String>,
     /// The account the run exported (`None`: it could not be told: no flow listed
     /// and STS not reachable).
     pub account_id: Option<String>,

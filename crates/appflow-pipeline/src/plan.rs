@@ -27,6 +27,10 @@ pub struct Plan {
     pub keep_manifests: usize,
     /// The account (role) and region this run exports, for its manifest.
     pub target: Target,
+    /// With several targets split among shards (`--shard i/N`), the shard of the
+    /// targets this run's target belongs to, for its manifest (`shard` is then 0/1:
+    /// the target's flows are not split).
+    pub target_shard: Option<Shard>,
     /// `backfill`: read each flow's whole history and keep the runs started in its
     /// window; `None` for an incremental `run`.
     pub backfill: Option<Backfill>,
@@ -50,6 +54,7 @@ impl Plan {
             stop_timeout: Duration::from_secs(25),
             keep_manifests: 500,
             target: Target::default(),
+            target_shard: None,
             backfill: None,
             arguments: Vec::new(),
             release,

@@ -179,6 +179,7 @@ impl RunReport {
             arguments: plan.arguments.clone(),
             dest: self.dest.clone(),
             shard: self.shard.to_string(),
+            target_shard: plan.target_shard.map(|s| s.to_string()),
             account_id: self.account.clone(),
             region: Some(self.region.clone()).filter(|r| !r.is_empty()),
             role_arn: self.target.role_arn.clone(),

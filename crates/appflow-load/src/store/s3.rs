@@ -117,7 +117,8 @@ impl S3Store {
         options: &S3Options,
         bucket: &str,
     ) -> Option<String> {
-        // One attempt: a wrong region is a 301, which is not retried anyway.
+        // Few attempts: a wrong region is a 301, which is not retried anyway, and a
+        // lookup that fails leaves the destination's check to say why.
         let config = Self::config(sdk_config, options)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
         let client = Client::from_conf(config.build());
