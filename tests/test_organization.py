@@ -295,3 +295,34 @@ def test_status_reads_a_bucket_of_another_region(emulator, world):
                         {"AWS_ENDPOINT_URL_S3": w.proxy.url})
     assert_exit(status, 0)
     assert f"{MANAGEMENT}  eu-west-2" in status.stdout
+
+
+def test_a_destination_lost_part_way_starts_no_further_target(emulator, organization, world):
+    """The bucket refuses the job after the first target (a policy changed): the target
+    that finds it so fails, and no target starts after it (each would fail alike); the
+    summary names them."""
+    import time
+
+    from conftest import ExportProcess
+
+    w = world()
+    places = [(a, r) for a in organization["active"] for r in REGIONS]
+    for place in places:
+        emulator.tenant(*place).set_faults({"latency_ms": 200})
+    try:
+        env = {"AWS_ENDPOINT_URL_APPFLOW": emulator.url, "AWS_ENDPOINT_URL_S3": w.proxy.url,
+               "AWS_ENDPOINT_URL_STS": w.proxy.url, "AWS_ENDPOINT_URL_ORGANIZATIONS": w.proxy.url}
+        run = ExportProcess(["run", "--dest", w.uri, "--s3-path-style", *org_args("--target-concurrency", "1")], env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not w.s3.list_objects_v2(
+                Bucket=w.bucket, Prefix="org/_state/runs/").get("KeyCount"):
+            time.sleep(0.05)
+        w.proxy.plan.deny_methods = ("GET", "PUT", "HEAD", "POST", "DELETE")
+        result = run.wait(120)
+    finally:
+        for place in places:
+            emulator.tenant(*place).set_faults({})
+    assert_exit(result, 3)
+    not_started = [line for line in result.stdout.splitlines() if "NOT STARTED" in line]
+    assert not_started and all("destination failed" in line for line in not_started), result.stdout
+    assert "access to bucket" in result.stdout + result.stderr
