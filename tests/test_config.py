@@ -176,3 +176,16 @@ def test_options_that_exclude_each_other_take_the_higher_source(tmp_path):
     alone = run_export(["config", "--print", "--dest", "/d", "--accounts", "111111111111"])
     assert_exit(alone, 2)
     assert "--accounts goes with --organization" in alone.stderr
+    # The file's organization turned off by its variable: its role name goes with it.
+    config.write_text('dest = "s3://b/p"\norganization = true\nrole_name = "r"\n')
+    shown = effective("--config", str(config), "--role-arn", role, env={"APPFLOW_EXPORT_ORGANIZATION": "false"})
+    assert shown["organization"] is False and "role_name" not in shown and shown["role_arn"] == role
+    twice = run_export(["config", "--print", "--dest", "/d"], {"APPFLOW_EXPORT_FLOWS": "a", "APPFLOW_EXPORT_FLOW_PATTERN": "b*"})
+    assert_exit(twice, 2)
+    assert "APPFLOW_EXPORT_FLOWS and APPFLOW_EXPORT_FLOW_PATTERN" in twice.stderr
+
+
+def test_help_names_each_variable():
+    result = run_export(["run", "--help"])
+    assert_exit(result, 0)
+    assert "[env: APPFLOW_EXPORT_DEST=]" in result.stdout and "[env: APPFLOW_EXPORT_TARGET_CONCURRENCY=]" in result.stdout

@@ -361,8 +361,9 @@ fn with_env(cmd: clap::Command, keep: &dyn Fn(&std::ffi::OsStr) -> bool) -> clap
 /// The parser of the command line, reading the `APPFLOW_EXPORT_*` variables that are
 /// set and not empty.
 pub fn command() -> clap::Command {
+    // Unset ones keep their name, so `--help` still shows `[env: ...]`.
     with_env(Cli::command(), &|var| {
-        std::env::var_os(var).is_some_and(|v| !v.is_empty())
+        std::env::var_os(var).is_none_or(|v| !v.is_empty())
     })
 }
 
@@ -408,11 +409,17 @@ pub fn settle(
     let exclusive = |a: &str, b: &str| -> Result<bool, Failure> {
         let (la, lb) = (level(matches, expanded, a), level(matches, expanded, b));
         if la == lb {
+            let (fa, fb) = (a.replace('_', "-"), b.replace('_', "-"));
+            let whence = match la {
+                Level::Environment => format!(
+                    "both from the environment: {} and {}",
+                    env_var(&fa),
+                    env_var(&fb)
+                ),
+                other => format!("both from {}", from(other)),
+            };
             return Err(usage(format!(
-                "--{} and --{} exclude each other (both from {})",
-                a.replace('_', "-"),
-                b.replace('_', "-"),
-                from(la)
+                "--{fa} and --{fb} exclude each other ({whence})"
             )));
         }
         Ok(la < lb)
@@ -439,6 +446,21 @@ pub fn settle(
         return Err(usage(
             "--organization needs --role-name (APPFLOW_EXPORT_ROLE_NAME, or role_name in --config): the role to read each member account through".into(),
         ));
+    }
+    // Turned off from a higher source (`APPFLOW_EXPORT_ORGANIZATION=false` over a
+    // file's organization): its companions from below go with it.
+    let off_above = |id: &str| {
+        !args.organization
+            && level(matches, expanded, "organization") > level(matches, expanded, id)
+    };
+    if off_above("role_name") {
+        args.role_name = None;
+    }
+    if off_above("accounts") {
+        args.accounts.clear();
+    }
+    if off_above("exclude_accounts") {
+        args.exclude_accounts.clear();
     }
     for (set, flag) in [
         (args.role_name.is_some(), "--role-name"),

@@ -321,10 +321,15 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
         );
     }
     let targets::Planned { targets, problems } = targets::plan(args, &job, &regions).await?;
+    let shard = invocation.plan.shard;
+    let target_shard = (targets.len() > 1 && shard.is_split()).then_some(shard);
+    // Each account the organization lacks is reported by one shard only.
+    let problems: Vec<targets::Problem> = problems
+        .into_iter()
+        .filter(|p| shard.owns_target(p.target.account.as_deref().unwrap_or_default(), ""))
+        .collect();
     let all = targets.len() + problems.len();
-    let (targets, flow_shard) = targets::shard(targets, invocation.plan.shard, &job).await?;
-    let target_shard =
-        (all > 1 && invocation.plan.shard.is_split()).then_some(invocation.plan.shard);
+    let (targets, flow_shard) = targets::shard(targets, shard, &job).await?;
     let several = all > 1;
     if several {
         let shard = if invocation.plan.shard.is_split() {
@@ -351,7 +356,8 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
     let concurrency = usize::from(args.target_concurrency);
     // Bars only when one target runs at a time: several would draw over each other.
     let bars = targets.len() == 1 || concurrency == 1;
-    let stopped = std::sync::atomic::AtomicBool::new(false);
+    // The exit code of the failure that stops every target not yet started (0: none).
+    let stopped = std::sync::atomic::AtomicU8::new(0);
     let emf_ref = emf.as_ref();
     let one = |target: Target| {
         let (job, store, invocation, stopped) = (&job, store.clone(), &invocation, &stopped);
@@ -366,11 +372,20 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             if let Some(why) = invocation.stop.requested() {
                 return not_started(interrupted(&why));
             }
-            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                return not_started(Failure::new(
-                    EXIT_DESTINATION,
-                    anyhow!("not started: the destination failed on another target"),
-                ));
+            match stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => {}
+                EXIT_STAGING => {
+                    return not_started(Failure::new(
+                        EXIT_STAGING,
+                        anyhow!("not started: the local staging folder failed on another target"),
+                    ));
+                }
+                code => {
+                    return not_started(Failure::new(
+                        code,
+                        anyhow!("not started: the destination failed on another target"),
+                    ));
+                }
             }
             let region = target.region.clone().unwrap_or_default();
             let sdk = match &target.role_arn {
@@ -419,8 +434,10 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
                     result,
                 }
             };
-            if outcome.stops_all {
-                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            if outcome.stops_all
+                && let Err(f) = &outcome.result
+            {
+                stopped.store(f.code, std::sync::atomic::Ordering::Relaxed);
             }
             print_outcome(&outcome, several, emf_ref);
             outcome
@@ -433,7 +450,9 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
     // Accounts asked for by name that the organization does not have: not exported.
     for problem in problems {
         let f = Failure::new(EXIT_FLOWS_FAILED, anyhow!("{}", problem.why));
-        crate::print_error(&f);
+        if several {
+            crate::print_error(&f);
+        }
         outcomes.push(Outcome {
             target: problem.target,
             report: None,

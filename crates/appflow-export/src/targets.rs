@@ -161,6 +161,22 @@ pub async fn plan(args: &RunArgs, job: &SdkConfig, regions: &[String]) -> Result
             .map(|arn| (account_of_role(&arn), Some(arn)))
             .collect()
     };
+    // One role per account: two roles of one account would export it twice.
+    let mut seen = BTreeSet::new();
+    let accounts: Vec<_> = accounts
+        .into_iter()
+        .filter(|(account, role)| {
+            let first = seen.insert(account.clone());
+            if !first {
+                tracing::warn!(
+                    account = account.as_deref().unwrap_or("the job's own"),
+                    role = role.as_deref().unwrap_or("-"),
+                    "a second role of one account is not used: the account is exported once"
+                );
+            }
+            first
+        })
+        .collect();
     let regions = &regions;
     let targets = accounts
         .iter()
