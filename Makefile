@@ -39,13 +39,15 @@ $(VENV)/.installed: Makefile
 ## beside paging alone and the in-process stages; memory at 200,000 runs a day;
 ## the peers (boto3 + pyarrow, dlt) on the same data; a no-change run over 1,000 flows
 ## with and without --skip-unchanged; a backfill under a 20 req/s rate limit; an
-## organization of 8 accounts x 2 regions at --target-concurrency 1 and 4.
+## organization of 8 accounts x 2 regions at --target-concurrency 1 and 4; a backfill
+## under random throttling, a rate limit and a throttling storm (issue 20).
 bench:
 	bash bench/run.sh
 	bash bench/scale.sh
 	bash bench/skip.sh
 	bash bench/ratelimit.sh
 	bash bench/accounts.sh
+	bash bench/throttle.sh
 	bash bench/peers/run.sh
 
 fmt:
