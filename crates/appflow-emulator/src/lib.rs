@@ -16,6 +16,7 @@ mod generate;
 mod model;
 mod server;
 mod state;
+mod sts;
 mod tenants;
 
 pub use generate::{DEFAULT_ACCOUNT, DEFAULT_REGION, GenConfig, generate, now_millis};

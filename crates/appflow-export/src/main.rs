@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod dry_run;
 mod metrics;
+mod outcome;
 mod progress;
 mod run;
 mod schema;
