@@ -148,7 +148,13 @@ class Emulator:
         return sum(op["calls"] for op in self.counters()["operations"].values())
 
     def reset_counters(self) -> None:
+        """Also empties the calls log."""
         self._admin("POST", "counters/reset")
+
+    def calls(self) -> list[dict]:
+        """Every AppFlow call since the last reset, in arrival order:
+        `{at_ms, operation, in_flight (itself included), throttled}`."""
+        return self._admin("GET", "calls")
 
     def set_faults(self, faults: dict | None = None) -> dict:
         return self._admin("PUT", "faults", faults or {})

@@ -390,7 +390,8 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     assert run["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "AppFlowExport"
     names = [m["Name"] for m in run["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
     assert names == ["RunsSucceeded", "FlowsExported", "FlowsFailed", "FlowsSkipped", "RecordsRead",
-                     "DataFilesWritten", "ApiCalls", "ThrottledCalls", "WriteConflicts", "RetentionGaps",
+                     "DataFilesWritten", "ApiCalls", "ThrottledCalls", "ConcurrencyLimitLowest",
+                     "ConcurrencyLimitHighest", "WriteConflicts", "RetentionGaps",
                      "MaxWatermarkLagSeconds", "RunSeconds"], names
     ops = emulator.counters()["operations"]
     appflow = [ops[op] for op in ("ListFlows", "DescribeFlowExecutionRecords")]

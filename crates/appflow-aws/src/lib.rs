@@ -1,12 +1,14 @@
 //! What an AWS SDK error means, in one line a person can act on: the cause and the
 //! fix (which setting, which IAM action). The SDK's whole story (its error chain and
 //! debug structures, about 2 KB) goes to the debug log only. Used by extract (AppFlow)
-//! and load (S3) alike: the SDK crates share these error types. Also [`CallCounter`],
-//! the SDK interceptor counting attempts and throttled attempts.
+//! and load (S3) alike: the SDK crates share these error types. Also [`CallGate`],
+//! through which every AppFlow call of an account and region goes: a limit of calls in
+//! flight that adapts to AWS's throttling ([`limit`]), and the count of attempts.
 
-mod calls;
+mod gate;
+pub mod limit;
 
-pub use calls::{CallCounter, Calls};
+pub use gate::{CallGate, Calls, Slot, is_throttling};
 
 use std::error::Error as StdError;
 use std::fmt::Debug;
@@ -14,6 +16,25 @@ use std::fmt::Debug;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// The HTTP client the SDK builds by default (hyper 1 with rustls on aws-lc, proxies
+/// from `HTTPS_PROXY`/`NO_PROXY`), for a client that wraps it ([`CallGate::http_client`]):
+/// a wrapper replaces the client the SDK would otherwise make itself, so it makes the
+/// same one.
+pub fn default_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
 
 /// The service a call went to, for the settings a message names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,5 +25,5 @@ pub use model::{
     MetadataCatalogDetail, Millis, RegistrationOutput,
 };
 pub use server::{RunningEmulator, loopback};
-pub use state::{AddRuns, Counters, Emulator, Faults, OpCounter};
+pub use state::{AddRuns, Call, Counters, Emulator, Faults, OpCounter, Phase};
 pub use tenants::{Tenants, account_of_key, key_of_account};

@@ -2,8 +2,11 @@
 //!
 //! Admin endpoints (JSON in, JSON out):
 //! - `GET /_emulator/flows`: every flow with its runs (the ground truth tests compare with)
-//! - `GET /_emulator/counters`, `POST /_emulator/counters/reset`
-//! - `GET /_emulator/faults`, `PUT /_emulator/faults` ([`Faults`], missing keys = off)
+//! - `GET /_emulator/counters`, `POST /_emulator/counters/reset` (also empties the calls log)
+//! - `GET /_emulator/calls`: every AppFlow call since, in arrival order, with the calls in
+//!   flight when it came and whether it was throttled ([`Call`])
+//! - `GET /_emulator/faults`, `PUT /_emulator/faults` ([`Faults`], missing keys = off;
+//!   `schedule` changes them after so many calls)
 //! - `POST /_emulator/add-runs` ([`AddRuns`]) -> `{"added": [[flow, execution_id], ...]}`
 //! - `POST /_emulator/finish-runs` `{"flows": [...]}` -> `{"finished": n}`
 //! - `POST /_emulator/drop-runs` `{"before": epoch_ms, "flows": [...]}` -> `{"dropped": n}`
@@ -44,7 +47,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::model::{ExecutionRecord, Millis};
-use crate::state::{AddRuns, Emulator, Faults};
+use crate::state::{AddRuns, CALLS_KEPT, Call, Emulator, Faults};
 use crate::sts::sts;
 use crate::tenants::{Admin, Tenant, Tenants};
 
@@ -112,6 +115,7 @@ impl Tenants {
             .route("/_emulator/flows", get(admin_flows))
             .route("/_emulator/counters", get(admin_counters))
             .route("/_emulator/counters/reset", post(admin_reset_counters))
+            .route("/_emulator/calls", get(admin_calls))
             .route("/_emulator/faults", get(admin_faults).put(admin_set_faults))
             .route("/_emulator/add-runs", post(admin_add_runs))
             .route("/_emulator/finish-runs", post(admin_finish_runs))
@@ -168,9 +172,10 @@ fn ok_json(value: &impl Serialize) -> Response {
 }
 
 /// Counts the call and applies the injected faults; `Some(response)` when a fault
-/// answers instead of the operation.
+/// answers instead of the operation. The call is in flight (logged with the calls
+/// in flight when it came) until its latency is over and its answer decided.
 async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response> {
-    let latency = {
+    let (latency, counted_throttle, logged) = {
         let mut st = emu.lock();
         st.counters
             .operations
@@ -183,13 +188,27 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
                 .entry(flow.to_string())
                 .or_default() += 1;
         }
-        st.faults.latency_ms
+        let counted_throttle = st.arrive();
+        st.in_flight += 1;
+        if st.calls.len() >= CALLS_KEPT {
+            st.calls.pop_front();
+        }
+        let call = Call {
+            at_ms: crate::generate::now_millis(),
+            operation: op.to_string(),
+            in_flight: st.in_flight,
+            throttled: false,
+        };
+        st.calls.push_back(call);
+        st.calls_logged += 1;
+        (st.faults.latency_ms, counted_throttle, st.calls_logged - 1)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     let mut st = emu.lock();
     let st = &mut *st;
+    st.in_flight -= 1;
     if st.faults.access_denied {
         let account = st.account.clone();
         return Some(aws_error(
@@ -215,12 +234,20 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
     }
     let p = st.faults.throttle_fraction.clamp(0.0, 1.0);
     let over_rate = !st.within_rate();
-    if over_rate || (p > 0.0 && st.rng.random_bool(p)) {
+    if counted_throttle || over_rate || (p > 0.0 && st.rng.random_bool(p)) {
         st.counters
             .operations
             .entry(op.to_string())
             .or_default()
             .throttled += 1;
+        // Meanwhile the log may have dropped its oldest calls, or been emptied.
+        let first = st.calls_logged - st.calls.len() as u64;
+        if let Some(call) = logged
+            .checked_sub(first)
+            .and_then(|i| st.calls.get_mut(i as usize))
+        {
+            call.throttled = true;
+        }
         return Some(aws_error(
             StatusCode::TOO_MANY_REQUESTS,
             "ThrottlingException",
@@ -490,6 +517,10 @@ async fn admin_flows(Admin(emu): Admin) -> Response {
 
 async fn admin_counters(Admin(emu): Admin) -> Response {
     ok_json(&emu.counters())
+}
+
+async fn admin_calls(Admin(emu): Admin) -> Response {
+    ok_json(&emu.calls())
 }
 
 async fn admin_reset_counters(Admin(emu): Admin) -> Response {

@@ -36,7 +36,41 @@ pub struct Faults {
     /// Every AppFlow call is answered 403 `AccessDeniedException`, as AWS answers a
     /// role without AppFlow permissions.
     pub access_denied: bool,
+    /// Every this-many-th call (counted from when these faults were set) is answered
+    /// with 429 `ThrottlingException`: throttling that does not follow the request
+    /// rate, by counting (`throttle_fraction` does it at random).
+    pub throttle_every: Option<u64>,
+    /// Faults that change during a run, by counting: once this many calls were made
+    /// since these faults were set, a phase's faults replace them (the rest of the
+    /// schedule goes on; a schedule inside a phase is ignored).
+    pub schedule: Vec<Phase>,
 }
+
+/// A phase of [`Faults::schedule`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Phase {
+    /// Calls since the faults were set before this phase starts.
+    pub after_calls: u64,
+    pub faults: Faults,
+}
+
+/// One AppFlow call as the emulator saw it (`GET /_emulator/calls`), in the order
+/// they arrived: what tests and benchmarks read the client's concurrency from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// When it arrived, epoch milliseconds.
+    pub at_ms: i64,
+    pub operation: String,
+    /// Calls in flight when it arrived, itself included (a call is in flight until
+    /// its latency is over and its answer is decided).
+    pub in_flight: u64,
+    /// Answered with an injected throttle.
+    pub throttled: bool,
+}
+
+/// The calls log keeps at most this many calls (the oldest are dropped).
+pub const CALLS_KEPT: usize = 1_000_000;
 
 /// Calls to one operation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -85,9 +119,41 @@ pub(crate) struct State {
     pub seed: u64,
     /// The rate limit's bucket: tokens left, and when it was last refilled.
     pub bucket: Option<(f64, std::time::Instant)>,
+    /// Calls since the faults were set (for `throttle_every` and `schedule`).
+    pub calls_since_faults: u64,
+    /// Calls whose latency is not over yet.
+    pub in_flight: u64,
+    /// Every call, oldest first (at most [`CALLS_KEPT`]).
+    pub calls: std::collections::VecDeque<Call>,
+    /// Calls ever logged (the newest's number plus one).
+    pub calls_logged: u64,
 }
 
 impl State {
+    /// Counts a call arriving against the faults in force: moves to the schedule's
+    /// next phase when its time has come; whether `throttle_every` throttles it.
+    pub(crate) fn arrive(&mut self) -> bool {
+        self.calls_since_faults += 1;
+        let n = self.calls_since_faults;
+        while self
+            .faults
+            .schedule
+            .first()
+            .is_some_and(|p| n > p.after_calls)
+        {
+            let mut rest = std::mem::take(&mut self.faults.schedule);
+            let phase = rest.remove(0);
+            self.faults = Faults {
+                schedule: rest,
+                ..phase.faults
+            };
+            self.bucket = None;
+        }
+        self.faults
+            .throttle_every
+            .is_some_and(|every| every > 0 && n.is_multiple_of(every))
+    }
+
     /// Takes a token from the rate limit's bucket; `false` when the request is over
     /// the limit. Refilled when the faults change (a new limit starts full).
     pub(crate) fn within_rate(&mut self) -> bool {
@@ -138,6 +204,10 @@ impl Emulator {
                 rng: StdRng::seed_from_u64(seed ^ 0x5eed_f00d),
                 seed,
                 bucket: None,
+                calls_since_faults: 0,
+                in_flight: 0,
+                calls: std::collections::VecDeque::new(),
+                calls_logged: 0,
             })),
         }
     }
@@ -160,14 +230,23 @@ impl Emulator {
         let mut st = self.lock();
         st.faults = faults;
         st.bucket = None;
+        st.calls_since_faults = 0;
     }
 
     pub fn counters(&self) -> Counters {
         self.lock().counters.clone()
     }
 
+    /// Resets the counters and the calls log.
     pub fn reset_counters(&self) {
-        self.lock().counters = Counters::default();
+        let mut st = self.lock();
+        st.counters = Counters::default();
+        st.calls.clear();
+    }
+
+    /// Every call since the counters were reset, in the order they arrived.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.iter().cloned().collect()
     }
 
     /// Appends runs to flows; returns `(flow, execution_id)` of each new run.
@@ -326,5 +405,57 @@ mod tests {
         assert!((refilled..=refilled + 1).contains(&passed(20)));
         emu.set_faults(Faults::default());
         assert_eq!(passed(100), 100, "no limit");
+    }
+
+    #[test]
+    fn a_schedule_changes_the_faults_after_so_many_calls_and_throttle_every_counts() {
+        let emu = Emulator::from_flows(Vec::new(), 1, "123456789012");
+        let phase = |after_calls, faults| Phase {
+            after_calls,
+            faults,
+        };
+        emu.set_faults(Faults {
+            latency_ms: 5,
+            schedule: vec![
+                phase(
+                    3,
+                    Faults {
+                        throttle_every: Some(2),
+                        ..Faults::default()
+                    },
+                ),
+                phase(
+                    7,
+                    Faults {
+                        latency_ms: 9,
+                        ..Faults::default()
+                    },
+                ),
+            ],
+            ..Faults::default()
+        });
+        let mut seen = Vec::new();
+        for _ in 0..9 {
+            let mut st = emu.lock();
+            let throttled = st.arrive();
+            seen.push((st.faults.latency_ms, throttled));
+        }
+        // Calls 1-3 under the first faults, 4-7 under the first phase (the 4th and
+        // 6th throttled: every 2nd call since the faults were set), then the second.
+        assert_eq!(
+            seen,
+            [
+                (5, false),
+                (5, false),
+                (5, false),
+                (0, true),
+                (0, false),
+                (0, true),
+                (0, false),
+                (9, false),
+                (9, false)
+            ]
+        );
+        assert!(emu.faults().schedule.is_empty());
     }
 }

@@ -6,7 +6,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_appflow::config::SharedCredentialsProvider;
-use aws_sdk_appflow::config::retry::{ClientRateLimiter, RetryPartition, TokenBucket};
+use aws_sdk_appflow::config::retry::{RetryPartition, TokenBucket};
 
 /// Retry and timeout policy handed to the SDK: standard retries (throttling and
 /// 5xx, exponential backoff with jitter), and timeouts so that an unreachable or
@@ -64,42 +64,41 @@ pub async fn assume(
         .build()
 }
 
-/// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`; `calls` counts
-/// its attempts and throttled attempts.
-pub fn appflow_client(
-    sdk: &SdkConfig,
-    endpoint: Option<&str>,
-    calls: &appflow_extract::CallCounter,
-) -> aws_sdk_appflow::Client {
-    // Adaptive retries: on top of the standard policy, a client-side rate limiter
-    // that slows the client down when AWS throttles it and speeds up again after,
-    // so a backfill runs at the rate the account allows instead of bursting into
-    // its limit (BENCHMARKS.md).
+/// An AppFlow client; `endpoint` overrides `AWS_ENDPOINT_URL_APPFLOW`. The extractor
+/// sends its requests through its own `CallGate` (an adaptive limit of calls in
+/// flight per account and region); the SDK retries.
+pub fn appflow_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_appflow::Client {
     let attempts = sdk.retry_config().map_or(3, RetryConfig::max_attempts);
     let mut config = aws_sdk_appflow::config::Builder::from(sdk)
-        .retry_config(RetryConfig::adaptive().with_max_attempts(attempts))
-        .retry_partition(own_partition())
-        .interceptor(calls.clone());
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(attempts)
+                .with_initial_backoff(THROTTLED_BACKOFF),
+        )
+        .retry_partition(own_partition());
     if let Some(url) = endpoint {
         config = config.endpoint_url(url);
     }
     aws_sdk_appflow::Client::from_conf(config.build())
 }
 
+/// The first retry of an AppFlow call waits up to this long (then twice as long each
+/// time, with full jitter, up to 20 s: the SDK's standard backoff, from a lower base
+/// than its 1 s). What keeps an account's calls under its quota is the gate's limit of
+/// calls in flight, not each call's wait: a throttled call's wait only holds up its
+/// own flow, and with 1 s a flow throttled near the end of a backfill held up the
+/// whole run (BENCHMARKS.md, issue 20).
+const THROTTLED_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A retry partition of the client's own. The SDK's default one (`appflow-<region>`)
-/// is shared by every AppFlow client of the process: one account's throttling would
-/// slow the next account's export (`--role-arn` with several roles) down to its rate,
-/// and one's retries would spend the other's retry quota. Each account and region has
-/// its own limits at AWS, so each client gets its own rate limiter and token bucket.
+/// is shared by every AppFlow client of the process: one account's retries would spend
+/// another's retry quota. Throttled attempts cost no quota (the gate answers
+/// throttling by lowering the limit, and each call has its `--max-attempts`): a storm
+/// of throttling does not use up the quota that 5xx errors and timeouts draw on.
 fn own_partition() -> RetryPartition {
-    // The limiter starts as the SDK's own does: at the lowest rate, enabled only once
-    // AWS first throttles the client.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let quota = TokenBucket::builder().throttling_retry_cost(0).build();
     RetryPartition::custom("appflow-export")
-        .client_rate_limiter(ClientRateLimiter::new(now))
-        .token_bucket(TokenBucket::default())
+        .token_bucket(quota)
         .build()
 }
 
@@ -108,15 +107,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_appflow_client_retries_adaptively_in_a_custom_partition() {
+    fn the_appflow_client_retries_in_a_custom_partition_in_standard_mode() {
         let sdk = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-2"))
             .build();
-        let calls = appflow_extract::CallCounter::default();
-        let client = appflow_client(&sdk, Some("http://127.0.0.1:1"), &calls);
+        let client = appflow_client(&sdk, Some("http://127.0.0.1:1"));
         let partition = client.config().retry_partition();
-        // A custom partition owns its limiter and token bucket (the SDK shares those of
+        // A custom partition owns its token bucket (retry quota) (the SDK shares those of
         // default partitions by name, and never those of custom ones); a partition
         // compares by kind and name.
         assert_eq!(
@@ -124,7 +122,10 @@ mod tests {
             Some(&RetryPartition::custom("appflow-export").build())
         );
         assert_ne!(partition, Some(&RetryPartition::new("appflow-eu-west-2")));
-        let mode = client.config().retry_config().map(|r| r.mode());
-        assert_eq!(mode, Some(aws_config::retry::RetryMode::Adaptive));
+        let retry = client.config().retry_config();
+        assert_eq!(
+            retry.map(|r| (r.mode(), r.initial_backoff())),
+            Some((aws_config::retry::RetryMode::Standard, THROTTLED_BACKOFF))
+        );
     }
 }

@@ -115,14 +115,18 @@ pub struct RunArgs {
     /// With --skip-unchanged, read every flow at least this often.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_RECHECK_EVERY")]
     pub recheck_every: Duration,
-    /// Flows read at the same time.
+    /// AppFlow calls in flight at most for each account and region: the ceiling of its
+    /// adaptive limit, which falls while AWS keeps throttling its calls and climbs back
+    /// within seconds when it stops (a throttle now and then lowers nothing). Four
+    /// times as many flows are read at once, so that a flow waiting out a throttled
+    /// call's backoff leaves no call idle.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256), env = "APPFLOW_EXPORT_CONCURRENCY")]
     pub concurrency: u16,
     /// Attempts per AWS call: throttling, 5xx and connection errors are retried with
-    /// exponential backoff (at most 20 s between attempts), and AppFlow calls are
-    /// paced by the SDK's adaptive rate limiter once AWS throttles them. The default
-    /// survives sustained 30% throttling; an unreachable endpoint fails after about
-    /// 2-3 minutes (lower this to fail faster).
+    /// exponential backoff and full jitter (AppFlow calls from 0.1 s, the others from
+    /// 1 s, at most 20 s between attempts). With the default an AppFlow call outlasts
+    /// about two minutes of AWS throttling every call; an unreachable endpoint fails
+    /// after about 2-3 minutes (lower this to fail faster).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100), env = "APPFLOW_EXPORT_MAX_ATTEMPTS")]
     pub max_attempts: u32,
     /// AWS regions to export (comma-separated; default: AWS_REGION or the profile's

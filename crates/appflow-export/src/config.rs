@@ -36,7 +36,7 @@ pub struct ConfigFile {
     /// With `skip_unchanged`, read every flow at least this often, e.g. "1h"
     /// (`--recheck-every`).
     pub recheck_every: Option<String>,
-    /// Flows read at the same time (`--concurrency`).
+    /// AppFlow calls in flight at most per account and region (`--concurrency`).
     pub concurrency: Option<u16>,
     /// Attempts per AWS call (`--max-attempts`).
     pub max_attempts: Option<u32>,

@@ -98,6 +98,7 @@ pub async fn command(args: DemoArgs) -> Result<(), Failure> {
         },
         dest: Destination::Local(args.dir.clone()),
         appflow_endpoint: Some(running.endpoint().to_string()),
+        concurrency: appflow_extract::DEFAULT_CONCURRENCY,
         s3: S3Options::default(),
         dry_run: false,
         stop: appflow_pipeline::Stop::default(),

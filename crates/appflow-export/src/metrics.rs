@@ -16,7 +16,7 @@ pub const NAMESPACE: &str = "AppFlowExport";
 /// Every metric a line carries, its unit, and how it is read from a run's report
 /// (`None`: not known, so left out of the line rather than sent as 0).
 #[allow(clippy::type_complexity)]
-const METRICS: [(&str, &str, fn(&RunReport) -> Option<f64>); 12] = [
+const METRICS: [(&str, &str, fn(&RunReport) -> Option<f64>); 14] = [
     ("RunsSucceeded", "Count", |r| {
         Some(f64::from(u8::from(succeeded(r))))
     }),
@@ -29,6 +29,14 @@ const METRICS: [(&str, &str, fn(&RunReport) -> Option<f64>); 12] = [
     }),
     ("ApiCalls", "Count", |r| Some(r.appflow_attempts as f64)),
     ("ThrottledCalls", "Count", |r| Some(r.throttled as f64)),
+    // The adaptive limit of AppFlow calls in flight: how low AWS's throttling pushed
+    // it, and how high it was (`--concurrency` when nothing held it back).
+    ("ConcurrencyLimitLowest", "Count", |r| {
+        Some(r.limit_lowest as f64)
+    }),
+    ("ConcurrencyLimitHighest", "Count", |r| {
+        Some(r.limit_highest as f64)
+    }),
     ("WriteConflicts", "Count", |r| Some(r.conflicts() as f64)),
     ("RetentionGaps", "Count", |r| Some(r.retention_gaps as f64)),
     // A run that never got to its flows (ListFlows refused, say) knows no lag: 0
@@ -70,7 +78,8 @@ impl Emf {
     }
 
     /// The line of the whole invocation: sums over its accounts and regions (the
-    /// largest lag, the longest run); it succeeded when every target was exported
+    /// largest lag, the longest run, the lowest and the highest limit of calls in
+    /// flight); it succeeded when every target was exported
     /// (`all_exported`: none failed, none left unstarted; a shard owning no target
     /// succeeds).
     pub fn run_line(&self, reports: &[&RunReport], all_exported: bool, seconds: f64) -> String {
@@ -82,7 +91,10 @@ impl Emf {
                     "RunsSucceeded" => f64::from(u8::from(
                         all_exported && reports.iter().all(|r| succeeded(r)),
                     )),
-                    "MaxWatermarkLagSeconds" => each.reduce(f64::max)?,
+                    "MaxWatermarkLagSeconds" | "ConcurrencyLimitHighest" => {
+                        each.reduce(f64::max)?
+                    }
+                    "ConcurrencyLimitLowest" => each.reduce(f64::min)?,
                     "RunSeconds" => seconds,
                     _ => each.sum(),
                 };

@@ -27,6 +27,9 @@ pub struct Invocation {
     pub plan: Plan,
     pub dest: Destination,
     pub appflow_endpoint: Option<String>,
+    /// AppFlow calls in flight at most for each target (`--concurrency`): the ceiling
+    /// of each target's adaptive limit.
+    pub concurrency: usize,
     pub s3: S3Options,
     pub dry_run: bool,
     /// Asks the runs to stop early (the first SIGTERM or SIGINT).
@@ -113,7 +116,6 @@ impl Invocation {
                 lookback: args.lookback,
                 max_open_age: args.max_open_age,
             },
-            concurrency: usize::from(args.concurrency),
             skip_unchanged: args.skip_unchanged.then_some(args.recheck_every),
             shard: parse_shard(args.shard.as_deref()).map_err(usage)?,
             keep_manifests: args.keep_manifests as usize,
@@ -125,6 +127,7 @@ impl Invocation {
             plan,
             dest,
             appflow_endpoint: args.appflow_endpoint.clone(),
+            concurrency: usize::from(args.concurrency),
             s3: s3_options(&args.s3)?,
             dry_run: args.dry_run,
             stop: Stop::default(),
@@ -134,13 +137,12 @@ impl Invocation {
     /// The pipeline of one account and region: AppFlow and STS through `sdk` (the
     /// target's credentials), the destination through `store` (the job's).
     pub fn pipeline(&self, sdk: &SdkConfig, region: &str, store: Arc<dyn ObjectStore>) -> Pipeline {
-        let calls = appflow_extract::CallCounter::default();
         let extractor = Extractor::new(
-            aws::appflow_client(sdk, self.appflow_endpoint.as_deref(), &calls),
+            aws::appflow_client(sdk, self.appflow_endpoint.as_deref()),
             region,
         )
-        .with_sts(aws_sdk_sts::Client::new(sdk))
-        .with_call_counter(calls);
+        .with_concurrency(self.concurrency)
+        .with_sts(aws_sdk_sts::Client::new(sdk));
         Pipeline::new(extractor, Loader::new(store)).with_stop(self.stop.clone())
     }
 }

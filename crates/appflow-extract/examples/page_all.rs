@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         full_scan: false,
         open_since: None,
     });
-    let mut events = extractor.extract(futures::stream::iter(jobs), 8);
+    let mut events = extractor.extract(futures::stream::iter(jobs));
     let (mut records, mut pages) = (0_u64, 0_u64);
     while let Some((_, event)) = events.next().await {
         match event {

@@ -20,11 +20,12 @@ pub use cutoff::{
 pub use error::{Error, Result};
 pub use flows::FlowSelection;
 pub use pager::{
-    ExtractJob, Extractor, FlowEvent, FlowExtract, FlowListing, FlowReader, FlowSummary, Reading,
+    DEFAULT_CONCURRENCY, ExtractJob, Extractor, FLOWS_PER_SLOT, FlowEvent, FlowExtract,
+    FlowListing, FlowReader, FlowSummary, Reading,
 };
 pub use shard::Shard;
 
-pub use appflow_aws::{CallCounter, Calls};
+pub use appflow_aws::{CallGate, Calls};
 
 pub use appflow_model::{
     CatalogDetail, ExecutionRecord, FlowDetails, FlowInfo, LastRun, RegistrationOutput,

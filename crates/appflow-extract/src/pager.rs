@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use appflow_aws::{CallCounter, Calls, Service, explain};
+use appflow_aws::{CallGate, Calls, Service, explain};
 use aws_sdk_appflow::Client;
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
@@ -18,15 +18,27 @@ use crate::record::record_from_sdk;
 /// The page size asked for: the API's maximum.
 const PAGE_SIZE: i32 = 100;
 
-/// Reads flows and their runs through one AppFlow client.
+/// AppFlow calls in flight at most, unless [`Extractor::with_concurrency`] says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Flows read at once for each call that may be in flight: a flow waiting out the
+/// backoff of a throttled call holds no slot, and others use it meanwhile (with one
+/// flow a slot, AWS throttling 10% of calls at random left slots idle a third of the
+/// time; BENCHMARKS.md).
+pub const FLOWS_PER_SLOT: usize = 4;
+
+/// Reads flows and their runs through one AppFlow client, every call through the
+/// extractor's [`CallGate`] (the account and region's limit of calls in flight).
 #[derive(Clone, Debug)]
 pub struct Extractor {
+    /// The client as given, without the gate.
+    config: aws_sdk_appflow::Config,
+    /// The same client, its requests sent through `gate`.
     client: Client,
+    gate: CallGate,
     region: String,
     /// Names the account when `ListFlows` returns no flow (no ARN to read it from).
     sts: Option<aws_sdk_sts::Client>,
-    /// Counts the AppFlow client's attempts, when it was built with it.
-    calls: Option<CallCounter>,
 }
 
 /// The flows `ListFlows` returned that were selected.
@@ -182,29 +194,33 @@ impl Fold {
 impl Extractor {
     /// An extractor using `client` (configured with retry, timeout and endpoint) for
     /// the flows of `region`: named in messages, and the region of the account that
-    /// [`Extractor::caller_account`] names.
+    /// [`Extractor::caller_account`] names. Its calls go through a [`CallGate`] of
+    /// [`DEFAULT_CONCURRENCY`] slots, wrapped around the client's HTTP client.
     pub fn new(client: Client, region: impl Into<String>) -> Self {
+        let config = client.config().clone();
+        let gate = CallGate::new(DEFAULT_CONCURRENCY);
         Extractor {
-            client,
+            client: gated(&config, &gate),
+            config,
+            gate,
             region: region.into(),
             sts: None,
-            calls: None,
         }
     }
 
-    /// The extractor with the [`CallCounter`] its client was built with
-    /// (`interceptor(counter)`), so that a run can report its attempts and throttling.
-    pub fn with_call_counter(mut self, calls: CallCounter) -> Self {
-        self.calls = Some(calls);
+    /// The extractor with at most `concurrency` AppFlow calls in flight (the ceiling of
+    /// its adaptive limit, `--concurrency`), reading [`FLOWS_PER_SLOT`] times as many
+    /// flows at once.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.gate = CallGate::new(concurrency);
+        self.client = gated(&self.config, &self.gate);
         self
     }
 
-    /// AppFlow attempts and throttled attempts so far (zero without a counter).
+    /// AppFlow attempts and throttled attempts so far, and the lowest and highest
+    /// limit of calls in flight since the previous `calls` (see [`CallGate::calls`]).
     pub fn calls(&self) -> Calls {
-        self.calls
-            .as_ref()
-            .map(CallCounter::calls)
-            .unwrap_or_default()
+        self.gate.calls()
     }
 
     /// The extractor with an STS client (of the same credentials) to name the
@@ -290,18 +306,19 @@ impl Extractor {
         })
     }
 
-    /// Reads the jobs, at most `concurrency` flows at a time, each in a task of its
-    /// own, yielding every flow's pages as they arrive and then its end
-    /// ([`FlowEvent`]). Jobs are taken from `jobs` only when a flow finishes, so a
-    /// caller can stop feeding it (end the stream) and see the flows in flight end.
-    /// At most a few pages wait for the caller: paging pauses while it is busy.
+    /// Reads the jobs, [`FLOWS_PER_SLOT`] flows at a time for each call the gate may
+    /// let through, each in a task of its own, yielding every flow's pages as they
+    /// arrive and then its end ([`FlowEvent`]). Jobs are taken from `jobs` only when a
+    /// flow finishes, so a caller can stop feeding it (end the stream) and see the
+    /// flows in flight end. At most a few pages wait for the caller: paging pauses
+    /// while it is busy.
     pub fn extract(
         &self,
         jobs: impl Stream<Item = ExtractJob> + Send + 'static,
-        concurrency: usize,
     ) -> mpsc::Receiver<(Reading, FlowEvent)> {
-        let concurrency = concurrency.max(1);
-        let (tx, rx) = mpsc::channel(concurrency);
+        let slots = self.gate.ceiling();
+        let concurrency = slots * FLOWS_PER_SLOT;
+        let (tx, rx) = mpsc::channel(slots);
         let this = self.clone();
         tokio::spawn(jobs.for_each_concurrent(concurrency, move |job| {
             let (this, mut tx) = (this.clone(), tx.clone());
@@ -378,6 +395,15 @@ impl Extractor {
             fold: Fold::new(),
         }
     }
+}
+
+/// `config`'s client with its requests sent through `gate`.
+fn gated(config: &aws_sdk_appflow::Config, gate: &CallGate) -> Client {
+    let inner = config
+        .http_client()
+        .unwrap_or_else(appflow_aws::default_http_client);
+    let config = config.to_builder().http_client(gate.http_client(inner));
+    Client::from_conf(config.build())
 }
 
 /// Pages one flow newest-first, one page per [`FlowReader::next_page`], and stops

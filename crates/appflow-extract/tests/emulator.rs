@@ -36,7 +36,10 @@ type Streamed = BTreeMap<String, (Vec<ExecutionRecord>, Option<Result<FlowSummar
 
 async fn extract_all(ex: &Extractor, jobs: Vec<ExtractJob>, concurrency: usize) -> Streamed {
     let mut out = Streamed::new();
-    let mut events = ex.extract(stream::iter(jobs), concurrency);
+    let mut events = ex
+        .clone()
+        .with_concurrency(concurrency)
+        .extract(stream::iter(jobs));
     while let Some((job, event)) = events.next().await {
         let (records, end) = out.entry(job.flow.name.clone()).or_default();
         assert!(
@@ -236,7 +239,8 @@ async fn a_cancelled_flow_is_read_no_further() {
     });
     let listing = ex.list_flows(&FlowSelection::All).await.unwrap();
     let name = listing.flows[0].name.clone();
-    let mut events = ex.extract(stream::iter([job(&listing.flows[0], None)]), 1);
+    let ex = ex.with_concurrency(1);
+    let mut events = ex.extract(stream::iter([job(&listing.flows[0], None)]));
     let mut pages = 0;
     while let Some((reading, event)) = events.next().await {
         match event {

@@ -38,6 +38,12 @@ pub struct RunManifest {
     /// answered with throttling.
     pub appflow_requests: u64,
     pub throttled_calls: u64,
+    /// AppFlow calls allowed in flight at most (`--concurrency`), and the lowest and
+    /// highest the adaptive limit of calls in flight was during the run (it falls
+    /// when AWS keeps throttling, and climbs back when it stops).
+    pub concurrency: u64,
+    pub concurrency_limit_lowest: u64,
+    pub concurrency_limit_highest: u64,
     pub records: u64,
     /// Data files written, and those the run touched whose rows did not change.
     pub files_written: u64,

@@ -12,8 +12,6 @@ pub struct Plan {
     pub dest_text: String,
     pub selection: FlowSelection,
     pub policy: IncrementalPolicy,
-    /// Flows read at the same time.
-    pub concurrency: usize,
     /// `--skip-unchanged`: leave unread the flows whose listing shows the same last
     /// run as when they were last read, but read each at least this often
     /// (`--recheck-every`); `None`: read every flow. Incremental runs only.
@@ -48,7 +46,6 @@ impl Plan {
             dest_text: dest_text.into(),
             selection: FlowSelection::All,
             policy: IncrementalPolicy::default(),
-            concurrency: 8,
             skip_unchanged: None,
             shard: Shard::default(),
             stop_timeout: Duration::from_secs(25),

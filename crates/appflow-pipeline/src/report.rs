@@ -40,6 +40,11 @@ pub struct RunReport {
     /// AppFlow requests sent (every retry counts), and of those the throttled ones.
     pub appflow_attempts: u64,
     pub throttled: u64,
+    /// The AppFlow calls allowed in flight (`--concurrency`), and the lowest and
+    /// highest the adaptive limit under it was during the run.
+    pub limit_ceiling: usize,
+    pub limit_lowest: usize,
+    pub limit_highest: usize,
     /// Up to when each owned flow's export is known complete after the run's commits
     /// (epoch ms, by name; flows never exported nor read left out): its watermark, or
     /// the start of the last run that read it to its end or found it unchanged, if
@@ -82,8 +87,12 @@ impl fmt::Display for RunReport {
         if self.throttled > 0 {
             writeln!(
                 f,
-                "  throttled  {} of {} AppFlow requests, retried",
-                self.throttled, self.appflow_attempts
+                "  throttled  {} of {} AppFlow requests, retried; calls in flight limited to {} at the lowest, {} at the highest (--concurrency {})",
+                self.throttled,
+                self.appflow_attempts,
+                self.limit_lowest,
+                self.limit_highest,
+                self.limit_ceiling
             )?;
         }
         if self.shard.is_split() {
@@ -191,6 +200,9 @@ impl RunReport {
             describe_calls: self.describe_pages,
             appflow_requests: self.appflow_attempts,
             throttled_calls: self.throttled,
+            concurrency: self.limit_ceiling as u64,
+            concurrency_limit_lowest: self.limit_lowest as u64,
+            concurrency_limit_highest: self.limit_highest as u64,
             records: self.records,
             files_written: self.commit.files_written,
             files_unchanged: self.commit.files_unchanged,

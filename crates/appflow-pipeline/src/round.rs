@@ -100,7 +100,7 @@ impl Pipeline {
             stage: self.stage()?,
             flows: Vec::new(),
         };
-        let mut events = self.extractor.extract(jobs, plan.concurrency);
+        let mut events = self.extractor.extract(jobs);
         // The adds of each flow being read; a flow whose page could not be converted
         // or staged is failed at once and its later events ignored.
         let mut reading: HashMap<FlowInfo, (Reading, Vec<AddId>)> = HashMap::new();

@@ -224,6 +224,8 @@ impl Pipeline {
         report.duration = started.elapsed();
         let calls = self.extractor.calls() - calls;
         (report.appflow_attempts, report.throttled) = (calls.attempts, calls.throttled);
+        report.limit_ceiling = calls.ceiling;
+        (report.limit_lowest, report.limit_highest) = (calls.lowest, calls.highest);
         let status = match &result {
             Ok(()) if report.interrupted.is_some() => Status::Interrupted,
             Ok(()) if report.failures.is_empty() => Status::Exported,
@@ -279,6 +281,7 @@ impl Pipeline {
             list_flows_calls = report.list_pages,
             describe_calls = report.describe_pages,
             throttled = report.throttled,
+            concurrency_limit_lowest = report.limit_lowest,
             records = report.records,
             files_written = report.commit.files_written,
             files_unchanged = report.commit.files_unchanged,

@@ -27,8 +27,18 @@ async fn emulator(flows: usize, runs: usize) -> (Emulator, RunningEmulator) {
 }
 
 async fn pipeline(running: &RunningEmulator, store: Arc<dyn ObjectStore>) -> Pipeline {
+    pipeline_of(running, store, appflow_extract::DEFAULT_CONCURRENCY).await
+}
+
+/// A pipeline with at most `concurrency` AppFlow calls in flight.
+async fn pipeline_of(
+    running: &RunningEmulator,
+    store: Arc<dyn ObjectStore>,
+    concurrency: usize,
+) -> Pipeline {
     let sdk = appflow_emulator::client::sdk_config(running).await;
     let extractor = Extractor::new(aws_sdk_appflow::Client::new(&sdk), "us-east-1")
+        .with_concurrency(concurrency)
         .with_sts(aws_sdk_sts::Client::new(&sdk));
     Pipeline::new(extractor, Loader::new(store))
 }
@@ -49,7 +59,6 @@ fn backfill(since_ms: i64, until_ms: i64) -> Plan {
             checkpoint_every: Duration::from_secs(300),
             restart: false,
         }),
-        concurrency: 2,
         ..plan()
     }
 }
@@ -487,7 +496,8 @@ async fn a_stopped_run_commits_exactly_the_flows_it_read_to_their_end() {
     });
     let store = Arc::new(MemoryStore::new());
     let stop = Stop::default();
-    let p = pipeline(&running, store.clone())
+    // One call in flight: FLOWS_PER_SLOT flows read at once, fewer than the 8.
+    let p = pipeline_of(&running, store.clone(), 1)
         .await
         .with_stop(stop.clone());
     let observer = StopAfter {
@@ -496,7 +506,6 @@ async fn a_stopped_run_commits_exactly_the_flows_it_read_to_their_end() {
         done: Default::default(),
     };
     let stopping = Plan {
-        concurrency: 3,
         stop_timeout: Duration::ZERO,
         ..plan()
     };
