@@ -16,13 +16,16 @@
 //!   window's latency is not more than [`LATENCY_GROWTH`] times its running mean (a
 //!   slowing service is not given more calls).
 //! - A raised limit is on probation for [`PROBATION`] windows, and so is the first
-//!   limit of a run: meanwhile [`EARLY_THROTTLES`] throttled answers at the
-//!   [`SUSTAINED`] fraction end the window early, so that a probe past the account's
-//!   quota costs a few throttled calls, not a window of them. A limit lowered while
-//!   on probation (a failed probe) is not raised again for a hold that doubles with
-//!   each failed probe ([`HOLD_FIRST`] to [`HOLD_MAX`]); a limit that passes its
-//!   probation clears the hold, so that after throttling that was not ours (a storm
-//!   of it) the limit climbs back one window at a time.
+//!   limit of a run: meanwhile (and in the first window of a lowered limit)
+//!   [`EARLY_THROTTLES`] throttled answers at the [`SUSTAINED`] fraction end the window
+//!   early, so that a probe past the account's quota, or a step down that was not
+//!   enough, costs a few throttled calls, not a window of them. A limit lowered while
+//!   on probation (a failed probe: the account's quota is near) is not raised again
+//!   for a hold that doubles with each failed probe ([`HOLD_FIRST`] to
+//!   [`HOLD_MAX`]), and while a hold is set a raised limit must pass its probation
+//!   before the next raise. A limit that passes its probation clears the hold: after
+//!   throttling that was not ours (a storm of it, throttling even one call at a time)
+//!   the limit climbs back one window at a time.
 
 use std::time::{Duration, Instant};
 
@@ -32,11 +35,11 @@ pub const WINDOW: u32 = 20;
 pub const SUSTAINED: f64 = 0.35;
 /// While on probation, this many throttled answers at the [`SUSTAINED`] fraction end
 /// a window early.
-pub const EARLY_THROTTLES: u32 = 4;
+pub const EARLY_THROTTLES: u32 = 5;
 /// Clean windows a raised limit must pass before it is trusted.
 pub const PROBATION: u32 = 3;
 /// The hold after the first failed probe; each further one doubles it.
-pub const HOLD_FIRST: Duration = Duration::from_secs(1);
+pub const HOLD_FIRST: Duration = Duration::from_secs(2);
 /// The longest hold: how long an account held at its quota waits before it tries
 /// one more call in flight.
 pub const HOLD_MAX: Duration = Duration::from_secs(30);
@@ -73,6 +76,10 @@ pub struct AdaptiveLimit {
     window: Window,
     /// Clean windows passed since the last raise (or the start); `None` once trusted.
     probation: Option<u32>,
+    /// Lowered, and no window of the new limit judged yet: it may end early too.
+    lowered: bool,
+    /// Raised and on probation: a probe, judged from its first throttle on.
+    probing: bool,
     hold: Duration,
     lowered_at: Option<Instant>,
     /// Running mean of the windows' mean latency, seconds.
@@ -83,6 +90,8 @@ pub struct AdaptiveLimit {
 struct Window {
     answers: u32,
     throttled: u32,
+    /// Answers since the first throttled one, itself included.
+    since_throttle: u32,
     /// A call was waiting for a slot when an answer came.
     saturated: bool,
     /// Latency of the answers that were not throttled.
@@ -99,6 +108,8 @@ impl AdaptiveLimit {
             epoch: 0,
             window: Window::default(),
             probation: Some(0),
+            lowered: false,
+            probing: false,
             hold: Duration::ZERO,
             lowered_at: None,
             latency_mean: None,
@@ -141,14 +152,29 @@ impl AdaptiveLimit {
         } else {
             w.latency += answer.latency;
         }
+        if answer.throttled || w.since_throttle > 0 {
+            w.since_throttle += 1;
+        }
         w.saturated |= saturated;
         let fraction = f64::from(w.throttled) / f64::from(w.answers);
         let throttled = fraction >= SUSTAINED;
-        let early = throttled && self.probation.is_some() && w.throttled >= EARLY_THROTTLES;
+        // A probe past a quota answers cleanly until the quota's burst is spent: its
+        // throttling is judged from the first throttle on.
+        let recent = f64::from(w.throttled) / f64::from(w.since_throttle.max(1));
+        let early = w.throttled >= EARLY_THROTTLES
+            && ((throttled && (self.probation.is_some() || self.lowered))
+                || (self.probing && recent >= SUSTAINED));
+        let fraction = if early && !throttled {
+            recent
+        } else {
+            fraction
+        };
+        let throttled = throttled || early;
         if w.answers < WINDOW && !early {
             return None;
         }
         let window = std::mem::take(&mut self.window);
+        self.lowered = false;
         let from = self.limit;
         if throttled {
             self.lower(fraction, now);
@@ -165,6 +191,7 @@ impl AdaptiveLimit {
     }
 
     fn lower(&mut self, fraction: f64, now: Instant) {
+        self.probing = false;
         if self.probation.take().is_some() {
             self.hold = (self.hold * 2).clamp(HOLD_FIRST, HOLD_MAX);
         }
@@ -173,6 +200,7 @@ impl AdaptiveLimit {
         if lowered < self.limit {
             self.limit = lowered;
             self.lowered_at = Some(now);
+            self.lowered = true;
         }
     }
 
@@ -193,15 +221,19 @@ impl AdaptiveLimit {
             *passed += 1;
             if *passed >= PROBATION {
                 self.probation = None;
+                self.probing = false;
                 self.hold = Duration::ZERO;
             }
         }
         let held = self
             .lowered_at
             .is_some_and(|at| now.saturating_duration_since(at) < self.hold);
-        if window.saturated && calm && !held && self.limit < self.ceiling {
+        // Near a quota (a hold is set), one step at a time, each proven first.
+        let proven = self.hold.is_zero() || self.probation.is_none();
+        if window.saturated && calm && !held && proven && self.limit < self.ceiling {
             self.limit += 1;
             self.probation = Some(0);
+            self.probing = true;
         }
     }
 }
@@ -295,10 +327,13 @@ mod tests {
         d.answers(WINDOW as usize * 10, |_| true); // a storm
         assert_eq!(d.limit.limit(), 1);
         // The storm was not caused by our rate (it throttled even one call at a
-        // time): nothing holds the climb, one clean window per step.
-        d.answers(WINDOW as usize * 7, |_| false);
+        // time): nothing holds the climb, one step per clean window (the first window
+        // after the storm may still hold some of it).
+        let storm = d.changes.len();
+        d.answers(WINDOW as usize * 8, |_| false);
         assert_eq!(d.limit.limit(), 8);
-        assert_eq!(d.changes.len(), 8, "{:?}", d.changes);
+        let climb = &d.changes[storm..];
+        assert!(climb.iter().all(|c| c.to == c.from + 1), "{climb:?}");
         d.answers(WINDOW as usize * 3, |_| false);
         assert_eq!(d.limit.limit(), 8, "never above the ceiling");
     }
@@ -375,6 +410,11 @@ mod tests {
         assert_eq!(d.limit.limit(), 1, "held for twice as long");
         d.wait(20 * MS).answers(WINDOW as usize, |_| false);
         assert_eq!(d.limit.limit(), 2);
+        // Near the quota, the next step waits until this one has passed its probation.
+        d.answers(WINDOW as usize * (PROBATION as usize - 1), |_| false);
+        assert_eq!(d.limit.limit(), 2);
+        d.answers(WINDOW as usize, |_| false);
+        assert_eq!(d.limit.limit(), 3);
     }
 
     #[test]
