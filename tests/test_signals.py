@@ -264,12 +264,14 @@ def test_an_incremental_run_sent_sigterm_and_run_again_is_exact(start_emulator, 
     emulator = start_emulator(flows=12, runs_per_flow=100)
     emulator.finish_runs()
     assert_exit(export(emulator, local_dest), 0)
-    emulator.add_runs(400, status="Successful")  # 4 new pages a flow, 4.5 s in all
+    emulator.add_runs(400, status="Successful")  # 4 new pages a flow
     emulator.set_faults({"latency_ms": 150})
     emulator.reset_counters()
-    # No grace: the flows being read are given up whole.
-    run = start_export(emulator, local_dest, "--concurrency", "2", "--stop-timeout", "0s")
-    wait_for_calls(emulator, 12, run.proc)  # two flows read (5 pages each), two being read
+    # No grace: the flows being read are given up whole. One call at a time, for the
+    # four flows read at once in turn: after 20 pages four flows are read
+    # (5 pages each), and the next four are being read.
+    run = start_export(emulator, local_dest, "--concurrency", "1", "--stop-timeout", "0s")
+    wait_for_calls(emulator, 24, run.proc)
     run.proc.send_signal(signal.SIGINT)
     result = run.wait(60)
     assert_exit(result, 130)

@@ -59,33 +59,34 @@ def test_a_throttle_now_and_then_lowers_nothing(start_emulator, local_dest):
 
 
 def test_the_limit_falls_under_sustained_throttling_and_climbs_back(start_emulator, local_dest):
-    """Calls 101 to 160 are all throttled (a storm), then none: the limit falls to one
-    call in flight during the storm, climbs back to the ceiling after it, no flow fails,
-    and the summary, the manifest and the EMF lines say how low it went."""
+    """Calls 101 to 250 are all throttled (a storm), then none: the limit falls to one
+    call in flight during the storm, climbs back to the ceiling after it, no flow fails
+    (150 throttled retries would use up the SDK's retry quota if they spent it), and
+    the summary, the manifest and the EMF lines say how low it went."""
     emulator = start_emulator(flows=60, runs_per_flow=500)
     normal = {"latency_ms": LATENCY}
     storm = {**normal, "throttle_every": 1}
     emulator.set_faults({**normal, "schedule": [{"after_calls": 100, "faults": storm},
-                                                {"after_calls": 160, "faults": normal}]})
-    result = export(emulator, local_dest, "--concurrency", "4", "--metrics", "emf")
+                                                {"after_calls": 250, "faults": normal}]})
+    result = export(emulator, local_dest, "--metrics", "emf")
     assert_exit(result, 0)
     assert_export(local_dest, truth(emulator))
     calls = emulator.calls()
-    before, during, after = calls[:100], calls[100:160], calls[160:]
+    before, during, after = calls[:100], calls[100:250], calls[250:]
     assert all(c["throttled"] for c in during) and not any(c["throttled"] for c in before + after)
-    assert max(c["in_flight"] for c in before) == 4
+    assert max(c["in_flight"] for c in before) == 8
     # Its first window of answers lowers the limit to one; the calls still in flight
     # from before end; the rest of the storm comes one call at a time.
     assert max(c["in_flight"] for c in during[-30:]) == 1, [c["in_flight"] for c in during]
-    assert max(c["in_flight"] for c in after) == 4, [c["in_flight"] for c in after]
+    assert max(c["in_flight"] for c in after) == 8, [c["in_flight"] for c in after]
     m = manifest(local_dest)
-    assert (m["concurrency"], m["concurrency_limit_lowest"], m["concurrency_limit_highest"]) == (4, 1, 4), m
-    assert m["throttled_calls"] == 60 == throttled_calls(emulator), m
-    assert "throttled  60 of" in result.stdout and "limited to 1 at the lowest, 4 at the highest (--concurrency 4)" \
+    assert (m["concurrency"], m["concurrency_limit_lowest"], m["concurrency_limit_highest"]) == (8, 1, 8), m
+    assert m["throttled_calls"] == 150 == throttled_calls(emulator), m
+    assert "throttled  150 of" in result.stdout and "limited to 1 at the lowest, 8 at the highest (--concurrency 8)" \
         in result.stdout, result.stdout
     for line in emf_lines(result.stdout):
-        assert (line["ConcurrencyLimitLowest"], line["ConcurrencyLimitHighest"]) == (1, 4), line
-        assert line["ThrottledCalls"] == 60 and line["FlowsFailed"] == 0, line
+        assert (line["ConcurrencyLimitLowest"], line["ConcurrencyLimitHighest"]) == (1, 8), line
+        assert line["ThrottledCalls"] == 150 and line["FlowsFailed"] == 0, line
 
 
 def test_each_account_has_its_own_limit(start_emulator, local_dest):

@@ -262,18 +262,42 @@ mod tests {
             }
         }
 
-        /// `n` answers to calls of the current limit, throttled where `throttled(i)`,
-        /// with calls waiting for a slot.
+        /// A limit of 8 past its first probation.
+        fn trusted() -> Self {
+            let mut d = Drive::new(8);
+            d.answers(WINDOW as usize * PROBATION as usize, |_| false);
+            d
+        }
+
+        /// A limit of 8 past its first probation, then lowered to 1 by a window of
+        /// throttles that was not a failed probe (no hold).
+        fn lowered_to_one() -> Self {
+            let mut d = Drive::trusted();
+            d.answers(WINDOW as usize, |_| true);
+            assert_eq!(d.limit.limit(), 1);
+            d
+        }
+
+        /// One answer, `step` after the last, to a call of the current limit.
+        fn answer(
+            &mut self,
+            throttled: bool,
+            latency: Duration,
+            saturated: bool,
+        ) -> Option<Change> {
+            self.now += self.step;
+            let epoch = self.limit.epoch();
+            let answer = Answer { throttled, latency };
+            let change = self.limit.answer(epoch, answer, saturated, self.now);
+            self.changes.extend(change);
+            change
+        }
+
+        /// `n` answers of 50 ms, throttled where `throttled(i)`, with calls waiting
+        /// for a slot.
         fn answers(&mut self, n: usize, throttled: impl Fn(usize) -> bool) -> &mut Self {
             for i in 0..n {
-                self.now += self.step;
-                let answer = Answer {
-                    throttled: throttled(i),
-                    latency: 50 * MS,
-                };
-                let epoch = self.limit.epoch();
-                self.changes
-                    .extend(self.limit.answer(epoch, answer, true, self.now));
+                self.answer(throttled(i), 50 * MS, true);
             }
             self
         }
@@ -312,8 +336,7 @@ mod tests {
     #[test]
     fn a_window_just_under_the_threshold_is_clean_and_one_at_it_is_throttled() {
         let at = (SUSTAINED * f64::from(WINDOW)).ceil() as usize; // 7 of 20
-        let mut d = Drive::new(8);
-        d.answers(WINDOW as usize * 3, |_| false);
+        let mut d = Drive::trusted();
         d.answers(WINDOW as usize, |i| i < at - 1);
         assert_eq!(d.changes, [], "{} of {WINDOW}", at - 1);
         d.answers(WINDOW as usize, |i| i < at);
@@ -322,8 +345,7 @@ mod tests {
 
     #[test]
     fn after_throttling_stops_the_limit_climbs_back_one_window_at_a_time() {
-        let mut d = Drive::new(8);
-        d.answers(WINDOW as usize * 3, |_| false);
+        let mut d = Drive::trusted();
         d.answers(WINDOW as usize * 10, |_| true); // a storm
         assert_eq!(d.limit.limit(), 1);
         // The storm was not caused by our rate (it throttled even one call at a
@@ -340,39 +362,19 @@ mod tests {
 
     #[test]
     fn a_limit_that_is_not_what_holds_calls_back_is_not_raised() {
-        let mut d = Drive::new(8);
-        d.answers(WINDOW as usize * 3, |_| false);
-        d.answers(WINDOW as usize, |_| true);
-        assert_eq!(d.limit.limit(), 1);
+        let mut d = Drive::lowered_to_one();
         for _ in 0..WINDOW * 5 {
-            d.now += 10 * MS;
-            let ok = Answer {
-                throttled: false,
-                latency: 50 * MS,
-            };
-            let epoch = d.limit.epoch();
-            assert_eq!(d.limit.answer(epoch, ok, false, d.now), None);
+            assert_eq!(d.answer(false, 50 * MS, false), None);
         }
     }
 
     #[test]
     fn a_slowing_service_is_not_given_more_calls() {
-        let mut d = Drive::new(8);
-        d.answers(WINDOW as usize * 3, |_| false);
-        d.answers(WINDOW as usize, |_| true);
-        assert_eq!(d.limit.limit(), 1);
-        let mut at = |latency: Duration, n: u32| {
-            let mut changes = Vec::new();
-            for _ in 0..n {
-                d.now += 10 * MS;
-                let answer = Answer {
-                    throttled: false,
-                    latency,
-                };
-                let epoch = d.limit.epoch();
-                changes.extend(d.limit.answer(epoch, answer, true, d.now));
-            }
-            changes
+        let mut d = Drive::lowered_to_one();
+        let mut at = |latency: Duration, n: u32| -> Vec<Change> {
+            (0..n)
+                .filter_map(|_| d.answer(false, latency, true))
+                .collect()
         };
         // Latency five times its running mean: no raise.
         assert_eq!(at(250 * MS, WINDOW), []);
@@ -382,10 +384,7 @@ mod tests {
 
     #[test]
     fn probes_past_a_quota_cost_a_few_throttles_and_back_off() {
-        let mut d = Drive::new(8);
-        d.answers(WINDOW as usize * 3, |_| false);
-        d.answers(WINDOW as usize, |_| true);
-        assert_eq!(d.limit.limit(), 1);
+        let mut d = Drive::lowered_to_one();
         // One clean window: raised to 2 (on probation).
         d.answers(WINDOW as usize, |_| false);
         assert_eq!(d.limit.limit(), 2);
@@ -418,9 +417,23 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_is_judged_from_its_first_throttle_on() {
+        let mut d = Drive::lowered_to_one();
+        d.answers(WINDOW as usize, |_| false);
+        assert_eq!(d.limit.limit(), 2, "raised: a probe");
+        // The quota's burst lets 8 calls through, then every other call is throttled:
+        // lowered at the 5th throttle, though the window as a whole is under 35%.
+        let before = d.changes.len();
+        let burst = 8;
+        d.answers(burst + 2 * EARLY_THROTTLES as usize - 1, |i| {
+            i >= burst && (i - burst) % 2 == 0
+        });
+        assert_eq!(d.changes[before..], [Change { from: 2, to: 1 }]);
+    }
+
+    #[test]
     fn answers_to_calls_started_under_an_older_limit_are_not_judged() {
-        let mut d = Drive::new(8);
-        d.answers(WINDOW as usize * 3, |_| false);
+        let mut d = Drive::trusted();
         let old = d.limit.epoch();
         d.answers(WINDOW as usize, |_| true);
         assert_eq!(d.limit.limit(), 1);
