@@ -457,8 +457,9 @@ def test_the_lag_is_since_each_flow_s_last_good_read_not_since_its_last_run(star
 
 def test_a_backfill_under_the_account_s_rate_limit_exports_every_flow(start_emulator, make_dest):
     """AWS answers requests above the account's rate with 429 ThrottlingException: the
-    client slows down and retries, and no flow fails (the rate reached is in
-    BENCHMARKS.md, `bench/ratelimit.sh`)."""
+    limit of calls in flight falls to what the rate allows, throttled calls are
+    retried, and no flow fails (the rate reached is in BENCHMARKS.md,
+    `bench/ratelimit.sh` and `bench/throttle.sh`)."""
     emulator = start_emulator(flows=20, runs_per_flow=300)
     emulator.set_faults({"latency_ms": 20, "rate_limit": 25})
     dest = make_dest("s3")

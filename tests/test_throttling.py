@@ -63,7 +63,7 @@ def test_the_limit_falls_under_sustained_throttling_and_climbs_back(start_emulat
     call in flight during the storm, climbs back to the ceiling after it, no flow fails
     (150 throttled retries would use up the SDK's retry quota if they spent it), and
     the summary, the manifest and the EMF lines say how low it went."""
-    emulator = start_emulator(flows=60, runs_per_flow=500)
+    emulator = start_emulator(flows=60, runs_per_flow=1000)
     normal = {"latency_ms": LATENCY}
     storm = {**normal, "throttle_every": 1}
     emulator.set_faults({**normal, "schedule": [{"after_calls": 100, "faults": storm},
@@ -95,7 +95,8 @@ def test_each_account_has_its_own_limit(start_emulator, local_dest):
     a, b, region = HISTORY["account"], "333344445555", HISTORY["region"]
     emulator = start_emulator(account=[a, b], region=[region], flows=40, runs_per_flow=500, seed=7)
     normal = {"latency_ms": LATENCY}
-    emulator.tenant(a, region).set_faults(normal)
+    # A's calls take five times as long: A is still being read when B's storm is over.
+    emulator.tenant(a, region).set_faults({"latency_ms": 5 * LATENCY})
     # B: its listing, then 60 calls throttled while its flows are read.
     emulator.tenant(b, region).set_faults({**normal, "schedule": [
         {"after_calls": 1, "faults": {**normal, "throttle_every": 1}},
@@ -121,9 +122,25 @@ def test_each_account_has_its_own_limit(start_emulator, local_dest):
     assert limits == {a: (3, 3, 0), b: (1, 3, 60)}, limits
 
 
+def test_a_call_waiting_long_for_its_turn_is_not_a_timeout(start_emulator, local_dest):
+    """Slow answers and one call in flight for the four flows read at once: a call waits
+    for its turn longer than the SDK's stalled-upload check allows a request body to
+    stand still (about 6 s). Waiting for the limit is not a timeout: every flow is
+    exported, one request a page."""
+    emulator = start_emulator(flows=4, runs_per_flow=100)
+    emulator.set_faults({"latency_ms": 2500})  # the fourth flow waits 7.5 s
+    result = export(emulator, local_dest, "--concurrency", "1")
+    assert_exit(result, 0)
+    assert_export(local_dest, truth(emulator))
+    assert "did not answer" not in result.stderr, result.stderr
+    assert emulator.api_calls() == 1 + 4, emulator.counters()
+    waits = [c["in_flight"] for c in emulator.calls()]
+    assert waits == [1] * 5, waits
+
+
 def test_throttling_that_outlasts_every_attempt_fails_the_flow_and_names_it(start_emulator, local_dest):
     """Throttled on every attempt of a call, a flow fails (exit 1) naming the flow and
-    the throttling; the other flows are exported, and a rerun once it stops is exact."""
+    the throttling, nothing of it is written, and a rerun once it stops is exact."""
     emulator = start_emulator(flows=4, runs_per_flow=150)
     victim = emulator.flow_names()[2]
     # One call at a time; ListFlows then each flow in turn. Fail every call after the

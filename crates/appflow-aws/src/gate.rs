@@ -106,9 +106,10 @@ impl CallGate {
         self.state().limit.ceiling()
     }
 
-    /// The calls so far; the lowest and highest limit since the previous call of
-    /// `calls` (or the start): a run asks at its start and at its end.
-    pub fn calls(&self) -> Calls {
+    /// The calls so far, and the lowest and highest limit since the previous
+    /// `take_calls` (or the start), which this one starts afresh: a run takes them at
+    /// its start and at its end.
+    pub fn take_calls(&self) -> Calls {
         let mut st = self.state();
         let calls = Self::counts(&st);
         let now = st.limit.limit();
@@ -137,11 +138,17 @@ impl CallGate {
 
     /// Waits for a slot under the current limit (first come, first served).
     pub async fn enter(&self) -> Slot {
-        let waiting = Waiting::new(self);
-        // The semaphore is never closed: `Err` cannot happen, and would let the call
-        // through rather than stop the export.
-        let permit = self.inner.slots.clone().acquire_owned().await.ok();
-        drop(waiting);
+        let slots = &self.inner.slots;
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                // Only a call that waits makes the limit what holds calls back.
+                let _waiting = Waiting::new(self);
+                // The semaphore is never closed: `Err` cannot happen, and would let
+                // the call through rather than stop the export.
+                slots.clone().acquire_owned().await.ok()
+            }
+        };
         let mut st = self.state();
         st.attempts += 1;
         Slot {
@@ -272,6 +279,23 @@ impl HttpClient for GatedClient {
         })
     }
 
+    fn validate_base_client_config(
+        &self,
+        runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder,
+        cfg: &aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.inner
+            .validate_base_client_config(runtime_components, cfg)
+    }
+
+    fn validate_final_config(
+        &self,
+        runtime_components: &RuntimeComponents,
+        cfg: &aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.inner.validate_final_config(runtime_components, cfg)
+    }
+
     fn connector_metadata(
         &self,
     ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
@@ -354,7 +378,7 @@ mod tests {
         let gate = CallGate::new(3);
         let peak = load(&gate, 12, 200, |_| false).await;
         assert_eq!(peak, 3);
-        let calls = gate.calls();
+        let calls = gate.take_calls();
         assert_eq!((calls.attempts, calls.throttled), (200, 0));
         assert_eq!((calls.ceiling, calls.lowest, calls.highest), (3, 3, 3));
     }
@@ -364,24 +388,24 @@ mod tests {
         let gate = CallGate::new(6);
         // Past the first limit's probation (throttling then would hold the climb).
         load(&gate, 12, WINDOW as usize * 4, |_| false).await;
-        gate.calls();
+        gate.take_calls();
         let n = WINDOW as usize * 8;
         load(&gate, 12, n, |_| true).await;
-        let calls = gate.calls();
+        let calls = gate.take_calls();
         assert_eq!((calls.lowest, calls.highest), (1, 6));
         assert_eq!(
             (calls.attempts, calls.throttled),
-            (n as u64 * 3 / 2, n as u64)
+            ((WINDOW as usize * 4 + n) as u64, n as u64)
         );
         // Under the limit of one: one call at a time.
         let peak = load(&gate, 12, WINDOW as usize - 1, |_| false).await;
         assert_eq!(peak, 1);
         // Then it climbs back to the ceiling, one clean window at a time.
         load(&gate, 12, WINDOW as usize * 8, |_| false).await;
-        let calls = gate.calls();
+        let calls = gate.take_calls();
         assert_eq!((calls.lowest, calls.highest), (1, 6));
         assert_eq!(load(&gate, 12, 200, |_| false).await, 6);
-        let calls = gate.calls();
+        let calls = gate.take_calls();
         assert_eq!((calls.lowest, calls.highest), (6, 6));
     }
 
@@ -395,6 +419,6 @@ mod tests {
         let again = tokio::time::timeout(Duration::from_secs(5), gate.enter()).await;
         assert!(again.is_ok(), "the slot came back");
         assert_eq!(gate.state().waiting, 0);
-        assert_eq!(gate.calls().attempts, 2);
+        assert_eq!(gate.take_calls().attempts, 2);
     }
 }

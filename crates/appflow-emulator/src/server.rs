@@ -203,12 +203,15 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
         st.calls_logged += 1;
         (st.faults.latency_ms, counted_throttle, st.calls_logged - 1)
     };
+    // In flight until answered, also when the client goes away meanwhile (axum then
+    // drops this future).
+    let in_flight = InFlight(emu);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    drop(in_flight);
     let mut st = emu.lock();
     let st = &mut *st;
-    st.in_flight -= 1;
     if st.faults.access_denied {
         let account = st.account.clone();
         return Some(aws_error(
@@ -255,6 +258,15 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
         ));
     }
     None
+}
+
+/// A call counted in flight; dropped, it no longer is.
+struct InFlight<'a>(&'a Emulator);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, Response> {

@@ -69,8 +69,8 @@ pub struct Call {
     pub throttled: bool,
 }
 
-/// The calls log keeps at most this many calls (the oldest are dropped).
-pub const CALLS_KEPT: usize = 1_000_000;
+/// The calls log keeps at most this many calls (the oldest are dropped): about 20 MB.
+pub const CALLS_KEPT: usize = 200_000;
 
 /// Calls to one operation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

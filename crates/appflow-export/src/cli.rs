@@ -168,9 +168,9 @@ pub struct RunArgs {
     /// credentials) instead of with the job's own credentials.
     #[arg(long, value_name = "ARN", env = "APPFLOW_EXPORT_DEST_ROLE_ARN")]
     pub dest_role_arn: Option<String>,
-    /// Targets (account and region pairs) exported at the same time, each with
-    /// --concurrency flows: at most this times --concurrency AppFlow calls are in
-    /// flight at once.
+    /// Targets (account and region pairs) exported at the same time, each with at most
+    /// --concurrency AppFlow calls in flight: at most this times --concurrency calls
+    /// are in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), env = "APPFLOW_EXPORT_TARGET_CONCURRENCY")]
     pub target_concurrency: u16,
     /// AppFlow endpoint URL (default: AWS_ENDPOINT_URL_APPFLOW or AWS's).

@@ -1,7 +1,7 @@
 //! Paging alone, the floor under a full export (`bench/run.sh` runs it beside the
 //! export, on the same emulator): every flow's whole history through the `Extractor`
-//! the export uses, 8 flows at a time (the export's default `--concurrency`), the
-//! records counted and dropped.
+//! the export uses, at most 8 calls in flight (the export's default `--concurrency`),
+//! the records counted and dropped.
 //!
 //! Usage: `page_all [ENDPOINT]` (else `AWS_ENDPOINT_URL_APPFLOW`); credentials and
 //! region from the environment, as the export takes them.

@@ -218,9 +218,10 @@ impl Extractor {
     }
 
     /// AppFlow attempts and throttled attempts so far, and the lowest and highest
-    /// limit of calls in flight since the previous `calls` (see [`CallGate::calls`]).
-    pub fn calls(&self) -> Calls {
-        self.gate.calls()
+    /// limit of calls in flight since the previous `take_calls`, which this one
+    /// starts afresh (see [`CallGate::take_calls`]).
+    pub fn take_calls(&self) -> Calls {
+        self.gate.take_calls()
     }
 
     /// The extractor with an STS client (of the same credentials) to name the
@@ -310,8 +311,8 @@ impl Extractor {
     /// let through, each in a task of its own, yielding every flow's pages as they
     /// arrive and then its end ([`FlowEvent`]). Jobs are taken from `jobs` only when a
     /// flow finishes, so a caller can stop feeding it (end the stream) and see the
-    /// flows in flight end. At most a few pages wait for the caller: paging pauses
-    /// while it is busy.
+    /// flows in flight end. Paging pauses while the caller is busy: at most the
+    /// ceiling plus one page a flow being read wait for it (a page is at most 100 runs).
     pub fn extract(
         &self,
         jobs: impl Stream<Item = ExtractJob> + Send + 'static,
@@ -397,12 +398,24 @@ impl Extractor {
     }
 }
 
-/// `config`'s client with its requests sent through `gate`.
+/// `config`'s client with its requests sent through `gate`. An attempt's wait for a
+/// slot is part of the attempt as the SDK times it, and waiting for the limit is not a
+/// timeout: the client has no attempt timeout (a silent endpoint still fails by the
+/// connector's connect and read timeouts, which start once the request is sent).
 fn gated(config: &aws_sdk_appflow::Config, gate: &CallGate) -> Client {
     let inner = config
         .http_client()
         .unwrap_or_else(appflow_aws::default_http_client);
-    let config = config.to_builder().http_client(gate.http_client(inner));
+    let timeouts = config
+        .timeout_config()
+        .map(|t| t.to_builder())
+        .unwrap_or_default()
+        .disable_operation_attempt_timeout()
+        .build();
+    let config = config
+        .to_builder()
+        .http_client(gate.http_client(inner))
+        .timeout_config(timeouts);
     Client::from_conf(config.build())
 }
 
@@ -494,6 +507,30 @@ impl FlowReader {
 mod tests {
     use super::*;
     use appflow_model::testkit::run;
+    use aws_config::timeout::TimeoutConfig;
+    use std::time::Duration;
+
+    #[test]
+    fn the_gated_client_times_connections_and_reads_but_not_the_wait_for_a_slot() {
+        let secs = Duration::from_secs;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(secs(5))
+            .read_timeout(secs(60))
+            .operation_attempt_timeout(secs(90))
+            .build();
+        let config = aws_sdk_appflow::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-2"))
+            .timeout_config(timeouts)
+            .build();
+        let extractor = Extractor::new(Client::from_conf(config), "eu-west-2");
+        let gated = extractor.client.config().timeout_config().cloned();
+        let gated = gated.expect("the timeouts are kept");
+        assert_eq!(gated.connect_timeout(), Some(secs(5)));
+        assert_eq!(gated.read_timeout(), Some(secs(60)));
+        assert_eq!(gated.operation_attempt_timeout(), None);
+        assert!(extractor.client.config().http_client().is_some());
+    }
 
     #[test]
     fn an_open_run_stuck_before_open_since_is_not_the_oldest_open_run() {

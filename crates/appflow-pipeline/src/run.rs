@@ -219,10 +219,10 @@ impl Pipeline {
     ) -> (RunReport, Result<()>) {
         let mut report = RunReport::start(plan);
         let started = Instant::now();
-        let calls = self.extractor.calls();
+        let calls = self.extractor.take_calls();
         let result = self.execute(plan, &mut report, observer).await;
         report.duration = started.elapsed();
-        let calls = self.extractor.calls() - calls;
+        let calls = self.extractor.take_calls() - calls;
         (report.appflow_attempts, report.throttled) = (calls.attempts, calls.throttled);
         report.limit_ceiling = calls.ceiling;
         (report.limit_lowest, report.limit_highest) = (calls.lowest, calls.highest);
