@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # appflow-export as a container image (ECS, AWS Batch, Kubernetes):
 #   docker build -t appflow-export .
 #   docker buildx build --platform linux/arm64 -t appflow-export .   # for Graviton (or linux/amd64)
@@ -6,19 +5,22 @@
 # deploy/README.md pushes it to ECR. It bakes no configuration: options come from the
 # task's environment (APPFLOW_EXPORT_<OPTION>), flags, or a mounted --config file; with
 # none the run says which option is missing.
-# Stage 1 builds the release binary, stripped, for the platform asked for (built on it,
-# or under emulation: buildx's QEMU; nothing is cross-compiled). Its crates and build
-# folder are BuildKit cache mounts, so a rebuild after a change to the code compiles
-# only the crates that changed, not the AWS SDK and Arrow again. Stage 2 is a slim
-# runtime with CA certificates (the AWS SDK verifies TLS), run as a non-root user.
+# Stage 1 builds the release binary without debug information (its symbols kept, so a
+# panic's backtrace names functions) for the platform asked for (built on it, or under
+# emulation: buildx's QEMU, registered on Linux hosts with binfmt; slow for the AWS SDK
+# and Arrow; nothing is cross-compiled). Its crates and build folder are BuildKit cache
+# mounts (Docker 23 and later), locked while in use, so on a builder that keeps its
+# cache a rebuild after a change compiles only the crates that changed; an ephemeral CI
+# runner starts from nothing each time. Stage 2 is a slim runtime with CA certificates
+# (the AWS SDK verifies TLS), run as a non-root user.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
     cargo build --release --locked -p appflow-export \
  && cp target/release/appflow-export /appflow-export
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from conftest import REPO, assert_exit, export, start_server, stop_process
 DEPLOY = REPO / "deploy"
 TEMPLATES = sorted((DEPLOY / "cloudformation").glob("*.yaml"))
 MEMBER_POLICY = REPO / "jobs" / "organization" / "member-role-policy.json"
+MEMBER_TRUST = REPO / "jobs" / "organization" / "member-trust-policy.json"
 CENTRAL_ROLE = "arn:aws:iam::123456789012:role/appflow-export"  # moto's account for the key "testing"
 
 
@@ -38,6 +40,10 @@ def request(path: Path, service: str, operation: str, values: dict[str, str]) ->
     model = botocore.session.get_session().get_service_model(service).operation_model(operation)
     validate_parameters(req, model.input_shape)
     return req
+
+
+def test_there_are_templates():
+    assert TEMPLATES, "deploy/cloudformation/ has no template"
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
@@ -70,7 +76,18 @@ def test_the_member_role_stack_set_gives_every_member_account_a_read_only_role(m
               "ROOT_OR_OU_ID": root, "REGION": "eu-west-1"}
     cfn = client(moto, "cloudformation")
     stack_set = request(DEPLOY / "stackset" / "member-role-stack-set.json", "cloudformation", "CreateStackSet", values)
+    # What moto does not act on, checked as asked for: every account of the targets,
+    # also those that join later, and a role with a name of its own.
+    assert stack_set["PermissionModel"] == "SERVICE_MANAGED"
+    assert stack_set["AutoDeployment"] == {"Enabled": True, "RetainStacksOnAccountRemoval": False}
+    assert stack_set["Capabilities"] == ["CAPABILITY_NAMED_IAM"]
     template = (DEPLOY / "cloudformation" / "member-role.yaml").read_text()
+    # The values fit the template's patterns (CloudFormation matches them whole).
+    patterns = dict(re.findall(r"\n  (\w+):\n(?:    .*\n)*?    AllowedPattern: \"(.*)\"", template))
+    assert set(patterns) == {"RoleName", "CentralRoleArn", "ExternalId", "OrganizationId"}, patterns
+    for p in stack_set["Parameters"]:
+        pattern = patterns[p["ParameterKey"]].replace("\\\\", "\\")
+        assert re.fullmatch(pattern, p["ParameterValue"]), (p, pattern)
     cfn.create_stack_set(**stack_set, TemplateBody=template)
     instances = request(DEPLOY / "stackset" / "member-role-instances.json", "cloudformation", "CreateStackInstances",
                         values)
@@ -88,9 +105,12 @@ def test_the_member_role_stack_set_gives_every_member_account_a_read_only_role(m
     name = dict((p["ParameterKey"], p["ParameterValue"]) for p in stack_set["Parameters"])["RoleName"]
     role = iam.get_role(RoleName=name)["Role"]
     assert role["Arn"] == f"arn:aws:iam::{member}:role/{name}"
-    [trusted] = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trusted["Principal"] == {"AWS": CENTRAL_ROLE} and trusted["Action"] == "sts:AssumeRole"
-    assert trusted["Condition"] == {"StringEquals": {"sts:ExternalId": "appflow-export", "aws:PrincipalOrgID": org_id}}
+    # The trust of jobs/organization/, with this organization's id: the central role
+    # by its ARN within its account, the external id, inside the organization.
+    trust = json.loads(MEMBER_TRUST.read_text().replace("o-exampleorgid", org_id))
+    assert role["AssumeRolePolicyDocument"] == trust, "the template and jobs/organization/ differ"
+    [trusted] = trust["Statement"]
+    assert trusted["Condition"]["ArnEquals"] == {"aws:PrincipalArn": CENTRAL_ROLE}
     policies = iam.list_role_policies(RoleName=name)["PolicyNames"]
     assert iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
     [policy] = [iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"] for p in policies]
