@@ -10,6 +10,7 @@
 //! accounts and regions ([`Tenants`]), each request by its SigV4 credential, and plays
 //! STS `GetCallerIdentity` and `AssumeRole` for them.
 
+mod admin;
 #[cfg(feature = "client")]
 pub mod client;
 mod generate;
