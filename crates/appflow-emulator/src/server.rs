@@ -32,7 +32,7 @@ use crate::admin::{
     admin_set_flow_status, admin_tenants,
 };
 use crate::model::{ExecutionRecord, Millis};
-use crate::state::{CALLS_KEPT, Call, Emulator};
+use crate::state::Emulator;
 use crate::sts::sts;
 use crate::tenants::{Tenant, Tenants};
 
@@ -174,19 +174,8 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
                 .or_default() += 1;
         }
         let counted_throttle = st.arrive();
-        st.in_flight += 1;
-        if st.calls.len() >= CALLS_KEPT {
-            st.calls.pop_front();
-        }
-        let call = Call {
-            at_ms: crate::generate::now_millis(),
-            operation: op.to_string(),
-            in_flight: st.in_flight,
-            throttled: false,
-        };
-        st.calls.push_back(call);
-        st.calls_logged += 1;
-        (st.faults.latency_ms, counted_throttle, st.calls_logged - 1)
+        let logged = st.start_call(op);
+        (st.faults.latency_ms, counted_throttle, logged)
     };
     // In flight until answered, also when the client goes away meanwhile (axum then
     // drops this future).
@@ -228,14 +217,7 @@ async fn inject(emu: &Emulator, op: &str, flow: Option<&str>) -> Option<Response
             .entry(op.to_string())
             .or_default()
             .throttled += 1;
-        // Meanwhile the log may have dropped its oldest calls, or been emptied.
-        let first = st.calls_logged - st.calls.len() as u64;
-        if let Some(call) = logged
-            .checked_sub(first)
-            .and_then(|i| st.calls.get_mut(i as usize))
-        {
-            call.throttled = true;
-        }
+        st.call_throttled(logged);
         return Some(aws_error(
             StatusCode::TOO_MANY_REQUESTS,
             "ThrottlingException",

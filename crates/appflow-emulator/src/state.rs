@@ -154,6 +154,36 @@ impl State {
             .is_some_and(|every| every > 0 && n.is_multiple_of(every))
     }
 
+    /// A call is in flight from now: logged (the oldest call dropped past
+    /// [`CALLS_KEPT`]) with the calls in flight; returns its number for
+    /// [`State::call_throttled`].
+    pub(crate) fn start_call(&mut self, operation: &str) -> u64 {
+        self.in_flight += 1;
+        if self.calls.len() >= CALLS_KEPT {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(Call {
+            at_ms: generate::now_millis(),
+            operation: operation.to_string(),
+            in_flight: self.in_flight,
+            throttled: false,
+        });
+        self.calls_logged += 1;
+        self.calls_logged - 1
+    }
+
+    /// Marks call `number` throttled, if the log still holds it (it may have dropped
+    /// its oldest calls, or been emptied, meanwhile).
+    pub(crate) fn call_throttled(&mut self, number: u64) {
+        let first = self.calls_logged - self.calls.len() as u64;
+        if let Some(call) = number
+            .checked_sub(first)
+            .and_then(|i| self.calls.get_mut(i as usize))
+        {
+            call.throttled = true;
+        }
+    }
+
     /// Takes a token from the rate limit's bucket; `false` when the request is over
     /// the limit. Refilled when the faults change (a new limit starts full).
     pub(crate) fn within_rate(&mut self) -> bool {
