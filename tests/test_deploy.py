@@ -11,8 +11,11 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shlex
 import subprocess
 import sys
+import tomllib
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -20,7 +23,7 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from conftest import REPO, assert_exit, export, start_server, stop_process
+from conftest import REPO, accepted, assert_exit, export, run_export, start_server, stop_process
 
 DEPLOY = REPO / "deploy"
 TEMPLATES = sorted((DEPLOY / "cloudformation").glob("*.yaml"))
@@ -123,3 +126,270 @@ def test_the_member_role_stack_set_gives_every_member_account_a_read_only_role(m
     called = {f"appflow:{c['operation']}" for c in emulator.calls()}
     granted = {a for s in policy["Statement"] for a in s["Action"]}
     assert granted == called, (granted, called)
+
+
+# ----------------------------------------------------------------------------- the central stack
+
+CENTRAL = DEPLOY / "cloudformation" / "appflow-export.yaml"
+JOBS = REPO / "jobs"
+IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/appflow-export:v1"
+KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# What moto's CloudFormation does not create (the stack completes without them):
+# cfn-lint checks them, nothing here runs them.
+MOTO_LACKS = {"AWS::S3::BucketPolicy", "AWS::Scheduler::Schedule", "AWS::CloudWatch::Alarm", "AWS::Glue::Database",
+              "AWS::Glue::Table", "AWS::Athena::WorkGroup", "AWS::SNS::Subscription"}
+
+
+def template() -> dict:
+    """The central template as CloudFormation reads it (short forms as `Fn::`)."""
+    from cfnlint.decode import cfn_yaml
+    return cfn_yaml.loads(CENTRAL.read_text())
+
+
+def deploy(moto: str, name: str, **parameters: str) -> dict:
+    """Creates the central stack `name` on moto; returns its outputs."""
+    cfn = client(moto, "cloudformation")
+    values = {"ImageUri": IMAGE, "Subnets": "subnet-0123456789abcdef0", "SecurityGroups": "sg-0123456789abcdef0",
+              **parameters}
+    cfn.create_stack(StackName=name, TemplateBody=CENTRAL.read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
+                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()])
+    stack = cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1}) or \
+        cfn.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def role_policy(moto: str, role: str) -> dict:
+    iam = client(moto, "iam")
+    [name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    policy = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    # moto keeps CloudFormation's inline policy as Python's text of it, and a statement
+    # left out by `!Ref AWS::NoValue` as None.
+    policy = ast.literal_eval(policy) if isinstance(policy, str) else policy
+    return {**policy, "Statement": [s for s in policy["Statement"] if s is not None]}
+
+
+@pytest.fixture(scope="module")
+def central(moto) -> dict:
+    """The central stack with its defaults (this account, SSE-S3) and an alarm email."""
+    return deploy(moto, "appflow-export", AlarmEmail="data-platform@example.com")
+
+
+def test_the_central_stack_creates_what_moto_can(moto, central, tmp_path, emulator):
+    resources = client(moto, "cloudformation").list_stack_resources(StackName="appflow-export")["StackResourceSummaries"]
+    types = {r["ResourceType"] for r in resources}
+    declared = {r["Type"] for r in template()["Resources"].values()}
+    assert declared - types == MOTO_LACKS, "moto's reach changed: check the new types here"
+
+    bucket = central["BucketName"]
+    s3 = client(moto, "s3")
+    # moto's CloudFormation keeps a bucket's encryption only: the rest is checked as
+    # CloudFormation reads the template (cfn-lint checks it against the resource's schema).
+    props = template()["Resources"]["ExportBucket"]["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert all(r["Status"] == "Enabled" for r in rules.values())
+    versions = rules["expire-noncurrent-versions"]
+    assert "Prefix" not in versions and "Filter" not in versions, "every object's old versions expire"
+    assert versions["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "NoncurrentVersionDays"}}
+    manifests = rules["expire-old-run-manifests"]
+    assert f"s3://{bucket}/{manifests['Prefix']}" == central["Destination"] + "/_state/runs/"
+    assert manifests["ExpirationInDays"] == {"Ref": "ManifestRetentionDays"}
+    policy = template()["Resources"]["ExportBucketPolicy"]["Properties"]["PolicyDocument"]
+    [tls] = policy["Statement"]
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    [encryption] = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert encryption["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert central["Destination"] == f"s3://{bucket}/appflow-runs"
+
+    [group] = client(moto, "logs").describe_log_groups(logGroupNamePrefix=central["LogGroupName"])["logGroups"]
+    assert group["retentionInDays"] == 90
+
+    ecs = client(moto, "ecs")
+    task = ecs.describe_task_definition(taskDefinition="appflow-export")["taskDefinition"]
+    [container] = task["containerDefinitions"]
+    assert container["image"] == IMAGE and container["readonlyRootFilesystem"] is True
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    # The staging files go to the task's volume, the one writable place.
+    [mount] = container["mountPoints"]
+    assert env["TMPDIR"] == mount["containerPath"] and mount["readOnly"] is False
+    assert mount["sourceVolume"] in {v["name"] for v in task["volumes"]}
+    shown = accepted(container["command"], emulator, tmp_path, env)
+    assert shown["dest"] == central["Destination"] and shown["sse"] == "AES256"
+    assert shown["metrics"] == "emf" and shown["job_name"] == "appflow-export" and shown["log_format"] == "json"
+    assert shown["expected_bucket_owner"] == "123456789012" and shown.get("organization") is False
+    # SIGKILL comes stopTimeout after SIGTERM: time for the commit after --stop-timeout.
+    assert container["stopTimeout"] >= int(shown["stop_timeout"].rstrip("s")) + 15
+    # The alarms watch the job name the task sends its metrics with.
+    alarms = [r["Properties"] for r in template()["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert {a["MetricName"] for a in alarms} == {"RunsSucceeded", "FlowsFailed", "RetentionGaps"}
+    for alarm in alarms:
+        assert alarm["Dimensions"] == [{"Name": "JobName", "Value": {"Ref": "AWS::StackName"}}]
+    statistics = {a["MetricName"]: a["Statistic"] for a in alarms}
+    assert statistics["FlowsFailed"] == "Maximum", "one run with failed flows is enough"
+    assert [t for t in client(moto, "sns").list_topics()["Topics"] if ":appflow-export-AlarmTopic-" in t["TopicArn"]]
+    # The run-once command names the stack's cluster, task definition and network
+    # (moto's RunTask fails on a container without a memory limit of its own, which
+    # Fargate does not need: it is not run here).
+    command = shlex.split(central["RunOnceCommand"])
+    assert command[:3] == ["aws", "ecs", "run-task"]
+    flags = dict(zip(command[3::2], command[4::2]))
+    assert flags["--launch-type"] == "FARGATE" and flags["--region"] == "eu-west-1"
+    [cluster] = ecs.describe_clusters(clusters=[flags["--cluster"]])["clusters"]
+    assert cluster["status"] == "ACTIVE"
+    assert flags["--task-definition"] == task["taskDefinitionArn"]
+    assert flags["--network-configuration"] == ("awsvpcConfiguration={subnets=[subnet-0123456789abcdef0],"
+                                                "securityGroups=[sg-0123456789abcdef0],assignPublicIp=DISABLED}")
+
+
+def test_the_task_definition_takes_an_organization_and_a_kms_key(moto, tmp_path):
+    deploy(moto, "appflow-export-org", Organization="true", ExternalId="appflow-export", KmsKeyArn=KMS_KEY,
+           Regions="eu-west-1,us-east-1")
+    task = client(moto, "ecs").describe_task_definition(taskDefinition="appflow-export-org")["taskDefinition"]
+    [container] = task["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    shown = run_export(["config", "--print"], env)
+    assert_exit(shown, 0)
+    options = tomllib.loads(shown.stdout)
+    assert options["organization"] is True and options["role_name"] == "appflow-export-reader"
+    assert options["external_id"] == "appflow-export" and options["region"] == ["eu-west-1", "us-east-1"]
+    assert options["sse"] == "aws:kms" and options["sse_kms_key_id"] == KMS_KEY
+
+
+def test_the_glue_tables_are_the_codes():
+    """The template's tables are what `schema --format cloudformation` prints (its
+    BEGIN line's command), and each is `schema --format glue`'s table for the stack's
+    bucket and database (`make templates` writes them again)."""
+    text = CENTRAL.read_text()
+    block = re.search(r"  # BEGIN (appflow-export schema [^\n]*)\n(.*?)  # END ", text, re.S)
+    generated = run_export(shlex.split(block[1])[1:])
+    assert_exit(generated, 0)
+    assert block[2] == generated.stdout, "the tables drifted from the code: run `make templates`"
+
+    glue = run_export(["schema", "--format", "glue", "--dest", "s3://the-bucket/appflow-runs",
+                       "--database", "appflow_export"])
+    assert_exit(glue, 0)
+    wanted = {t["TableInput"]["Name"]: t for t in json.loads(glue.stdout)}
+    resources = template()["Resources"]
+    assert resources["GlueDatabase"]["Properties"]["DatabaseInput"]["Name"] == {"Ref": "DatabaseName"}
+    assert template()["Parameters"]["DatabaseName"]["Default"] == "appflow_export"
+
+    def resolve(value):
+        """The template's value once CloudFormation substitutes the bucket and database."""
+        if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+            return (value["Fn::Sub"].replace("${ExportBucket}", "the-bucket")
+                    .replace("${GlueDatabase}", "appflow_export").replace("${!", "${"))
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    tables = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Glue::Table"]
+    assert sorted(t["TableInput"]["Name"] for t in tables) == sorted(wanted)
+    for table in tables:
+        assert table["CatalogId"] == {"Ref": "AWS::AccountId"}
+        resolved = resolve({"DatabaseName": table["DatabaseName"], "TableInput": table["TableInput"]})
+        assert resolved == wanted[table["TableInput"]["Name"]]
+
+
+def fill(path: Path, **values: str) -> dict:
+    """A jobs/ document with its `<PLACEHOLDERS>` filled in."""
+    text = path.read_text()
+    for name, value in values.items():
+        text = text.replace(f"<{name}>", value)
+    assert "<" not in text, f"{path}: a placeholder is left"
+    return json.loads(text)
+
+
+def statements(doc: dict) -> list[dict]:
+    return doc["Statement"]
+
+
+def test_the_task_role_policy_is_jobs_iam_policy(moto, central):
+    """The template's task policy and jobs/' policies are one document: what moto's
+    IAM holds for the stacks' task roles is jobs/iam-policy.json (SSE-S3),
+    jobs/iam-policy-kms.json (a KMS key) and, for an organization, the statements of
+    jobs/organization/central-policy.json beside it, filled in."""
+    values = {"ACCOUNT_ID": "123456789012", "BUCKET": central["BucketName"]}
+    assert role_policy(moto, "appflow-export-task") == fill(JOBS / "iam-policy.json", **values)
+    outputs = deploy(moto, "appflow-export-kms-org", Organization="true", ExternalId="appflow-export",
+                     KmsKeyArn=KMS_KEY)
+    values = {**values, "BUCKET": outputs["BucketName"], "KMS_KEY_ARN": KMS_KEY, "REGION": "eu-west-1"}
+    kms = fill(JOBS / "iam-policy-kms.json", **values)
+    central_policy = fill(JOBS / "organization" / "central-policy.json", **values)
+    assert role_policy(moto, "appflow-export-kms-org-task") == {
+        **kms, "Statement": statements(kms) + statements(central_policy)}
+
+
+S3_STATEMENTS = ["ListTheExport", "ReadTheExport", "WriteTheExportEncrypted", "PruneOldRunManifests"]
+
+
+def enforce(moto: str, on: bool) -> None:
+    """Turns moto's IAM enforcement on or off (it evaluates actions and resources, not
+    conditions; it does not enforce KMS)."""
+    request = urllib.request.Request(f"{moto}/moto-api/reset-auth", data=b"0" if on else b"inf", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_the_task_policy_is_least_privilege_where_iam_is_enforced(moto, central, emulator, tmp_path):
+    """With exactly the task role's policy (its credentials, moto enforcing IAM), the
+    task's own configuration exports into the stack's bucket; without any one of its
+    S3 statements, the run fails with an error naming the destination and the action
+    (or, for removing old manifests, warns)."""
+    task = client(moto, "ecs").describe_task_definition(taskDefinition="appflow-export")["taskDefinition"]
+    [container] = task["containerDefinitions"]
+    role = central["TaskRoleArn"].split("/")[-1]
+    policy = role_policy(moto, role)
+    sids = [s["Sid"] for s in statements(policy)]
+    assert [s for s in sids if s in S3_STATEMENTS] == S3_STATEMENTS
+    iam = client(moto, "iam")
+    [policy_name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    assumed = client(moto, "sts").assume_role(RoleArn=central["TaskRoleArn"], RoleSessionName="task")["Credentials"]
+    bucket = central["BucketName"]
+
+    def run(*args: str):
+        env = {**{e["name"]: e["value"] for e in container["environment"]},
+               "TMPDIR": str(tmp_path), "AWS_ACCESS_KEY_ID": assumed["AccessKeyId"],
+               "AWS_SECRET_ACCESS_KEY": assumed["SecretAccessKey"], "AWS_SESSION_TOKEN": assumed["SessionToken"],
+               "AWS_ENDPOINT_URL_S3": moto, "AWS_ENDPOINT_URL_APPFLOW": emulator.url,
+               "AWS_ENDPOINT_URL_STS": emulator.url}
+        return run_export([*container["command"], *args], env)
+
+    def with_policy(doc: dict) -> None:
+        enforce(moto, False)
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(doc))
+        enforce(moto, True)
+
+    try:
+        # The same document, written back without the Nones moto keeps for left-out
+        # statements (its enforcement fails on them).
+        with_policy(policy)
+        first = run()
+        assert_exit(first, 0)
+        enforce(moto, False)  # the checks' own calls use moto's root credentials
+        keys = [o["Key"] for o in client(moto, "s3").list_objects_v2(Bucket=bucket)["Contents"]]
+        assert any(k.startswith("appflow-runs/executions/dt=") for k in keys), keys
+        assert any(k.startswith("appflow-runs/_state/runs/") for k in keys), keys
+        for sid in S3_STATEMENTS:
+            emulator.add_runs(3)
+            with_policy({**policy, "Statement": [s for s in statements(policy) if s["Sid"] != sid]})
+            result = run("--keep-manifests", "1")
+            if sid == "PruneOldRunManifests":
+                # Housekeeping: the run succeeds and says what it could not remove.
+                assert_exit(result, 0)
+                assert "old run manifests could not be removed" in result.stderr and "DeleteObject" in result.stderr
+            else:
+                assert_exit(result, 3)
+                [error] = [json.loads(line)["fields"]["message"] for line in result.stderr.splitlines()
+                           if '"level":"ERROR"' in line]
+                [action] = next(s["Action"] for s in statements(policy) if s["Sid"] == sid)
+                assert bucket in error and action in error, (sid, error)
+        # And with the whole policy again, the history exported since is there.
+        with_policy(policy)
+        assert_exit(run("--keep-manifests", "1"), 0)
+    finally:
+        enforce(moto, False)
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(policy))

@@ -18,10 +18,9 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from conftest import HISTORY, REPO, Emulator, assert_exit, run_export
+from conftest import HISTORY, REPO, Emulator, accepted, assert_exit, run_export
 
 JOBS = REPO / "jobs"
-IMAGE_CONFIG = "/etc/appflow-export/config.toml"
 
 
 @pytest.fixture(scope="module")
@@ -35,30 +34,6 @@ def aws(tmp_path_factory):
 def environment(container: dict) -> dict[str, str]:
     """A container's `environment` as the process gets it."""
     return {e["name"]: e["value"] for e in container.get("environment", [])}
-
-
-def accepted(command: list[str], aws, tmp_path, env: dict | None = None) -> dict:
-    """`command` (the arguments after the program), in the environment `env` (a
-    container's), is a run or backfill the CLI accepts: run as a dry run against the
-    emulator, with the destination swapped for a local folder (a flag, which wins over
-    the environment); returns a run's effective options (`config --print`). A host's
-    config path is this repository's jobs/config.toml."""
-    assert command[0] in ("run", "backfill"), command
-    args = [str(JOBS / "config.toml") if a == IMAGE_CONFIG else a for a in command[1:]]
-    options = {}
-    if command[0] == "run":
-        shown = run_export(["config", "--print", *args], env)
-        assert_exit(shown, 0)
-        options = tomllib.loads(shown.stdout)
-    local = str(tmp_path / "dest")
-    if "--dest" in args:
-        args[args.index("--dest") + 1] = local
-    else:
-        args += ["--dest", local]
-    dry = run_export([command[0], *args, "--dry-run"], {"AWS_ENDPOINT_URL_APPFLOW": aws.url, **(env or {})})
-    assert_exit(dry, 0)
-    assert dry.stdout.startswith("dry run: would export ")
-    return options
 
 
 def check_request(service: str, operation: str, path) -> dict:

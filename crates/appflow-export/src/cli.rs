@@ -55,6 +55,10 @@ pub enum SchemaFormat {
     Glue,
     /// CREATE VIEW statements over read_parquet.
     Duckdb,
+    /// The tables as AWS::Glue::Table resources, to put under a CloudFormation
+    /// template's `Resources:`; `${Name}` in --dest and --database are the template's
+    /// references (deploy/cloudformation/appflow-export.yaml's tables are this output).
+    Cloudformation,
 }
 
 /// A table of the export, for `schema --table`.

@@ -2,16 +2,24 @@
 
 use anyhow::anyhow;
 use appflow_load::Destination;
-use appflow_transform::{Location, Table, arrow_json, athena_ddl, duckdb_views, glue_table};
+use appflow_transform::{
+    Location, Table, arrow_json, athena_ddl, cloudformation_tables, duckdb_views, glue_table,
+};
 
 use crate::cli::{SchemaArgs, SchemaFormat, TableName};
 use crate::{EXIT_USAGE, Failure};
 
 pub fn command(args: &SchemaArgs) -> Result<(), Failure> {
-    Destination::parse(&args.dest).map_err(|e| Failure::new(EXIT_USAGE, e))?;
-    let valid_database = !args.database.is_empty()
-        && args
-            .database
+    // A template's `${Name}` references stand for a value the template supplies: they
+    // are checked as if each were a valid name.
+    let resolved = |text: &str| match args.format {
+        SchemaFormat::Cloudformation => without_references(text),
+        _ => text.to_string(),
+    };
+    Destination::parse(&resolved(&args.dest)).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    let database = resolved(&args.database);
+    let valid_database = !database.is_empty()
+        && database
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !valid_database {
@@ -49,7 +57,29 @@ pub fn command(args: &SchemaArgs) -> Result<(), Failure> {
             .collect::<Vec<_>>()
             .join("\n"),
         SchemaFormat::Duckdb => duckdb_views(&at, &tables),
+        SchemaFormat::Cloudformation => cloudformation_tables(&tables, &at, &args.database),
     };
     print!("{text}");
     Ok(())
+}
+
+/// `text` with each CloudFormation reference (`${Name}`) replaced by `xxx` (a valid bucket and database name).
+fn without_references(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push_str("xxx");
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }

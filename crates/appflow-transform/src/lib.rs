@@ -11,7 +11,9 @@ mod schema;
 
 pub use batch::{Batches, to_batches};
 pub use flows::flows_batch;
-pub use render::{Location, arrow_json, athena_ddl, duckdb_views, glue_table};
+pub use render::{
+    Location, arrow_json, athena_ddl, cloudformation_tables, duckdb_views, glue_table,
+};
 pub use schema::{
     CATALOG_FIELDS, Column, ColumnType, DT_DOC, EXECUTION_FIELDS, FLOW_FIELDS, SCHEMA_VERSION,
     SCHEMA_VERSION_KEY, Table, catalog_schema, executions_schema, flows_schema, schema_for,
