@@ -32,8 +32,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 appflow \
- && useradd --system --uid 10001 --gid 10001 --no-create-home appflow
+ && useradd --system --uid 10001 --gid 10001 --no-create-home appflow \
+ && install -d -o 10001 -g 10001 -m 0700 /var/tmp/appflow-export
 COPY --from=build /appflow-export /usr/local/bin/appflow-export
+# The staging files' folder, the one place the job writes to on its own disk: a volume
+# owned by the job's user, so that it stays writable under a read-only root file
+# system (the task definitions mount a volume here; Fargate's bind mount of a path the
+# image declares keeps its owner, aws/containers-roadmap#938).
+ENV TMPDIR=/var/tmp/appflow-export
+VOLUME ["/var/tmp/appflow-export"]
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/appflow-export"]
 CMD ["run"]

@@ -397,14 +397,14 @@ def start_export(emulator: Emulator, dest, *args: str) -> ExportProcess:
     return ExportProcess(*run_args(emulator, dest, *args))
 
 
-def accepted(command: list[str], aws, tmp_path, env: dict | None = None) -> dict:
+def accepted(command: list[str], aws, tmp_path, env: dict | None = None, config: Path | None = None) -> dict:
     """`command` (the arguments after the program), in the environment `env` (a
     container's), is a run or backfill the CLI accepts: run as a dry run against the
     emulator, with the destination swapped for a local folder (a flag, which wins over
     the environment); returns a run's effective options (`config --print`). A host's
-    config path (`/etc/appflow-export/config.toml`) is this repository's jobs/config.toml."""
+    config path (`/etc/appflow-export/config.toml`) is `config`."""
     assert command[0] in ("run", "backfill"), command
-    args = [str(REPO / "jobs" / "config.toml") if a == "/etc/appflow-export/config.toml" else a for a in command[1:]]
+    args = [str(config) if a == "/etc/appflow-export/config.toml" else a for a in command[1:]]
     options = {}
     if command[0] == "run":
         shown = run_export(["config", "--print", *args], env)

@@ -110,7 +110,7 @@ def test_the_member_role_stack_set_gives_every_member_account_a_read_only_role(m
     assert role["Arn"] == f"arn:aws:iam::{member}:role/{name}"
     # The trust of jobs/organization/, with this organization's id: the central role
     # by its ARN within its account, the external id, inside the organization.
-    trust = json.loads(MEMBER_TRUST.read_text().replace("o-exampleorgid", org_id))
+    trust = fill(MEMBER_TRUST, ORGANIZATION_ID=org_id, ACCOUNT_ID="123456789012", EXTERNAL_ID="appflow-export")
     assert role["AssumeRolePolicyDocument"] == trust, "the template and jobs/organization/ differ"
     [trusted] = trust["Statement"]
     assert trusted["Condition"]["ArnEquals"] == {"aws:PrincipalArn": CENTRAL_ROLE}
@@ -214,6 +214,7 @@ def test_the_central_stack_creates_what_moto_can(moto, central, tmp_path, emulat
     # The staging files go to the task's volume, the one writable place.
     [mount] = container["mountPoints"]
     assert env["TMPDIR"] == mount["containerPath"] and mount["readOnly"] is False
+    assert f'VOLUME ["{mount["containerPath"]}"]' in (REPO / "Dockerfile").read_text(), "the image's staging volume"
     assert mount["sourceVolume"] in {v["name"] for v in task["volumes"]}
     shown = accepted(container["command"], emulator, tmp_path, env)
     assert shown["dest"] == central["Destination"] and shown["sse"] == "AES256"

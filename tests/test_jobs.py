@@ -21,6 +21,44 @@ from botocore.validate import validate_parameters
 from conftest import HISTORY, REPO, Emulator, accepted, assert_exit, run_export
 
 JOBS = REPO / "jobs"
+# The value each placeholder of jobs/ takes in these tests (jobs/README.md lists them).
+EXAMPLES = {
+    "ACCOUNT_ID": "123456789012", "REGION": "eu-west-1", "SECOND_REGION": "us-east-1", "BUCKET": "my-data-lake",
+    "TAG": "v1", "SUBNET_ID": "subnet-0123456789abcdef0", "SECURITY_GROUP_ID": "sg-0123456789abcdef0",
+    "ALARM_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:data-platform-alerts",
+    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "ORGANIZATION_ID": "o-exampleorgid", "EXTERNAL_ID": "appflow-export",
+}
+# `<NAME>`, but not the `APPFLOW_EXPORT_<KEY>` of the docs.
+PLACEHOLDER = re.compile(r"(?<![A-Z_])<([A-Z][A-Z_]*)>")
+JOB_FILES = sorted(p for p in JOBS.rglob("*") if p.is_file() and p.name != "README.md")
+
+
+def filled(path: Path) -> str:
+    """A jobs/ file as a team deploys it: each placeholder replaced by its example."""
+    return PLACEHOLDER.sub(lambda m: EXAMPLES[m[1]], path.read_text())
+
+
+def filled_file(path: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / f"filled-{path.name}"
+    copy.write_text(filled(path))
+    return copy
+
+
+def load(path: Path) -> dict:
+    return json.loads(filled(path))
+
+
+def test_the_placeholders_are_one_list():
+    """Every value to replace is an obvious `<PLACEHOLDER>`, listed once in
+    jobs/README.md; no example account, region or bucket is left to copy by mistake."""
+    used = {m for p in JOB_FILES for m in PLACEHOLDER.findall(p.read_text())}
+    listed = set(re.findall(r"^\| `<([A-Z_]+)>` \|", (JOBS / "README.md").read_text(), re.M))
+    assert used == listed == set(EXAMPLES), (used, listed)
+    for path in JOB_FILES:
+        text = path.read_text()
+        for example in ("123456789012", "eu-west-1", "us-east-1", "my-data-lake", ":latest"):
+            assert example not in text, f"{path}: {example}"
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +75,14 @@ def environment(container: dict) -> dict[str, str]:
 
 
 def check_request(service: str, operation: str, path) -> dict:
-    request = json.loads(path.read_text())
+    request = load(path)
     model = botocore.session.get_session().get_service_model(service).operation_model(operation)
     validate_parameters(request, model.input_shape)
     return request
 
 
 def test_crontab_line(aws, tmp_path):
-    lines = [l for l in (JOBS / "crontab").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [l for l in filled(JOBS / "crontab").splitlines() if l.strip() and not l.startswith("#")]
     assert len(lines) == 1
     fields = lines[0].split(None, 5)
     for field, (low, high) in zip(fields[:5], [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]):
@@ -52,7 +90,7 @@ def test_crontab_line(aws, tmp_path):
         assert all(low <= int(n) <= high for n in re.findall(r"\d+", field.split("/")[0])), field
     command = shlex.split(fields[5].split(">>")[0])
     assert command[0].endswith("appflow-export")
-    assert accepted(command[1:], aws, tmp_path)["dest"]
+    assert accepted(command[1:], aws, tmp_path, config=filled_file(JOBS / "config.toml", tmp_path))["dest"]
 
 
 def test_ecs_task_definition(aws, tmp_path):
@@ -78,12 +116,12 @@ def test_cloudwatch_alarm_watches_a_metric_the_job_writes(path, aws, tmp_path):
     """Each alarm fits PutMetricAlarm and watches a metric, with the dimensions, that
     the ECS task's command really prints (its run line)."""
     alarm = check_request("cloudwatch", "PutMetricAlarm", path)
-    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    task = load(JOBS / "ecs" / "task-definition.json")
     [container] = task["containerDefinitions"]
     command = container["command"]
     args = [*command[1:], "--dest", str(tmp_path / "dest")]
     result = run_export([command[0], *args], {**environment(container), "AWS_ENDPOINT_URL_APPFLOW": aws.url,
-                                              "AWS_ENDPOINT_URL_STS": aws.url})
+                                              "AWS_ENDPOINT_URL_STS": aws.url, "TMPDIR": str(tmp_path)})
     assert_exit(result, 0)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     wanted_dims = sorted(d["Name"] for d in alarm["Dimensions"])
@@ -98,9 +136,32 @@ def test_cloudwatch_alarm_watches_a_metric_the_job_writes(path, aws, tmp_path):
     assert alarm["TreatMissingData"] == ("breaching" if alarm["MetricName"] == "RunsSucceeded" else "notBreaching")
 
 
+def test_batch_alarm_sees_each_shard(aws, tmp_path):
+    """The Batch array's alarm watches each shard's RunsSucceeded (a failing or silent
+    shard is not hidden by the others), with the dimensions a child's run line has."""
+    alarm = check_request("cloudwatch", "PutMetricAlarm", JOBS / "batch" / "alarm-shard-without-success.json")
+    definition = load(JOBS / "batch" / "job-definition.json")
+    size = load(JOBS / "batch" / "array-job.json")["arrayProperties"]["size"]
+    stats = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
+    shards = sorted(dict((d["Name"], d["Value"]) for d in s["Metric"]["Dimensions"])["Shard"] for s in stats)
+    assert shards == sorted(f"{i}/{size}" for i in range(size))
+    [expression] = [m for m in alarm["Metrics"] if m.get("ReturnData")]
+    assert expression["Expression"].startswith("MIN(") and all(f"FILL({m['Id']}, 0)" in expression["Expression"]
+                                                             for m in alarm["Metrics"] if "MetricStat" in m)
+    container = definition["containerProperties"]
+    env = {**environment(container), "AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": str(size),
+           "AWS_ENDPOINT_URL_APPFLOW": aws.url, "AWS_ENDPOINT_URL_STS": aws.url, "TMPDIR": str(tmp_path)}
+    result = run_export([*container["command"], "--dest", str(tmp_path / "dest")], env)
+    assert_exit(result, 0)
+    [run_line] = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{") and '"Account"' not in l]
+    assert ["JobName", "Shard"] in run_line["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    [one] = [s["Metric"] for s in stats if {"Name": "Shard", "Value": f"1/{size}"} in s["Metric"]["Dimensions"]]
+    assert all(run_line[d["Name"]] == d["Value"] for d in one["Dimensions"]) and "RunsSucceeded" in run_line
+
+
 def test_ecs_one_off_backfill(aws, tmp_path):
     run = check_request("ecs", "RunTask", JOBS / "ecs" / "backfill-task.json")
-    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    task = load(JOBS / "ecs" / "task-definition.json")
     assert run["taskDefinition"] == task["family"]
     [override] = run["overrides"]["containerOverrides"]
     [container] = task["containerDefinitions"]
@@ -114,15 +175,15 @@ def test_ecs_one_off_backfill(aws, tmp_path):
 
 def test_eventbridge_schedule_targets_the_task():
     schedule = check_request("scheduler", "CreateSchedule", JOBS / "eventbridge" / "schedule.json")
-    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    task = load(JOBS / "ecs" / "task-definition.json")
     assert schedule["Target"]["EcsParameters"]["TaskDefinitionArn"].endswith(f"task-definition/{task['family']}")
     assert schedule["ScheduleExpression"].startswith("rate(")
 
 
 def test_scheduler_policy_lets_the_schedule_start_the_task():
-    policy = json.loads((JOBS / "iam-scheduler-policy.json").read_text())
-    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
-    schedule = json.loads((JOBS / "eventbridge" / "schedule.json").read_text())
+    policy = load(JOBS / "iam-scheduler-policy.json")
+    task = load(JOBS / "ecs" / "task-definition.json")
+    schedule = load(JOBS / "eventbridge" / "schedule.json")
     grants = {a: s["Resource"] for s in policy["Statement"] for a in s["Action"]}
     assert grants["ecs:RunTask"].startswith(schedule["Target"]["EcsParameters"]["TaskDefinitionArn"] + ":")
     assert set(grants["iam:PassRole"]) == {task["taskRoleArn"], task["executionRoleArn"]}
@@ -141,7 +202,7 @@ def test_batch_array_job_shards_the_flows(aws, tmp_path):
 
 
 def test_iam_policy_grants_what_the_job_does():
-    policy = json.loads((JOBS / "iam-policy.json").read_text())
+    policy = load(JOBS / "iam-policy.json")
     assert policy["Version"] == "2012-10-17"
     granted = {}
     for statement in policy["Statement"]:
@@ -181,6 +242,16 @@ def test_dockerfile(aws, tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     final = instructions[[i for i, (op, _) in enumerate(instructions) if op == "FROM"][1]:]
     assert any(op == "RUN" and "ca-certificates" in args for op, args in final)
+    # The staging folder: a volume of the job's user, where TMPDIR points, mounted by
+    # the task definitions (read-only root file system).
+    [volume] = [json.loads(args) for op, args in final if op == "VOLUME"]
+    assert [args for op, args in final if op == "ENV"] == [f"TMPDIR={volume[0]}"]
+    assert any(op == "RUN" and f"install -d -o 10001 -g 10001 -m 0700 {volume[0]}" in args for op, args in final)
+    for container in (load(JOBS / "ecs" / "task-definition.json")["containerDefinitions"][0],
+                      load(JOBS / "batch" / "job-definition.json")["containerProperties"]):
+        assert container["readonlyRootFilesystem"] is True
+        assert [m["containerPath"] for m in container["mountPoints"]] == volume
+        assert environment(container)["TMPDIR"] == volume[0]
     user = [args for op, args in final if op == "USER"]
     assert user and not user[-1].startswith(("root", "0")), "runs as non-root"
     entrypoint = json.loads(next(args for op, args in final if op == "ENTRYPOINT"))
@@ -197,27 +268,27 @@ def test_dockerfile(aws, tmp_path):
     assert "docker build -t appflow-export ." in (REPO / "README.md").read_text()
 
 
-def test_the_organization_form_fits_together(moto_server):
+def test_the_organization_form_fits_together(moto_server, tmp_path):
     """jobs/organization/: the config (accepted as it is), the member role's policy
     (AppFlow reads only: what the job calls through it), its trust policy (the job's
     task role, with the config's external id), the central job's extra grants
     (ListAccounts, AssumeRole on the config's role name); IAM (moto) takes each
     document as a role's."""
     folder = JOBS / "organization"
-    shown = run_export(["config", "--print", "--config", str(folder / "config.toml")])
+    shown = run_export(["config", "--print", "--config", str(filled_file(folder / "config.toml", tmp_path))])
     assert_exit(shown, 0)
     config = tomllib.loads(shown.stdout)
     assert config["organization"] is True and config["role_name"] and config["external_id"]
-    member = json.loads((folder / "member-role-policy.json").read_text())
-    trust = json.loads((folder / "member-trust-policy.json").read_text())
-    central = json.loads((folder / "central-policy.json").read_text())
+    member = load(folder / "member-role-policy.json")
+    trust = load(folder / "member-trust-policy.json")
+    central = load(folder / "central-policy.json")
     actions = lambda doc: {a for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert actions(member) == {"appflow:ListFlows", "appflow:DescribeFlowExecutionRecords"}, "read-only: no S3, no KMS"
     assert actions(central) == {"organizations:ListAccounts", "sts:AssumeRole"}
     [assume] = [s for s in central["Statement"] if s["Action"] == ["sts:AssumeRole"]]
     assert assume["Resource"].endswith(f":role/{config['role_name']}")
     [trusted] = trust["Statement"]
-    task = json.loads((JOBS / "ecs" / "task-definition.json").read_text())
+    task = load(JOBS / "ecs" / "task-definition.json")
     # The job's role by its ARN, within its account (the role need not exist when the
     # member role is created, and a role created again under its name still matches).
     assert trusted["Condition"]["ArnEquals"]["aws:PrincipalArn"] == task["taskRoleArn"]

@@ -55,11 +55,15 @@ fn succeeded(r: &RunReport) -> bool {
 /// The runs of one invocation, printed as EMF lines.
 pub struct Emf {
     job_name: Option<String>,
+    /// `i/N` when the flows or targets are split into shards: the run line is also
+    /// sent per shard, so that an alarm can see one shard fail or go silent while
+    /// the others succeed.
+    shard: Option<String>,
 }
 
 impl Emf {
-    pub fn new(job_name: Option<String>) -> Self {
-        Emf { job_name }
+    pub fn new(job_name: Option<String>, shard: Option<String>) -> Self {
+        Emf { job_name, shard }
     }
 
     /// The line of one account and region's run.
@@ -74,7 +78,7 @@ impl Emf {
             .iter()
             .filter_map(|(name, unit, value)| Some((*name, *unit, value(report)?)))
             .collect();
-        self.line(dims, &values)
+        self.line(dims, &values, None)
     }
 
     /// The line of the whole invocation: sums over its accounts and regions (the
@@ -101,18 +105,27 @@ impl Emf {
                 Some((*name, *unit, total))
             })
             .collect();
-        self.line(BTreeMap::new(), &values)
+        self.line(BTreeMap::new(), &values, self.shard.as_deref())
     }
 
+    /// One EMF line of `values` with the dimensions `dims` (and the job name); with a
+    /// `shard`, also per shard (a second dimension set: the job's metrics stay as
+    /// they are).
     fn line(
         &self,
         mut dims: BTreeMap<&'static str, String>,
         values: &[(&str, &str, f64)],
+        shard: Option<&str>,
     ) -> String {
         if let Some(job) = &self.job_name {
             dims.insert("JobName", job.clone());
         }
         let names: Vec<&str> = dims.keys().copied().collect();
+        let mut sets = vec![names.clone()];
+        if let Some(shard) = shard {
+            sets.push([names.as_slice(), &["Shard"]].concat());
+            dims.insert("Shard", shard.to_string());
+        }
         let mut doc = Map::new();
         doc.insert(
             "_aws".into(),
@@ -120,7 +133,7 @@ impl Emf {
                 "Timestamp": now_ms(),
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [names],
+                    "Dimensions": sets,
                     "Metrics": values
                         .iter()
                         .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
@@ -148,8 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_run_line_is_also_sent_per_shard() {
+        let line = Emf::new(Some("job".into()), Some("1/4".into())).run_line(&[], true, 1.0);
+        let doc: Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["JobName"], ["JobName", "Shard"]])
+        );
+        assert_eq!(doc["Shard"], "1/4");
+        assert_eq!(doc["JobName"], "job");
+        let whole = Emf::new(Some("job".into()), None).run_line(&[], true, 1.0);
+        let doc: Value = serde_json::from_str(&whole).unwrap_or_default();
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["JobName"]])
+        );
+        assert!(doc.get("Shard").is_none());
+    }
+
+    #[test]
     fn the_run_line_succeeds_only_when_every_target_was_exported() {
-        let emf = Emf::new(None);
+        let emf = Emf::new(None, None);
         let ok = RunReport::default();
         // Every target started and exported; a shard owning no target.
         assert_eq!(runs_succeeded(&emf.run_line(&[&ok], true, 1.0)), 1.0);

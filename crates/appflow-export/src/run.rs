@@ -337,10 +337,13 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
             println!("  {}", describe(target));
         }
     }
-    let emf = args
-        .metrics
-        .is_some()
-        .then(|| crate::metrics::Emf::new(args.job_name.clone()));
+    let split = invocation.plan.shard;
+    let emf = args.metrics.is_some().then(|| {
+        crate::metrics::Emf::new(
+            args.job_name.clone(),
+            split.is_split().then(|| split.to_string()),
+        )
+    });
     let started = std::time::Instant::now();
     let concurrency = usize::from(args.target_concurrency);
     // Bars only when one target runs at a time: several would draw over each other.
