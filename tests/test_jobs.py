@@ -187,6 +187,9 @@ def test_scheduler_policy_lets_the_schedule_start_the_task():
     grants = {a: s["Resource"] for s in policy["Statement"] for a in s["Action"]}
     assert grants["ecs:RunTask"].startswith(schedule["Target"]["EcsParameters"]["TaskDefinitionArn"] + ":")
     assert set(grants["iam:PassRole"]) == {task["taskRoleArn"], task["executionRoleArn"]}
+    conditions = {a: s["Condition"] for s in policy["Statement"] for a in s["Action"]}
+    assert conditions["ecs:RunTask"] == {"ArnEquals": {"ecs:cluster": schedule["Target"]["Arn"]}}
+    assert conditions["iam:PassRole"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
 
 
 def test_batch_array_job_shards_the_flows(aws, tmp_path):
