@@ -397,6 +397,29 @@ def start_export(emulator: Emulator, dest, *args: str) -> ExportProcess:
     return ExportProcess(*run_args(emulator, dest, *args))
 
 
+# The value each placeholder of jobs/ takes in these tests (jobs/README.md lists them).
+EXAMPLES = {
+    "ACCOUNT_ID": "123456789012", "REGION": "eu-west-1", "SECOND_REGION": "us-east-1", "BUCKET": "my-data-lake",
+    "TAG": "v1", "SUBNET_ID": "subnet-0123456789abcdef0", "SECURITY_GROUP_ID": "sg-0123456789abcdef0",
+    "ALARM_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:data-platform-alerts",
+    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "ORGANIZATION_ID": "o-exampleorgid", "EXTERNAL_ID": "appflow-export",
+}
+# `<NAME>`, but not the `APPFLOW_EXPORT_<KEY>` of the docs.
+PLACEHOLDER = re.compile(r"(?<![A-Z_])<([A-Z][A-Z_]*)>")
+
+
+def filled(path: Path) -> str:
+    """A jobs/ file as a team deploys it: each placeholder replaced by its example."""
+    return PLACEHOLDER.sub(lambda m: EXAMPLES[m[1]], path.read_text())
+
+
+def filled_file(path: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / f"filled-{path.name}"
+    copy.write_text(filled(path))
+    return copy
+
+
 def accepted(command: list[str], aws, tmp_path, env: dict | None = None, config: Path | None = None) -> dict:
     """`command` (the arguments after the program), in the environment `env` (a
     container's), is a run or backfill the CLI accepts: run as a dry run against the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import tomllib
 
-from conftest import REPO, assert_exit, export, read_output, run_export, truth
+from conftest import REPO, assert_exit, export, filled_file, read_output, run_export, truth
 
 
 def effective(*args: str, env: dict | None = None) -> dict:
@@ -15,8 +15,8 @@ def effective(*args: str, env: dict | None = None) -> dict:
     return tomllib.loads(result.stdout)
 
 
-def test_the_example_config_is_valid():
-    shown = effective("--config", str(REPO / "jobs" / "config.toml"))
+def test_the_example_config_is_valid(tmp_path):
+    shown = effective("--config", str(filled_file(REPO / "jobs" / "config.toml", tmp_path)))
     assert shown["dest"] == "s3://my-data-lake/appflow-runs"
     assert shown["region"] == "eu-west-1" and shown["log_format"] == "json"
     assert shown["lookback"] == "1h" and shown["keep_manifests"] == 500

@@ -9,12 +9,14 @@ as written, not enforced."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import re
 import shlex
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
+from s3_faults import FaultProxy
 from conftest import REPO, accepted, assert_exit, export, run_export, start_server, stop_process
 
 DEPLOY = REPO / "deploy"
@@ -220,7 +223,8 @@ def test_the_central_stack_creates_what_moto_can(moto, central, tmp_path, emulat
     assert mount["sourceVolume"] in {v["name"] for v in task["volumes"]}
     shown = accepted(container["command"], emulator, tmp_path, env)
     assert shown["dest"] == central["Destination"] and shown["sse"] == "AES256"
-    assert shown["metrics"] == "emf" and shown["job_name"] == "appflow-export" and shown["log_format"] == "json"
+    # The job's metrics only: the alarms and dashboard need no per-account ones.
+    assert shown["metrics"] == "emf-run" and shown["job_name"] == "appflow-export" and shown["log_format"] == "json"
     assert shown["expected_bucket_owner"] == "123456789012" and shown.get("organization") is False
     # SIGKILL comes stopTimeout after SIGTERM: time for the commit after --stop-timeout.
     assert container["stopTimeout"] >= int(shown["stop_timeout"].rstrip("s")) + 15
@@ -248,7 +252,7 @@ def test_the_central_stack_creates_what_moto_can(moto, central, tmp_path, emulat
 
 def test_the_task_definition_takes_an_organization_and_a_kms_key(moto, tmp_path):
     deploy(moto, "appflow-export-org", Organization="true", ExternalId="appflow-export", KmsKeyArn=KMS_KEY,
-           Regions="eu-west-1,us-east-1")
+           Regions="eu-west-1,us-east-1", MetricsPerAccount="true")
     task = client(moto, "ecs").describe_task_definition(taskDefinition="appflow-export-org")["taskDefinition"]
     [container] = task["containerDefinitions"]
     env = {e["name"]: e["value"] for e in container["environment"]}
@@ -258,6 +262,7 @@ def test_the_task_definition_takes_an_organization_and_a_kms_key(moto, tmp_path)
     assert options["organization"] is True and options["role_name"] == "appflow-export-reader"
     assert options["external_id"] == "appflow-export" and options["region"] == ["eu-west-1", "us-east-1"]
     assert options["sse"] == "aws:kms" and options["sse_kms_key_id"] == KMS_KEY
+    assert options["metrics"] == "emf"  # MetricsPerAccount
 
 
 def test_the_glue_tables_are_the_codes():
@@ -337,6 +342,45 @@ def enforce(moto: str, on: bool) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
+def s3_request_context(seen, owner: str) -> tuple[str, str, dict[str, str]]:
+    """The IAM action, resource ARN and the condition keys S3 gives a path-style request
+    of the job (the actions it makes; anything else fails the test)."""
+    url = urllib.parse.urlsplit(seen.path)
+    bucket, _, key = url.path.lstrip("/").partition("/")
+    query = urllib.parse.parse_qs(url.query)
+    headers = {k.lower(): v for k, v in seen.headers.items()}
+    context = {"s3:ResourceAccount": owner}
+    if not key and seen.method in ("GET", "HEAD"):
+        if "prefix" in query:
+            context["s3:prefix"] = query["prefix"][0]
+        return "s3:ListBucket", f"arn:aws:s3:::{bucket}", context
+    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject",
+              "DELETE": "s3:DeleteObject"}[seen.method]
+    for header in ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id"):
+        if header in headers:
+            context[f"s3:{header}"] = headers[header]
+    return action, f"arn:aws:s3:::{bucket}/{urllib.parse.unquote(key)}", context
+
+
+def allows(statement: dict, action: str, resource: str, context: dict[str, str]) -> bool:
+    """Whether an Allow statement grants `action` on `resource` with these condition
+    keys, as IAM evaluates the operators this policy uses (an operator or key this
+    does not know fails the test: extend it with the policy)."""
+    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+    if action not in statement["Action"] or not any(fnmatch.fnmatchcase(resource, r) for r in resources):
+        return False
+    for operator, keys in statement.get("Condition", {}).items():
+        assert operator in ("StringEquals", "StringLike"), operator
+        for key, wanted in keys.items():
+            assert key.startswith("s3:"), key
+            wanted = wanted if isinstance(wanted, list) else [wanted]
+            value = context.get(key)
+            match = fnmatch.fnmatchcase if operator == "StringLike" else str.__eq__
+            if value is None or not any(match(value, w) for w in wanted):
+                return False
+    return True
+
+
 def test_the_task_policy_is_least_privilege_where_iam_is_enforced(moto, central, emulator, tmp_path):
     """With exactly the task role's policy (its credentials, moto enforcing IAM), the
     task's own configuration exports into the stack's bucket; without any one of its
@@ -370,8 +414,19 @@ def test_the_task_policy_is_least_privilege_where_iam_is_enforced(moto, central,
         # The same document, written back without the Nones moto keeps for left-out
         # statements (its enforcement fails on them).
         with_policy(policy)
-        first = run()
+        # Through a proxy that records the requests: moto evaluates no condition, so
+        # the statements' conditions are evaluated here against what the job sent.
+        proxy = FaultProxy(moto).start()
+        try:
+            first = run("--s3-endpoint", proxy.url)
+        finally:
+            proxy.stop()
         assert_exit(first, 0)
+        s3_statements = [s for s in statements(policy) if s["Sid"] in S3_STATEMENTS]
+        sent = [s3_request_context(seen, "123456789012") for seen in proxy.requests]
+        assert {action for action, _, _ in sent} >= {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}, sent
+        for action, resource, context in sent:
+            assert any(allows(s, action, resource, context) for s in s3_statements), (action, resource, context)
         enforce(moto, False)  # the checks' own calls use moto's root credentials
         keys = [o["Key"] for o in client(moto, "s3").list_objects_v2(Bucket=bucket)["Contents"]]
         assert any(k.startswith("appflow-runs/executions/dt=") for k in keys), keys
@@ -406,6 +461,7 @@ NOT_RUN = {
     "aws ecr get-login-password": "its password goes to docker login: there is no Docker daemon here",
     "docker buildx build": "there is no Docker daemon here",
     "aws cloudformation activate-organizations-access": "moto does not implement it (it answers 500)",
+    "aws cloudformation update-termination-protection": "moto does not implement it (it answers 500)",
     "aws organizations register-delegated-administrator": (
         "moto does not know StackSets' service principal (member.org.stacksets.cloudformation.amazonaws.com)"),
     "aws cloudformation create-stack --stack-name appflow-export-reader": (
@@ -418,14 +474,14 @@ NOT_RUN = {
 }
 
 
-def guide_commands() -> list[str]:
-    """The commands of the guide's ```sh blocks, in order, continuation lines joined."""
-    commands = []
+def guide_blocks() -> list[list[str]]:
+    """The commands of each of the guide's ```sh blocks, in order, continuation lines
+    joined."""
+    blocks = []
     for block in re.findall(r"```sh\n(.*?)```", GUIDE.read_text(), re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                commands.append(re.sub(r"\s+", " ", line.strip()))
-    return commands
+        lines = [re.sub(r"[ \t]+", " ", line.strip()) for line in block.replace("\\\n", " ").splitlines()]
+        blocks.append([line for line in lines if line and not line.startswith("#")])
+    return blocks
 
 
 def test_every_command_of_the_guide_runs_as_far_as_moto_reaches(tmp_path):
@@ -467,38 +523,48 @@ def test_every_command_of_the_guide_runs_as_far_as_moto_reaches(tmp_path):
                                "appflow-export"], env=env, capture_output=True, text=True)
         assert made.returncode == 0, made.stderr
         skipped, outputs = set(), {}
-        for command in guide_commands():
-            reason = next((why for start, why in NOT_RUN.items() if command.startswith(start)), None)
-            if reason:
-                skipped.add(next(start for start in NOT_RUN if command.startswith(start)))
+        for block in guide_blocks():
+            script = []
+            for command in block:
+                start = next((start for start in NOT_RUN if command.startswith(start)), None)
+                if start:
+                    skipped.add(start)
+                    continue
+                for name, value in values.items():
+                    command = command.replace(f"<{name}>", value)
+                assert not re.search(r"<[A-Z_]+>", command), f"a placeholder the test does not know: {command}"
+                script.append(command)
+            if any(c.startswith("aws cloudformation update-stack") for c in script):
+                # The reader's new release, put in their copy as the guide says.
+                copy = work / "central-stack.json"
+                copy.write_text(copy.read_text().replace("appflow-export:v1", "appflow-export:v2"))
+            if not script:
                 continue
-            for name, value in values.items():
-                command = command.replace(f"<{name}>", value)
-            assert not re.search(r"<[A-Z_]+>", command), f"a placeholder the test does not know: {command}"
-            assert command.startswith("aws "), command
-            done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True,
-                                  timeout=120)
-            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-            outputs[command.split(" --")[0]] = done.stdout
-            if "start-query-execution" in command:
-                values["QUERY_EXECUTION_ID"] = json.loads(done.stdout)["QueryExecutionId"]
+            done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(script)], cwd=work, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, "\n".join([*script, done.stdout, done.stderr])
+            outputs[script[0].split(" --")[0]] = done.stdout
         assert skipped == set(NOT_RUN), f"NOT_RUN names commands the guide no longer has: {set(NOT_RUN) - skipped}"
         # What the guide says the reader sees.
-        assert values["CENTRAL_TASK_ROLE_ARN"] in outputs["aws cloudformation describe-stacks"]
         [stack] = client(moto, "cloudformation").describe_stacks(StackName="appflow-export")["Stacks"]
+        assert stack["StackStatus"] == "UPDATE_COMPLETE"
         shown = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
         assert shown["TaskRoleArn"] == values["CENTRAL_TASK_ROLE_ARN"], "step 2 trusts the central task role"
         assert shown["AthenaDatabase"] == "appflow_export" and shown["AthenaWorkGroup"] == "appflow-export"
         assert shown["LogGroupName"] == "/ecs/appflow-export"
         assert json.loads(outputs["aws ecr create-repository"])["repository"]["repositoryUri"] == \
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com/appflow-export"
+        assert values["CENTRAL_TASK_ROLE_ARN"] in outputs["aws cloudformation create-stack"]
+        assert outputs["QUERY_ID=$(aws athena start-query-execution"].startswith("SUCCEEDED\n")
         cfn = client(moto, "cloudformation")
         instances = cfn.list_stack_instances(StackSetName="appflow-export-reader")["Summaries"]
         assert member in {i["Account"] for i in instances}
-        task = client(moto, "ecs").describe_task_definition(taskDefinition="appflow-export")["taskDefinition"]
-        env_of = {e["name"]: e["value"] for e in task["containerDefinitions"][0]["environment"]}
-        assert env_of["APPFLOW_EXPORT_ORGANIZATION"] == "true" and env_of["APPFLOW_EXPORT_REGION"] == values["REGIONS"]
-        assert env_of["APPFLOW_EXPORT_EXTERNAL_ID"] == values["EXTERNAL_ID"]
+        # The stack as the reader's copy set it, after the update (moto's update keeps a
+        # task definition's image and environment only in part: the parameters say it).
+        parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+        assert parameters["ImageUri"] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/appflow-export:v2"
+        assert parameters["Organization"] == "true" and parameters["Regions"] == values["REGIONS"]
+        assert parameters["ExternalId"] == values["EXTERNAL_ID"]
     finally:
         stop_process(proc)
 

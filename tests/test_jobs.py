@@ -18,31 +18,10 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from conftest import HISTORY, REPO, Emulator, accepted, assert_exit, run_export
+from conftest import EXAMPLES, HISTORY, PLACEHOLDER, REPO, Emulator, accepted, assert_exit, filled, filled_file, run_export
 
 JOBS = REPO / "jobs"
-# The value each placeholder of jobs/ takes in these tests (jobs/README.md lists them).
-EXAMPLES = {
-    "ACCOUNT_ID": "123456789012", "REGION": "eu-west-1", "SECOND_REGION": "us-east-1", "BUCKET": "my-data-lake",
-    "TAG": "v1", "SUBNET_ID": "subnet-0123456789abcdef0", "SECURITY_GROUP_ID": "sg-0123456789abcdef0",
-    "ALARM_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:data-platform-alerts",
-    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "ORGANIZATION_ID": "o-exampleorgid", "EXTERNAL_ID": "appflow-export",
-}
-# `<NAME>`, but not the `APPFLOW_EXPORT_<KEY>` of the docs.
-PLACEHOLDER = re.compile(r"(?<![A-Z_])<([A-Z][A-Z_]*)>")
 JOB_FILES = sorted(p for p in JOBS.rglob("*") if p.is_file() and p.name != "README.md")
-
-
-def filled(path: Path) -> str:
-    """A jobs/ file as a team deploys it: each placeholder replaced by its example."""
-    return PLACEHOLDER.sub(lambda m: EXAMPLES[m[1]], path.read_text())
-
-
-def filled_file(path: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / f"filled-{path.name}"
-    copy.write_text(filled(path))
-    return copy
 
 
 def load(path: Path) -> dict:
@@ -146,8 +125,9 @@ def test_batch_alarm_sees_each_shard(aws, tmp_path):
     shards = sorted(dict((d["Name"], d["Value"]) for d in s["Metric"]["Dimensions"])["Shard"] for s in stats)
     assert shards == sorted(f"{i}/{size}" for i in range(size))
     [expression] = [m for m in alarm["Metrics"] if m.get("ReturnData")]
-    assert expression["Expression"].startswith("MIN(") and all(f"FILL({m['Id']}, 0)" in expression["Expression"]
-                                                             for m in alarm["Metrics"] if "MetricStat" in m)
+    ids = [m["Id"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert expression["Expression"] == "MIN([" + ", ".join(f"FILL({i}, 0)" for i in ids) + "])"
+    assert alarm["TreatMissingData"] == "breaching" and alarm["ComparisonOperator"] == "LessThanThreshold"
     container = definition["containerProperties"]
     env = {**environment(container), "AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": str(size),
            "AWS_ENDPOINT_URL_APPFLOW": aws.url, "AWS_ENDPOINT_URL_STS": aws.url, "TMPDIR": str(tmp_path)}

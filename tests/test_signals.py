@@ -418,6 +418,16 @@ def test_metrics_emf_prints_a_line_per_account_and_region_and_one_for_the_run(st
     assert target["RunsSucceeded"] == 1 and run["RunsSucceeded"] == 1 and run["FlowsExported"] == 4, run
 
 
+def test_metrics_emf_run_prints_the_run_line_only(emulator, local_dest):
+    """`--metrics emf-run`: one line for the whole run, none per account and region
+    (each would add 14 custom metrics), with the same numbers as `emf`'s run line."""
+    result = export(emulator, local_dest, "--metrics", "emf-run", "--job-name", "org")
+    assert_exit(result, 0)
+    [run] = emf_lines(result.stdout)
+    assert run["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["JobName"]], run
+    assert "Account" not in run and run["RunsSucceeded"] == 1 and run["FlowsExported"] == len(emulator.flow_names())
+
+
 def test_a_run_that_never_reached_its_flows_sends_no_lag(emulator, local_dest):
     """ListFlows refused: the run knows no flow's lag, and a 0 would tell an alarm all is well."""
     emulator.set_faults({"fail_next": 100})

@@ -197,7 +197,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_STOP_TIMEOUT")]
     pub stop_timeout: Duration,
     /// `emf`: print CloudWatch Embedded Metric Format lines on stdout, one per account
-    /// and region and one for the whole run (namespace AppFlowExport), to alarm on.
+    /// and region and one for the whole run (namespace AppFlowExport), to alarm on;
+    /// `emf-run`: the whole run's line only (each account and region's line adds 14
+    /// custom metrics, a cost over a large organization).
     #[arg(long, value_enum, env = "APPFLOW_EXPORT_METRICS")]
     pub metrics: Option<MetricsFormat>,
     /// A name for this job, added to every metric line as the JobName dimension (so
@@ -281,6 +283,8 @@ pub struct S3Args {
 pub enum MetricsFormat {
     /// CloudWatch Embedded Metric Format, one JSON object per line.
     Emf,
+    /// The same, for the whole run only.
+    EmfRun,
 }
 
 /// `--sse`.

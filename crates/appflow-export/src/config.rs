@@ -13,7 +13,7 @@ use clap::CommandFactory;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Cli, ConfigArgs, LogFormat, RunArgs};
+use crate::cli::{Cli, ConfigArgs, LogFormat, MetricsFormat, RunArgs};
 use crate::{EXIT_USAGE, Failure};
 
 /// The options of `appflow-export run`, as a config file holds them. Every key is
@@ -214,7 +214,13 @@ impl ConfigFile {
             expected_bucket_owner: args.s3.expected_bucket_owner.clone(),
             shard: args.shard.clone(),
             stop_timeout: Some(duration(args.stop_timeout)),
-            metrics: args.metrics.map(|_| "emf".to_string()),
+            metrics: args.metrics.map(|m| {
+                match m {
+                    MetricsFormat::Emf => "emf",
+                    MetricsFormat::EmfRun => "emf-run",
+                }
+                .to_string()
+            }),
             job_name: args.job_name.clone(),
             keep_manifests: Some(args.keep_manifests),
             log_format: Some(

@@ -59,15 +59,25 @@ pub struct Emf {
     /// sent per shard, so that an alarm can see one shard fail or go silent while
     /// the others succeed.
     shard: Option<String>,
+    /// Whether each account and region's run has its own line (`--metrics emf`), or
+    /// only the whole run has one (`emf-run`).
+    per_target: bool,
 }
 
 impl Emf {
-    pub fn new(job_name: Option<String>, shard: Option<String>) -> Self {
-        Emf { job_name, shard }
+    pub fn new(job_name: Option<String>, shard: Option<String>, per_target: bool) -> Self {
+        Emf {
+            job_name,
+            shard,
+            per_target,
+        }
     }
 
-    /// The line of one account and region's run.
-    pub fn target_line(&self, report: &RunReport) -> String {
+    /// The line of one account and region's run (`None` with `emf-run`).
+    pub fn target_line(&self, report: &RunReport) -> Option<String> {
+        if !self.per_target {
+            return None;
+        }
         let mut dims = BTreeMap::new();
         dims.insert(
             "Account",
@@ -78,7 +88,7 @@ impl Emf {
             .iter()
             .filter_map(|(name, unit, value)| Some((*name, *unit, value(report)?)))
             .collect();
-        self.line(dims, &values, None)
+        Some(self.line(dims, &values, None))
     }
 
     /// The line of the whole invocation: sums over its accounts and regions (the
@@ -162,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_shard_run_line_is_also_sent_per_shard() {
-        let line = Emf::new(Some("job".into()), Some("1/4".into())).run_line(&[], true, 1.0);
+        let line = Emf::new(Some("job".into()), Some("1/4".into()), true).run_line(&[], true, 1.0);
         let doc: Value = serde_json::from_str(&line).unwrap_or_default();
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
@@ -170,7 +180,7 @@ mod tests {
         );
         assert_eq!(doc["Shard"], "1/4");
         assert_eq!(doc["JobName"], "job");
-        let whole = Emf::new(Some("job".into()), None).run_line(&[], true, 1.0);
+        let whole = Emf::new(Some("job".into()), None, true).run_line(&[], true, 1.0);
         let doc: Value = serde_json::from_str(&whole).unwrap_or_default();
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
@@ -181,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_run_line_succeeds_only_when_every_target_was_exported() {
-        let emf = Emf::new(None, None);
+        let emf = Emf::new(None, None, true);
         let ok = RunReport::default();
         // Every target started and exported; a shard owning no target.
         assert_eq!(runs_succeeded(&emf.run_line(&[&ok], true, 1.0)), 1.0);

@@ -43,8 +43,8 @@ pub fn print_outcome(outcome: &Outcome, several: bool, emf: Option<&Emf>) {
         if report.fatal.is_none() {
             block.push_str(&report.to_string());
         }
-        if let Some(emf) = emf {
-            block.push_str(&emf.target_line(report));
+        if let Some(line) = emf.and_then(|emf| emf.target_line(report)) {
+            block.push_str(&line);
             block.push('\n');
         }
     }

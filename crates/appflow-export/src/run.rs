@@ -338,10 +338,11 @@ async fn run_targets(args: &RunArgs, invocation: Invocation) -> Result<(), Failu
         }
     }
     let split = invocation.plan.shard;
-    let emf = args.metrics.is_some().then(|| {
+    let emf = args.metrics.map(|format| {
         crate::metrics::Emf::new(
             args.job_name.clone(),
             split.is_split().then(|| split.to_string()),
+            format == crate::cli::MetricsFormat::Emf,
         )
     });
     let started = std::time::Instant::now();
