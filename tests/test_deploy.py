@@ -252,7 +252,7 @@ def test_the_central_stack_creates_what_moto_can(moto, central, tmp_path, emulat
 
 def test_the_task_definition_takes_an_organization_and_a_kms_key(moto, tmp_path):
     deploy(moto, "appflow-export-org", Organization="true", ExternalId="appflow-export", KmsKeyArn=KMS_KEY,
-           Regions="eu-west-1,us-east-1", MetricsPerAccount="true")
+           Regions="eu-west-1,us-east-1", MetricsPerAccount="true", ExcludeAccounts="111111111111,222222222222")
     task = client(moto, "ecs").describe_task_definition(taskDefinition="appflow-export-org")["taskDefinition"]
     [container] = task["containerDefinitions"]
     env = {e["name"]: e["value"] for e in container["environment"]}
@@ -263,6 +263,7 @@ def test_the_task_definition_takes_an_organization_and_a_kms_key(moto, tmp_path)
     assert options["external_id"] == "appflow-export" and options["region"] == ["eu-west-1", "us-east-1"]
     assert options["sse"] == "aws:kms" and options["sse_kms_key_id"] == KMS_KEY
     assert options["metrics"] == "emf"  # MetricsPerAccount
+    assert options["exclude_accounts"] == ["111111111111", "222222222222"] and "accounts" not in options
 
 
 def test_the_glue_tables_are_the_codes():
