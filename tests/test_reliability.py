@@ -326,3 +326,44 @@ def test_local_files_are_created_like_any_other_file(emulator, local_dest, umask
     assert files
     modes = {str(p.relative_to(local_dest.path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {oct(mode)}, modes
+
+
+def test_a_state_field_this_release_does_not_know_is_kept(emulator, local_dest):
+    """A newer release may add fields to the state under the same version: this one,
+    running beside it, rewrites the state with them as they were (else it would reset
+    what the newer one keeps)."""
+    assert_exit(export(emulator, local_dest), 0)
+    [path] = (local_dest.path / "_state" / "flows").glob("*.json")
+    doc = json.loads(path.read_text())
+    flow = sorted(doc["flows"])[0]
+    doc["flows"][flow]["kept_by_a_newer_release"] = {"n": 3}
+    doc["also_at_the_top"] = [1, 2]
+    path.write_text(json.dumps(doc))
+    emulator.add_runs(2)
+    assert_exit(export(emulator, local_dest), 0)
+    after = json.loads(path.read_text())
+    assert after["flows"][flow]["kept_by_a_newer_release"] == {"n": 3}
+    assert after["also_at_the_top"] == [1, 2]
+    assert after["flows"][flow]["read_started_ms"] > doc["flows"][flow]["read_started_ms"], "written again"
+    assert_export(local_dest, truth(emulator))
+
+
+def test_temporary_files_stay_out_of_the_tables_and_a_killed_run_s_are_removed(emulator, local_dest):
+    """A local destination's temporary files are made in its `_tmp/` (no folder a
+    reader globs ever holds one); those a killed run left are removed by a later run
+    once a day old, a younger one (a live run's) is left alone."""
+    tmp = local_dest.path / "_tmp"
+    tmp.mkdir(parents=True)
+    abandoned, live = tmp / ".tmp-killed", tmp / ".tmp-live"
+    abandoned.write_bytes(b"half a day file")
+    live.write_bytes(b"being written")
+    two_days_ago = time.time() - 2 * 86_400
+    os.utime(abandoned, (two_days_ago, two_days_ago))
+    result = export(emulator, local_dest)
+    assert_exit(result, 0)
+    assert not abandoned.exists() and live.exists()
+    assert "removed temporary files a killed run left" in result.stderr
+    assert [p.name for p in tmp.iterdir()] == [live.name]
+    elsewhere = [p for p in local_dest.path.rglob(".tmp-*") if tmp not in p.parents]
+    assert elsewhere == [], elsewhere
+    assert_export(local_dest, truth(emulator))

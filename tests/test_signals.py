@@ -109,6 +109,22 @@ def test_a_run_that_does_not_change_the_listing_is_exported_at_its_flow_s_rechec
     assert_export(local_dest, truth(emulator))
 
 
+def test_a_listing_without_a_time_never_skips_a_flow(start_emulator, local_dest):
+    """A `lastRunExecutionDetails` with a status and no time cannot tell two runs with
+    the same status apart: the flow is read, and its new run exported, at once."""
+    emulator = start_emulator(flows=2, runs_per_flow=20)
+    emulator.finish_runs()
+    emulator.set_faults({"listing_without_time": True})
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    flow = emulator.flow_names()[0]
+    [(_, new)] = emulator.add_runs(1, flows=[flow], status="Successful", start=now_ms() - 1_000)
+    emulator.reset_counters()
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    assert sorted(describe_calls(emulator)) == sorted(emulator.flow_names()), "every flow is read"
+    exported = {row["execution_id"] for row in read_output(local_dest.local_copy()).executions.values()}
+    assert new in exported
+
+
 def test_a_read_that_no_longer_reaches_the_watermark_is_a_retention_gap(start_emulator, dest):
     emulator = start_emulator(flows=4, runs_per_flow=150)
     emulator.finish_runs()

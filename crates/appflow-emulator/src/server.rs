@@ -310,12 +310,23 @@ async fn list_flows(Tenant(emu): Tenant, body: Bytes) -> Response {
     };
     let start = token.and_then(|t| t.o).unwrap_or(0);
     let st = emu.lock();
+    let without_time = st.faults.listing_without_time;
     let flows: Vec<_> = st
         .flows
         .values()
         .skip(start)
         .take(max)
-        .map(|f| f.definition_now())
+        .map(|f| {
+            let mut def = f.definition_now();
+            if let Some(details) = def
+                .last_run_execution_details
+                .as_mut()
+                .filter(|_| without_time)
+            {
+                details.most_recent_execution_time = None;
+            }
+            def
+        })
         .collect();
     let next = (start + max < st.flows.len()).then(|| {
         encode_token(&Token {

@@ -44,6 +44,10 @@ pub struct Faults {
     /// since these faults were set, a phase's faults replace them (the rest of the
     /// schedule goes on; a schedule inside a phase is ignored).
     pub schedule: Vec<Phase>,
+    /// `ListFlows` shows `lastRunExecutionDetails` without `mostRecentExecutionTime`:
+    /// a listing that tells a last run's status only (AWS documents none of its
+    /// members as always present).
+    pub listing_without_time: bool,
 }
 
 /// A phase of [`Faults::schedule`].

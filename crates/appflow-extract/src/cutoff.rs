@@ -70,11 +70,15 @@ pub fn open_since(policy: IncrementalPolicy, now_ms: i64) -> i64 {
 /// Whether `--skip-unchanged` leaves the flow unread in this run: its listing shows
 /// the same last run (time and status) as when it was last read, it had no open run
 /// then, its pages came newest-first, and it was read less than `recheck_every` ago.
-/// A listing that shows no last run, or a flow never read, is always read.
+/// A listing that shows no last run, or no time for it (two runs with the same
+/// status would look the same), or a flow never read, is always read.
 pub fn unchanged(resume: &Resume, recheck_every: Duration, now_ms: i64) -> bool {
     let (Some(read_ms), Some(listed)) = (resume.read_ms, &resume.last_run_listed) else {
         return false;
     };
+    if listed.at_ms.is_none() {
+        return false;
+    }
     resume.watermark.is_some()
         && resume.oldest_open.is_none()
         && resume.pages_sorted
@@ -243,6 +247,12 @@ mod tests {
         read_unless(|r| r.last_run_listed = listed(49 * DAY + 1, "Successful"));
         read_unless(|r| r.last_run_listed = listed(49 * DAY, "Error"));
         read_unless(|r| r.last_run_listed = None);
+        // A status without a time: another run with the same status looks the same.
+        read_unless(|r| {
+            let status_only = listed(49 * DAY, "Successful").map(|l| LastRun { at_ms: None, ..l });
+            r.last_run_listed.clone_from(&status_only);
+            r.last_run_read = status_only;
+        });
         read_unless(|r| r.last_run_read = None);
         read_unless(|r| r.oldest_open = Some(49 * DAY));
         read_unless(|r| r.pages_sorted = false);

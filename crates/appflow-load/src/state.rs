@@ -39,6 +39,11 @@ pub struct FlowState {
     /// The newest of them.
     #[serde(default)]
     pub last_retention_gap: Option<GapRecord>,
+    /// Fields this release does not know (a newer release's, under the same
+    /// version): kept as they are when the state is written again, so that an older
+    /// release running beside a newer one does not reset what the newer one keeps.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl FlowState {
@@ -120,6 +125,9 @@ impl FlowUpdate {
 pub struct StateFile {
     pub version: u32,
     pub flows: BTreeMap<String, FlowState>,
+    /// Fields this release does not know, kept as they are (see [`FlowState::unknown`]).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 pub(crate) const STATE_VERSION: u32 = 1;

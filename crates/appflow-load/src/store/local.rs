@@ -1,6 +1,8 @@
-//! A local folder: write to a temporary file in the same folder, fsync, then rename
-//! under a lock file, so a reader sees the old file or the new one and two processes
-//! on one machine cannot lose an update.
+//! A local folder: write to a temporary file in the destination's `_tmp/` (on the same
+//! file system, outside every folder a reader globs), fsync, then rename under a lock
+//! file, so a reader sees the old file or the new one and two processes on one machine
+//! cannot lose an update. A killed process's temporary files are removed by a later
+//! run once they are a day old.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -16,6 +18,49 @@ use crate::error::{Error, Result};
 const LOCK_FILE: &str = "_state/.lock";
 /// Temporary files start with this; listings skip them.
 const TMP_PREFIX: &str = ".tmp-";
+/// The folder of the temporary files, under the destination: no table's folder holds
+/// one, even for a moment (Athena, Glue and DuckDB read every file of a table's).
+const TMP_DIR: &str = "_tmp";
+/// A temporary file this old is no live run's (a put writes, syncs and renames its
+/// file in seconds to minutes): a killed run left it, and it is removed.
+const TMP_ABANDONED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A new temporary file in `root`'s `_tmp/`, created like any file the process
+/// creates (0666 less the umask), not tempfile's 0600: DuckDB or a BI tool running as
+/// another user must be able to read the export once it is renamed into place.
+fn temp_file(root: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = root.join(TMP_DIR);
+    fs::create_dir_all(&dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TMP_PREFIX);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder.tempfile_in(dir)
+}
+
+/// Removes the temporary files in `root`'s `_tmp/` older than [`TMP_ABANDONED`];
+/// returns how many. One that cannot be removed is left for a later run.
+fn sweep_abandoned(root: &Path) -> std::io::Result<usize> {
+    let entries = match fs::read_dir(root.join(TMP_DIR)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > TMP_ABANDONED);
+        let ours = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
+        if old && ours && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -117,13 +162,7 @@ fn put_blocking(
 ) -> std::io::Result<PutOutcome> {
     let dir = path.parent().unwrap_or(root);
     fs::create_dir_all(dir)?;
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(TMP_PREFIX);
-    // Like any file the process creates (0666 less the umask), not tempfile's 0600:
-    // DuckDB or a BI tool running as another user must be able to read the export.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(dir)?;
+    let mut tmp = temp_file(root)?;
     let tag = match body {
         Source::Memory(bytes) => {
             tmp.write_all(bytes)?;
@@ -287,10 +326,16 @@ impl ObjectStore for LocalStore {
         let root = self.root.clone();
         let probe = move || -> std::io::Result<()> {
             fs::create_dir_all(&root)?;
-            let mut f = tempfile::Builder::new()
-                .prefix(TMP_PREFIX)
-                .tempfile_in(&root)?;
+            let mut f = temp_file(&root)?;
             f.write_all(b"probe")?;
+            // Housekeeping: a failure to remove old leftovers fails nothing.
+            match sweep_abandoned(&root) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed temporary files a killed run left"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "temporary files a killed run left could not be listed")
+                }
+            }
             Ok(())
         };
         tokio::task::spawn_blocking(probe)
@@ -304,5 +349,27 @@ impl ObjectStore for LocalStore {
 
     fn location(&self, key: &str) -> String {
         self.path(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_files_are_made_outside_every_table_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let file = temp_file(root.path()).unwrap();
+        assert_eq!(
+            file.path().parent(),
+            Some(root.path().join(TMP_DIR).as_path())
+        );
+        assert!(
+            file.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(TMP_PREFIX)
+        );
     }
 }
