@@ -276,6 +276,23 @@ def test_a_backfill_sent_sigterm_keeps_the_flows_it_finished_and_its_rerun_reads
     assert_export(dest, expected)
 
 
+def test_a_sigterm_while_the_last_flows_are_read_gives_up_nothing(start_emulator, local_dest):
+    """Every flow already being read, none waiting: a SIGTERM now gives them the stop
+    timeout, they end in it, and nothing was given up. The run is complete: exit 0, no
+    interruption in its manifest, the flows table written, the signal logged."""
+    emulator = slow_emulator(start_emulator, flows=3, runs=500)  # 5 pages a flow, all at once
+    run = start_export(emulator, local_dest)
+    wait_for_calls(emulator, 3, run.proc)  # every flow's first page asked for: the queue is empty
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.wait(60)
+    assert_exit(result, 0)
+    assert "SIGTERM" in result.stderr and "every flow was read to its end" in result.stderr, result.stderr
+    manifest = status(local_dest)["runs"][0]
+    assert manifest["interrupted"] is None and manifest["exit_code"] == 0, manifest
+    assert list((local_dest.path / "flows").glob("*.parquet")), "the flows table was written"
+    assert_export(local_dest, truth(emulator))
+
+
 def test_an_incremental_run_sent_sigterm_and_run_again_is_exact(start_emulator, local_dest, tmp_path):
     emulator = start_emulator(flows=12, runs_per_flow=100)
     emulator.finish_runs()

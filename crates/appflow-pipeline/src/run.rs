@@ -131,10 +131,14 @@ impl Pipeline {
             }
             self.commit_round(plan, &mut round, report, observer)
                 .await?;
-            if let Some(why) = stopping {
+            let read = report.flows.iter().filter(|f| !f.skipped && !f.interrupted);
+            let not_read = jobs.saturating_sub(read.count());
+            // A stop that came while the last flows were read, which all ended within
+            // the stop timeout, gave up nothing: the run goes on to its flows table and
+            // is complete (logged below), so a scheduler does not run it again.
+            if let Some(why) = stopping.filter(|_| more || not_read > 0) {
                 // What ended is committed; the flows table waits for the next run.
-                let read = report.flows.iter().filter(|f| !f.skipped && !f.interrupted);
-                report.flows_not_read = jobs.saturating_sub(read.count());
+                report.flows_not_read = not_read;
                 tracing::warn!(
                     reason = %why,
                     flows_not_read = report.flows_not_read,
@@ -153,10 +157,11 @@ impl Pipeline {
             .commit_flows_table(&prepared.listing.details, now, &mut report.account)
             .await?;
         if let Some(why) = self.stop.requested() {
-            // Asked once every flow was read: nothing was left to give up.
+            // Asked once every flow was read, or while the last ones were and they all
+            // ended in time: nothing was left to give up.
             tracing::info!(
                 reason = %why,
-                "stop asked for after every flow was read: the run finished its commit and is complete"
+                "stop asked for, but every flow was read to its end: the run finished its commit and is complete"
             );
         }
         Ok(())
