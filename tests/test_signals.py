@@ -474,6 +474,21 @@ def test_a_run_that_never_reached_its_flows_sends_no_lag(emulator, local_dest):
         assert line["RunsSucceeded"] == 0 and "RunSeconds" in names, line
 
 
+def test_a_flow_left_unread_as_unchanged_lags_from_its_last_read(start_emulator, local_dest):
+    """`--skip-unchanged` does not read a flow whose listing did not change, but a run
+    the listing does not show yet may have come since: the lag counts from the flow's
+    last read, not from this run."""
+    emulator = start_emulator(flows=3, runs_per_flow=20)
+    emulator.finish_runs()
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    time.sleep(2.5)
+    result = export(emulator, local_dest, "--skip-unchanged", "--metrics", "emf")
+    assert_exit(result, 0)
+    assert "skipped    3 flows" in result.stdout, result.stdout
+    run = emf_lines(result.stdout)[-1]
+    assert run["MaxWatermarkLagSeconds"] >= 2.5, run["MaxWatermarkLagSeconds"]
+
+
 def test_the_lag_is_since_each_flow_s_last_good_read_not_since_its_last_run(start_emulator, local_dest):
     """Flows that last ran a month ago and are read every run are not behind; a flow
     whose reads fail falls behind from its last good one."""

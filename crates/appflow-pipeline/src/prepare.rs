@@ -132,14 +132,13 @@ impl Pipeline {
                 }
             }
         }
+        // A flow left unread as unchanged is known complete only to its last read: a
+        // run its listing does not show yet may have come since (the lag says so).
         let mut current_to = BTreeMap::new();
-        for (job, _) in jobs.iter().chain(&already_backfilled) {
+        for (job, _) in jobs.iter().chain(&already_backfilled).chain(&unchanged) {
             if let Some(at) = state_of(&job.flow).and_then(|s| s.current_to_ms()) {
                 current_to.insert(job.flow.name.clone(), at);
             }
-        }
-        for (job, _) in &unchanged {
-            current_to.insert(job.flow.name.clone(), now);
         }
         Ok(Prepared {
             listing,

@@ -47,9 +47,9 @@ pub struct RunReport {
     pub limit_highest: usize,
     /// Up to when each owned flow's export is known complete after the run's commits
     /// (epoch ms, by name; flows never exported nor read left out): its watermark, or
-    /// the start of the last run that read it to its end or found it unchanged, if
-    /// later (`appflow_load::current_to`). Now minus the oldest is the lag operators
-    /// alarm on.
+    /// the start of the last run that read it to its end, if later
+    /// (`appflow_load::current_to`; a flow `--skip-unchanged` left unread counts from
+    /// its last read). Now minus the oldest is the lag operators alarm on.
     pub current_to: std::collections::BTreeMap<String, i64>,
     /// One line per flow not exported (a failed flow, a selected name not listed).
     pub failures: Vec<String>,
