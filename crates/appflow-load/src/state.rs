@@ -125,6 +125,13 @@ impl FlowUpdate {
 pub struct StateFile {
     pub version: u32,
     pub flows: BTreeMap<String, FlowState>,
+    /// The ids of the last updates applied, newest last (at most [`APPLIED_KEPT`]):
+    /// an update applied again is applied once. That happens when its put landed,
+    /// its answer was lost, and another writer stored on top before it read back: it
+    /// cannot tell its own write from the other's and reapplies its change, whose
+    /// counters (`records_read`, `retention_gaps`) are increments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<String>,
     /// Fields this release does not know, kept as they are (see [`FlowState::unknown`]).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_json::Value>,
@@ -132,10 +139,43 @@ pub struct StateFile {
 
 pub(crate) const STATE_VERSION: u32 = 1;
 
+/// How many update ids a state keeps: far more than the writers that may store on top
+/// of one update between its put and its read back.
+pub(crate) const APPLIED_KEPT: usize = 64;
+
+/// A new update id, unique to this update of this process (time, process id, a
+/// counter, through a randomly seeded hash).
+pub(crate) fn update_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", hasher.finish())
+}
+
 impl StateFile {
     /// Applies a run's updates on top of what is stored (which may be newer than
-    /// what the run started from, if another writer ran meanwhile).
-    pub(crate) fn apply(&mut self, updates: &BTreeMap<String, FlowUpdate>, now_ms: i64) {
+    /// what the run started from, if another writer ran meanwhile), once per
+    /// `update_id`.
+    pub(crate) fn apply(
+        &mut self,
+        update_id: &str,
+        updates: &BTreeMap<String, FlowUpdate>,
+        now_ms: i64,
+    ) {
+        if self.applied.iter().any(|id| id == update_id) {
+            return;
+        }
+        self.applied.push(update_id.to_string());
+        let over = self.applied.len().saturating_sub(APPLIED_KEPT);
+        self.applied.drain(..over);
         self.version = STATE_VERSION;
         for (name, u) in updates {
             let s = self.flows.entry(name.clone()).or_default();
@@ -173,6 +213,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_update_applied_again_counts_once() {
+        let update = BTreeMap::from([(
+            "f".to_string(),
+            FlowUpdate {
+                flow_arn: "arn".into(),
+                read_started_ms: 10,
+                newest_started_ms: Some(100),
+                oldest_open_ms: None,
+                pages_sorted: true,
+                records_read: 7,
+                listed_run: None,
+                retention_gap: Some((1, 2)),
+            },
+        )]);
+        let mut st = StateFile::default();
+        st.apply("ours", &update, 20);
+        // Another writer's update lands on top, then ours is applied again.
+        st.apply("theirs", &update, 21);
+        st.apply("ours", &update, 22);
+        assert_eq!(st.flows["f"].records_read, 14);
+        assert_eq!(st.flows["f"].retention_gaps, 2);
+        // The ids kept stay bounded, the newest last.
+        for n in 0..100 {
+            st.apply(&format!("n{n}"), &BTreeMap::new(), 30);
+        }
+        assert_eq!(st.applied.len(), APPLIED_KEPT);
+        assert_eq!(st.applied.last().map(String::as_str), Some("n99"));
+    }
+
+    #[test]
     fn a_slower_overlapping_run_does_not_forget_a_newer_open_run() {
         let mut st = StateFile::default();
         let update = |read_started: i64, open: Option<i64>| {
@@ -191,12 +261,12 @@ mod tests {
             )])
         };
         // Run B (started at 20) saw an open run; run A (started at 10) finishes later.
-        st.apply(&update(20, Some(90)), 30);
-        st.apply(&update(10, None), 31);
+        st.apply("u1", &update(20, Some(90)), 30);
+        st.apply("u2", &update(10, None), 31);
         assert_eq!(st.flows["f"].oldest_open_ms, Some(90));
         assert_eq!(st.flows["f"].last_export_ms, 31);
         // A run that started later does replace it.
-        st.apply(&update(40, None), 50);
+        st.apply("u3", &update(40, None), 50);
         assert_eq!(st.flows["f"].oldest_open_ms, None);
     }
 
@@ -218,8 +288,8 @@ mod tests {
                 },
             )])
         };
-        st.apply(&update(Some(100), Some(50)), 1);
-        st.apply(&update(Some(80), None), 2);
+        st.apply("u4", &update(Some(100), Some(50)), 1);
+        st.apply("u5", &update(Some(80), None), 2);
         let f = &st.flows["f"];
         assert_eq!(
             (
@@ -230,7 +300,7 @@ mod tests {
             ),
             (Some(100), None, 2, 4)
         );
-        st.apply(&update(None, None), 3);
+        st.apply("u6", &update(None, None), 3);
         assert_eq!(st.flows["f"].watermark_ms, Some(100));
     }
 
@@ -255,11 +325,11 @@ mod tests {
                 },
             )])
         };
-        st.apply(&update(20, 200, Some((100, 150))), 20);
+        st.apply("u7", &update(20, 200, Some((100, 150))), 20);
         // A slower run that started reading earlier saw an older listing, and a backfill
         // (read_started_ms i64::MIN) none that counts: neither replaces it.
-        st.apply(&update(10, 190, None), 21);
-        st.apply(&update(i64::MIN, 180, Some((90, 95))), 22);
+        st.apply("u8", &update(10, 190, None), 21);
+        st.apply("u9", &update(i64::MIN, 180, Some((90, 95))), 22);
         let f = &st.flows["f"];
         assert_eq!(f.listed_run().and_then(|l| l.at_ms), Some(200));
         assert_eq!(f.read_ms(), Some(20));

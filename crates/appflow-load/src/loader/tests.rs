@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::parquet_io::decode;
-use crate::store::{Intercepted, MemoryStore, PutHook, PutMode};
+use crate::store::{Intercepted, MemoryStore, PutHook, PutMode, PutOutcome};
 use appflow_model::ExecutionRecord;
 use appflow_model::testkit::{flow, glue};
 use appflow_transform::schema_for;
@@ -458,4 +458,61 @@ async fn a_corrupt_day_file_is_an_error_naming_it() {
         .unwrap()
         .unwrap();
     assert_eq!(obj.body.as_ref(), b"not parquet", "nothing overwritten");
+}
+
+#[tokio::test]
+async fn a_state_update_whose_answer_was_lost_under_another_writer_counts_once() {
+    // Our put lands, its answer is lost, and another writer's update lands on top
+    // before we read back: we cannot tell our write is in, and apply our change again.
+    let inner = Arc::new(MemoryStore::new());
+    let other = Loader::new(inner.clone());
+    let first = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let hook: PutHook = Arc::new({
+        let inner = inner.clone();
+        move |key, body| {
+            let (inner, first, other) = (inner.clone(), first.clone(), other.clone());
+            Box::pin(async move {
+                if first.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                    return Ok(None);
+                }
+                inner.put(&key, body, PutMode::Create).await?;
+                other
+                    .update_state("111111111111", "eu-west-1", &flow_update("g", 3), T0)
+                    .await
+                    .map_err(|e| Error::stage(e.to_string()))?;
+                Ok(Some(PutOutcome::Conflict))
+            })
+        }
+    });
+    let loader = Loader::new(Arc::new(Intercepted::new(inner, hook)));
+    loader
+        .update_state("111111111111", "eu-west-1", &flow_update("f", 7), T0)
+        .await
+        .unwrap();
+    let state = loader
+        .read_state("111111111111", "eu-west-1")
+        .await
+        .unwrap();
+    assert_eq!(state.flows["f"].records_read, 7, "counted once");
+    assert_eq!(state.flows["f"].retention_gaps, 1, "counted once");
+    assert_eq!(
+        state.flows["g"].records_read, 3,
+        "the other writer's update is kept"
+    );
+}
+
+fn flow_update(name: &str, records: u64) -> BTreeMap<String, FlowUpdate> {
+    BTreeMap::from([(
+        name.to_string(),
+        FlowUpdate {
+            flow_arn: format!("arn:{name}"),
+            read_started_ms: T0,
+            newest_started_ms: Some(T0),
+            oldest_open_ms: None,
+            pages_sorted: true,
+            records_read: records,
+            listed_run: None,
+            retention_gap: Some((T0 - DAY, T0)),
+        },
+    )])
 }
