@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import stat
+import subprocess
 import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_exit, assert_export, export, run_args, run_export, start_export, truth
+from conftest import (EXPORT_BIN, assert_exit, assert_export, export, export_env, run_args, run_export,
+                      start_export, truth)
 from s3_faults import FaultPlan, FaultProxy
 
 
@@ -366,4 +370,48 @@ def test_temporary_files_stay_out_of_the_tables_and_a_killed_run_s_are_removed(e
     assert [p.name for p in tmp.iterdir()] == [live.name]
     elsewhere = [p for p in local_dest.path.rglob(".tmp-*") if tmp not in p.parents]
     assert elsewhere == [], elsewhere
+    assert_export(local_dest, truth(emulator))
+
+
+def run_limited(args: list[str], env: dict[str, str], file_size_limit: int) -> subprocess.CompletedProcess:
+    """`appflow-export ARGS` with every file it writes limited to `file_size_limit`
+    bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails with EFBIG, as a full
+    disk fails one with ENOSPC, wherever the process writes."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return subprocess.run([str(EXPORT_BIN), *args], env=export_env(env), capture_output=True, text=True,
+                          preexec_fn=limit, timeout=300)
+
+
+@pytest.mark.parametrize("where, limit, history", [
+    # A day file bigger than the limit: the merge's temporary file cannot be written.
+    ("merging", 64 << 10, {"flows": 20, "runs_per_flow": 600, "days": 3}),
+    # More rows than the stage holds in memory (8 MB): its segment cannot be written.
+    ("staging", 1 << 20, {"flows": 40, "runs_per_flow": 2500, "days": 60}),
+])
+def test_a_full_disk_fails_the_run_cleanly_and_the_rerun_is_exact(where, limit, history, start_emulator, local_dest,
+                                                                    tmp_path):
+    """The temporary folder fills up (a file-size limit stands for a full disk): the run
+    fails with exit 4 naming the temporary file and why, leaves nothing partial, and
+    the next run, with room, exports exactly."""
+    emulator = start_emulator(**history)
+    emulator.finish_runs()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args, env = run_args(emulator, local_dest)
+    env = {**env, "TMPDIR": str(scratch)}
+    result = run_limited(args, env, limit)
+    assert_exit(result, 4)
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "temporary" in error and "File too large" in error, error
+    # Nothing partial: no watermark moved, every file written is whole, no temporary
+    # file in a table's folder, no staging folder left.
+    assert not list((local_dest.path / "_state" / "flows").glob("*.json")), "a watermark moved"
+    for path in local_dest.path.rglob("*.parquet"):
+        pq.read_table(path)
+    assert not [p for p in local_dest.path.rglob(".tmp-*") if local_dest.path / "_tmp" not in p.parents]
+    assert not list(scratch.iterdir()), list(scratch.iterdir())
+    # With room again, the rerun is exact.
+    assert_exit(run_export(args, env), 0)
     assert_export(local_dest, truth(emulator))
