@@ -131,6 +131,34 @@ def test_a_run_killed_during_a_day_file_put_leaves_the_stored_file_and_the_next_
     assert_export(dest, truth(emulator))
 
 
+def test_a_second_signal_during_a_commit_stops_at_once_with_the_first_signal_s_code(emulator, faulty_s3, tmp_path):
+    """Every flow read, its day file's put in flight: the first signal (SIGINT) waits
+    for the commit; a second one (SIGTERM) stops the run at once, with the exit code
+    of the first, as a stopped run has. Nothing is committed, no manifest written (not
+    waiting for the destination is the point), and the next run exports exactly."""
+    dest, proxy = faulty_s3(FaultPlan(hold_puts="/executions/"))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    dest.env["TMPDIR"] = str(staging)
+    run = start_export(emulator, dest)
+    assert proxy.holding.wait(120), "the run never put a day file"
+    run.proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert run.proc.poll() is None, "the first signal does not stop a commit"
+    started = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.wait(60)
+    assert time.monotonic() - started < 5, "the second signal did not stop the run at once"
+    assert_exit(result, 130)
+    assert "stopped at once by a second SIGTERM" in result.stderr, result.stderr
+    proxy.release()
+    keys = [o["Key"] for o in dest.objects()]
+    assert not [k for k in keys if "/executions/" in k or "/_state/" in k], keys
+    del dest.env["TMPDIR"]
+    assert_exit(export(emulator, dest), 0)
+    assert_export(dest, truth(emulator))
+
+
 def test_credentials_appear_in_no_output(emulator, faulty_s3):
     dest, _ = faulty_s3(FaultPlan(fraction=0.3, kinds=("internal_error", "reset_before"), seed=5))
     secret, token = "SentinelSecretKey0123456789", "SentinelSessionToken0123456789"

@@ -210,6 +210,11 @@ fn main() -> ExitCode {
             ),
         ))
     });
+    // After a second signal, blocking work still running (a merge, a local put) is not
+    // waited for: the process stops at once (what it leaves is whole or temporary).
+    if signals::stopped_at_once() {
+        runtime.shutdown_background();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

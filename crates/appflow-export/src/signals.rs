@@ -20,6 +20,14 @@ const SIGTERM: u8 = 15;
 
 /// The number of the first signal received (0: none yet).
 static FIRST: AtomicU8 = AtomicU8::new(0);
+/// Whether a second signal stopped the run at once.
+static AT_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a second signal stopped the run at once: the process then does not wait
+/// for blocking work still running (a merge, a local put).
+pub fn stopped_at_once() -> bool {
+    AT_ONCE.load(Ordering::Relaxed)
+}
 
 /// The exit code of a run stopped by a signal: 128 + its number (143 for SIGTERM,
 /// 130 for SIGINT).
@@ -31,9 +39,11 @@ pub fn interrupted_exit_code() -> u8 {
 }
 
 /// Runs `command` with a [`Stop`] that the first SIGTERM or SIGINT requests; a
-/// second one drops the command where it is (its temporary files are removed as it
-/// unwinds; day files are replaced whole and no watermark covers rows not written,
-/// so nothing partial is left) and fails with 128 + that signal.
+/// second one drops the command where it is (day files are replaced whole and no
+/// watermark covers rows not written, so nothing partial is left; temporary files are
+/// removed as it unwinds, those of a write in progress by a later run) and fails with
+/// the exit code of the first, as a stopped run does: 128 + its number. No manifest
+/// is written: stopping at once means not waiting for the destination.
 pub async fn interruptible<F>(command: impl FnOnce(Stop) -> F) -> Result<(), Failure>
 where
     F: Future<Output = Result<(), Failure>>,
@@ -65,9 +75,10 @@ where
                 "{name}: stopping; no new flow is started, the flows being read have --stop-timeout to end, then what ended is committed (send it again to stop at once)"
             );
             stop.request(name);
-            let (number, name) = next().await;
+            let (_, name) = next().await;
+            AT_ONCE.store(true, Ordering::Relaxed);
             Failure::new(
-                128 + number,
+                interrupted_exit_code(),
                 anyhow!(
                     "stopped at once by a second {name}: nothing being read or merged was committed (day files are replaced whole, no watermark moved past them); the next run reads it again"
                 ),
