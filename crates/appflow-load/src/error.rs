@@ -31,7 +31,7 @@ pub enum Error {
     NewerVersion {
         location: String,
         what: &'static str,
-        found: u64,
+        found: String,
         known: u64,
     },
     #[error("{location}: still conflicting with other writers after {attempts} attempts")]

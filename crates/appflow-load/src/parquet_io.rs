@@ -112,13 +112,7 @@ impl Reader {
             .file_metadata()
             .key_value_metadata()
             .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
-            .and_then(|e| e.value.as_deref())
-            .map(|v| {
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| format!("its schema version '{v}' is not a number"))
-            })
-            .transpose()?;
+            .and_then(|e| e.value.as_deref());
         check_version(found, SCHEMA_VERSION.parse()?)?;
         let rows = builder.metadata().file_metadata().num_rows();
         Ok(Reader {
@@ -214,9 +208,21 @@ mod tests {
         let err = decode(encode(&newer).unwrap(), &executions_schema()).unwrap_err();
         let newer = err.downcast_ref::<crate::update::NewerVersion>();
         assert!(
-            newer.is_some_and(|n| (n.found, n.known) == (99, 1)),
+            newer.is_some_and(|n| (n.found.as_str(), n.known) == ("99", 1)),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_file_whose_schema_version_is_not_a_number_is_refused_as_another_release_s() {
+        let b = batch();
+        let mut meta = b.schema().metadata().clone();
+        meta.insert(SCHEMA_VERSION_KEY.to_string(), "2.1".to_string());
+        let schema = Arc::new(b.schema().as_ref().clone().with_metadata(meta));
+        let odd = RecordBatch::try_new(schema, b.columns().to_vec()).unwrap();
+        let err = decode(encode(&odd).unwrap(), &executions_schema()).unwrap_err();
+        let newer = err.downcast_ref::<crate::update::NewerVersion>();
+        assert!(newer.is_some_and(|n| n.found == "2.1"), "{err}");
     }
 
     #[test]

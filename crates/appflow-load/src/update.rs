@@ -36,11 +36,12 @@ use crate::parquet_io::{decode, encode};
 use crate::store::{ObjectStore, PutMode, PutOutcome};
 use appflow_transform::{Table, schema_for};
 
-/// An object in a format version newer than the one this release knows: never
-/// merged into, never rewritten.
+/// An object in a format version this release does not know (a newer one, or one
+/// that is not a whole number, which only another release writes): never merged
+/// into, never rewritten.
 #[derive(Debug)]
 pub(crate) struct NewerVersion {
-    pub found: u64,
+    pub found: String,
     pub known: u64,
 }
 
@@ -48,7 +49,7 @@ impl std::fmt::Display for NewerVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "format version {} is newer than {}",
+            "format version {} is not one this release knows (it knows up to {})",
             self.found, self.known
         )
     }
@@ -56,11 +57,18 @@ impl std::fmt::Display for NewerVersion {
 
 impl std::error::Error for NewerVersion {}
 
-/// Refuses `found` when it is newer than `known`.
-pub(crate) fn check_version(found: Option<u64>, known: u64) -> Result<(), BoxError> {
-    match found {
-        Some(found) if found > known => Err(Box::new(NewerVersion { found, known })),
-        _ => Ok(()),
+/// Refuses a `found` version (as stored, `None` when none is) that is newer than
+/// `known`, or that is not a whole number.
+pub(crate) fn check_version(found: Option<&str>, known: u64) -> Result<(), BoxError> {
+    let Some(found) = found else {
+        return Ok(());
+    };
+    match found.trim().parse::<u64>() {
+        Ok(n) if n <= known => Ok(()),
+        _ => Err(Box::new(NewerVersion {
+            found: found.to_string(),
+            known,
+        })),
     }
 }
 
@@ -131,7 +139,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Format for Json<T> {
     fn decode(&self, body: Bytes) -> Result<T, BoxError> {
         let value: serde_json::Value = serde_json::from_slice(&body)?;
         if let Some(known) = self.known {
-            check_version(value.get("version").and_then(|v| v.as_u64()), known)?;
+            let found = value.get("version").map(|v| match v {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
+            check_version(found.as_deref(), known)?;
         }
         Ok(serde_json::from_value(value)?)
     }
@@ -415,11 +427,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Error::NewerVersion { found: 99, known: 1, location, .. } if location.contains(KEY)),
+            matches!(&err, Error::NewerVersion { found, known: 1, location, .. } if found == "99" && location.contains(KEY)),
             "{err}"
         );
         assert!(err.to_string().contains("upgrade appflow-export"), "{err}");
         assert_eq!(store.get(KEY).await.unwrap().unwrap().body, newer);
+        // A version that is not a whole number is only another release's.
+        for odd in [r#""2.1""#, "1.5", r#""v2""#] {
+            store.delete(KEY).await.unwrap();
+            let body = format!(r#"{{"version": {odd}, "items": ["x"]}}"#);
+            store
+                .put(KEY, Bytes::from(body), PutMode::Create)
+                .await
+                .unwrap();
+            let err = update(&store, KEY, Json::versioned("doc", 1), add("a"))
+                .await
+                .unwrap_err();
+            assert!(matches!(&err, Error::NewerVersion { .. }), "{odd}: {err}");
+        }
         // The same or an older version is read and changed.
         let older = Bytes::from_static(br#"{"version": 1, "items": ["x"]}"#);
         store.delete(KEY).await.unwrap();
