@@ -276,6 +276,34 @@ def test_a_day_file_of_a_newer_release_is_left_as_it_is_and_the_other_days_go_on
     assert (last["exit_code"], last["files_written"] >= 1) == (3, True), {k: last[k] for k in ("exit_code", "files_written", "files_unchanged", "errors")}
 
 
+def test_day_files_another_tool_recompressed_are_merged_or_named(emulator, local_dest):
+    """A compaction job may rewrite day files with another codec: snappy (or lz4,
+    gzip) is merged as zstd is; a codec this build does not read (brotli) fails that
+    day naming the file and the codec, leaves it as it is, and the other days go on."""
+    assert_exit(export(emulator, local_dest), 0)
+    days = _local_day_files(local_dest.path)
+    oldest, newest = days[0], days[-1]
+    pq.write_table(pq.read_table(oldest), oldest, compression="brotli")
+    pq.write_table(pq.read_table(newest), newest, compression="snappy")
+    unreadable = oldest.read_bytes()
+    for day in (oldest, newest):
+        start = max(pq.read_table(day, columns=["started_at"]).column(0).to_pylist())
+        emulator.add_runs(1, start=int(start.timestamp() * 1000) + 1)
+    # A backfill reads both days (the oldest is older than an incremental run reads back).
+    args, env = run_args(emulator, local_dest)
+    result = run_export(["backfill", *args[1:], "--since", "2020-01-01"], env)
+    assert_exit(result, 3)
+    for words in (str(oldest), "BROTLI", "rewrite it"):
+        assert words in result.stderr, result.stderr[-2000:]
+    assert "not a readable" not in result.stderr
+    assert oldest.read_bytes() == unreadable, "the file was changed"
+    assert pq.ParquetFile(newest).metadata.row_group(0).column(0).compression == "ZSTD", "the snappy day was merged"
+    # Rewritten with a codec it reads, the day is merged and the export is exact.
+    pq.write_table(pq.read_table(oldest), oldest, compression="gzip")
+    assert_exit(run_export(["backfill", *args[1:], "--since", "2020-01-01"], env), 0)
+    assert_export(local_dest, truth(emulator))
+
+
 def test_a_state_file_of_a_newer_release_is_left_as_it_is_on_s3(emulator, make_dest):
     dest = make_dest("s3")
     assert_exit(export(emulator, dest), 0)

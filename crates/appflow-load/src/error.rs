@@ -34,6 +34,15 @@ pub enum Error {
         found: String,
         known: u64,
     },
+    /// A data file another tool rewrote with a codec this build does not read.
+    #[error(
+        "{location} is a {what} compressed with {codec}, which appflow-export does not read (it reads zstd, its own, and snappy, lz4 and gzip): rewrite it with one of those (the object is left as it is)"
+    )]
+    UnreadableCodec {
+        location: String,
+        what: &'static str,
+        codec: String,
+    },
     #[error("{location}: still conflicting with other writers after {attempts} attempts")]
     Contention { location: String, attempts: u32 },
     #[error("staging rows in a temporary file failed")]

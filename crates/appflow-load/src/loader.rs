@@ -116,7 +116,7 @@ impl Loader {
             *report += day;
             match result {
                 Ok(()) => {}
-                Err(e @ Error::NewerVersion { .. }) => {
+                Err(e @ (Error::NewerVersion { .. } | Error::UnreadableCodec { .. })) => {
                     tracing::error!(error = %e, "day file left as it is");
                     newer.get_or_insert(e);
                 }

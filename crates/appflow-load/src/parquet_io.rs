@@ -20,6 +20,38 @@ use crate::error::BoxError;
 use crate::update::check_version;
 use appflow_transform::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 
+/// The codecs this build decompresses (the parquet crate's features): the day files'
+/// own zstd, and what other tools that rewrite Parquet commonly use.
+fn readable(codec: Compression) -> bool {
+    matches!(
+        codec,
+        Compression::UNCOMPRESSED
+            | Compression::ZSTD(_)
+            | Compression::SNAPPY
+            | Compression::LZ4
+            | Compression::LZ4_RAW
+            | Compression::GZIP(_)
+    )
+}
+
+/// A data file compressed with a codec this build does not read.
+#[derive(Debug)]
+pub(crate) struct UnreadableCodec {
+    pub codec: String,
+}
+
+impl std::fmt::Display for UnreadableCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "compressed with {}, which this build does not read",
+            self.codec
+        )
+    }
+}
+
+impl std::error::Error for UnreadableCodec {}
+
 /// Rows per row group of a data file: a merge streams a stored file row group by
 /// row group, so memory follows this, never the rows of a day.
 pub(crate) const ROW_GROUP_ROWS: usize = 32_768;
@@ -107,6 +139,19 @@ impl Reader {
         batch_rows: usize,
     ) -> Result<Self, BoxError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
+        // A file another tool rewrote (a compaction job, say) may use any codec: one
+        // this build cannot decompress is named, not reported as a broken file.
+        let codecs = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns().iter().map(|c| c.compression()));
+        if let Some(codec) = codecs.into_iter().find(|c| !readable(*c)) {
+            // `BROTLI(BrotliLevel(1))`: the codec's name is enough.
+            let name = codec.to_string();
+            let name = name.split('(').next().unwrap_or_default().to_string();
+            return Err(Box::new(UnreadableCodec { codec: name }));
+        }
         let found = builder
             .metadata()
             .file_metadata()

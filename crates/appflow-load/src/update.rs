@@ -292,12 +292,22 @@ pub(crate) async fn update_content(
 /// The error for an object that cannot be decoded: one of a newer release, or one
 /// that is not ours to read.
 pub(crate) fn decode_error(location: String, what: &'static str, source: BoxError) -> Error {
-    match source.downcast::<NewerVersion>() {
-        Ok(newer) => Error::NewerVersion {
+    let source = match source.downcast::<NewerVersion>() {
+        Ok(newer) => {
+            return Error::NewerVersion {
+                location,
+                what,
+                found: newer.found,
+                known: newer.known,
+            };
+        }
+        Err(source) => source,
+    };
+    match source.downcast::<crate::parquet_io::UnreadableCodec>() {
+        Ok(unreadable) => Error::UnreadableCodec {
             location,
             what,
-            found: newer.found,
-            known: newer.known,
+            codec: unreadable.codec,
         },
         Err(source) => Error::Corrupt {
             location,
