@@ -113,7 +113,8 @@ pub struct RunArgs {
     /// newest-first, unless it was last read --recheck-every ago: a run over unchanged
     /// flows makes only its ListFlows calls. Off by default: AWS does not document that
     /// every new run changes those details; a run they miss (one that appears late)
-    /// is exported at the latest at its flow's recheck.
+    /// is exported at its flow's recheck if it started within --lookback of the
+    /// flow's watermark, else only by a backfill.
     #[arg(long, env = "APPFLOW_EXPORT_SKIP_UNCHANGED", value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_unchanged: bool,
     /// With --skip-unchanged, read every flow at least this often.
