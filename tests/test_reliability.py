@@ -107,28 +107,40 @@ def test_writes_that_land_but_lose_their_response_are_not_conflicts(emulator, fa
     print(f"\nfirst write lands then reset: 2 runs, 2 exited 0, slowest {slowest:.1f} s, injected {proxy.injected}")
 
 
-def test_a_run_killed_during_a_day_file_put_leaves_the_stored_file_and_the_next_run_heals(
-        emulator, faulty_s3, tmp_path):
-    """The merged day file is written to a temporary file, then put from disk: a run
-    killed (SIGKILL) while its put is in flight leaves the stored day file as it was
-    (here: none), no watermark moved, and the next run exports exactly the emulator's data."""
+def putting_a_day_file(emulator, faulty_s3, tmp_path):
+    """A run into S3 with its own TMPDIR, held at its first day file's put (the fault
+    proxy forwards none): the destination, the proxy, the run and its TMPDIR."""
     dest, proxy = faulty_s3(FaultPlan(hold_puts="/executions/"))
     staging = tmp_path / "staging"
     staging.mkdir()
     dest.env["TMPDIR"] = str(staging)
     run = start_export(emulator, dest)
     assert proxy.holding.wait(120), "the run never put a day file"
+    return dest, proxy, run, staging
+
+
+def nothing_committed_and_the_next_run_heals(emulator, dest, proxy) -> None:
+    """No day file, no state, no manifest reached the bucket; the next run is exact."""
+    proxy.release()
+    keys = [o["Key"] for o in dest.objects()]
+    assert not [k for k in keys if "/executions/" in k or "/_state/" in k], keys
+    del dest.env["TMPDIR"]
+    assert_exit(export(emulator, dest), 0)
+    assert_export(dest, truth(emulator))
+
+
+def test_a_run_killed_during_a_day_file_put_leaves_the_stored_file_and_the_next_run_heals(
+        emulator, faulty_s3, tmp_path):
+    """The merged day file is written to a temporary file, then put from disk: a run
+    killed (SIGKILL) while its put is in flight leaves the stored day file as it was
+    (here: none), no watermark moved, and the next run exports exactly the emulator's data."""
+    dest, proxy, run, staging = putting_a_day_file(emulator, faulty_s3, tmp_path)
     # The merged file is on the local disk, complete, while its put is in flight.
     merged = [p for p in staging.rglob("merged-*") if p.stat().st_size > 0]
     assert merged and all(pq.ParquetFile(p).metadata.num_rows > 0 for p in merged), list(staging.rglob("*"))
     run.proc.kill()
     run.wait()
-    proxy.release()
-    keys = [o["Key"] for o in dest.objects()]
-    assert not [k for k in keys if "/executions/" in k or "/_state/flows/" in k], keys
-    del dest.env["TMPDIR"]
-    assert_exit(export(emulator, dest), 0)
-    assert_export(dest, truth(emulator))
+    nothing_committed_and_the_next_run_heals(emulator, dest, proxy)
 
 
 def test_a_second_signal_during_a_commit_stops_at_once_with_the_first_signal_s_code(emulator, faulty_s3, tmp_path):
@@ -136,12 +148,7 @@ def test_a_second_signal_during_a_commit_stops_at_once_with_the_first_signal_s_c
     for the commit; a second one (SIGTERM) stops the run at once, with the exit code
     of the first, as a stopped run has. Nothing is committed, no manifest written (not
     waiting for the destination is the point), and the next run exports exactly."""
-    dest, proxy = faulty_s3(FaultPlan(hold_puts="/executions/"))
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    dest.env["TMPDIR"] = str(staging)
-    run = start_export(emulator, dest)
-    assert proxy.holding.wait(120), "the run never put a day file"
+    dest, proxy, run, _ = putting_a_day_file(emulator, faulty_s3, tmp_path)
     run.proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     assert run.proc.poll() is None, "the first signal does not stop a commit"
@@ -151,12 +158,7 @@ def test_a_second_signal_during_a_commit_stops_at_once_with_the_first_signal_s_c
     assert time.monotonic() - started < 5, "the second signal did not stop the run at once"
     assert_exit(result, 130)
     assert "stopped at once by a second SIGTERM" in result.stderr, result.stderr
-    proxy.release()
-    keys = [o["Key"] for o in dest.objects()]
-    assert not [k for k in keys if "/executions/" in k or "/_state/" in k], keys
-    del dest.env["TMPDIR"]
-    assert_exit(export(emulator, dest), 0)
-    assert_export(dest, truth(emulator))
+    nothing_committed_and_the_next_run_heals(emulator, dest, proxy)
 
 
 def test_credentials_appear_in_no_output(emulator, faulty_s3):
