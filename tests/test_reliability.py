@@ -355,10 +355,11 @@ def test_a_state_file_of_a_newer_release_is_left_as_it_is_locally(emulator, loca
     assert path.read_bytes() == future
 
 
-@pytest.mark.parametrize("version", ["2.1", "v2", 1.5])
+@pytest.mark.parametrize("version", ["2.1", "v2", "1", 1.5])
 def test_a_state_file_whose_version_is_not_a_whole_number_is_another_release_s(version, emulator, local_dest):
-    """Only another release writes a version this one cannot read as a number: the run
-    says to upgrade, as for a newer one, and leaves the file as it is (not "corrupt")."""
+    """Only another release writes a version that is not a whole JSON number (this one
+    writes `1`): the run says to upgrade, as for a newer one, and leaves the file as it
+    is (not "corrupt")."""
     assert_exit(export(emulator, local_dest), 0)
     path = next((local_dest.path / "_state" / "flows").glob("*.json"))
     state = json.loads(path.read_text())
@@ -367,7 +368,7 @@ def test_a_state_file_whose_version_is_not_a_whole_number_is_another_release_s(v
     other = path.read_bytes()
     result = export(emulator, local_dest)
     assert_exit(result, 3)
-    for words in (str(path), f"version {version}", "upgrade appflow-export"):
+    for words in (str(path), f"version {json.dumps(version)}", "upgrade appflow-export"):
         assert words in result.stderr, result.stderr[-2000:]
     assert "corrupt" not in result.stderr.lower()
     assert path.read_bytes() == other

@@ -25,12 +25,15 @@ def test_every_promise_names_tests_that_exist():
     assert len(rows) >= 20, len(rows)
     for cells in rows:
         assert len(cells) == 4, cells
-        promise, _, _, proof = cells
+        promise, holds, _, proof = cells
+        assert holds, f"a promise without its conditions: {promise}"
         named = re.findall(r"`([\w./-]+)::(\w+)`", proof)
         assert named, f"a promise no test proves: {promise}"
         assert len(named) == proof.count("::"), f"a test named in another form: {proof}"
         for path, name in named:
             file = REPO / path
             assert file.is_file(), f"{path} does not exist ({promise})"
-            pattern = rf"^def {name}\(" if path.endswith(".py") else rf"\bfn {name}\("
+            # A pytest test, or a Rust function marked as a test (#[test], #[tokio::test(..)]).
+            pattern = (rf"^def {name}\(" if path.endswith(".py")
+                       else rf"#\[(?:tokio::)?test[^\]]*\]\s*(?:#\[[^\]]*\]\s*)*(?:pub )?(?:async )?fn {name}\(")
             assert re.search(pattern, file.read_text(), re.M), f"{path} has no test {name} ({promise})"

@@ -194,7 +194,8 @@ pub struct RunArgs {
     pub dry_run: bool,
     /// On SIGTERM or SIGINT the run starts no new flow and gives the flows being read
     /// this long to end (under ECS's default stop timeout of 30 s); then it commits what
-    /// ended and exits with 128 + the signal. A second signal stops it at once.
+    /// ended and exits with 128 + the signal when it gave up flows (as it would have,
+    /// when none was). A second signal stops it at once, with the same code.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_STOP_TIMEOUT")]
     pub stop_timeout: Duration,
     /// `emf`: print CloudWatch Embedded Metric Format lines on stdout, one per account

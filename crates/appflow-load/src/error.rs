@@ -24,9 +24,10 @@ pub enum Error {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
-    /// An object written by a newer release, in a format this one does not know.
+    /// An object written by another release, in a format version this one does not
+    /// know (a newer one, or one that is not a whole number).
     #[error(
-        "{location} was written by a newer release of appflow-export ({what} format version {found}; this release knows version {known}): upgrade appflow-export (the object is left as it is)"
+        "{location} was written by a newer or other release of appflow-export ({what} format version {found}; this release knows version {known}): upgrade appflow-export (the object is left as it is)"
     )]
     NewerVersion {
         location: String,

@@ -139,7 +139,15 @@ impl Reader {
         batch_rows: usize,
     ) -> Result<Self, BoxError> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
-        // A file another tool rewrote (a compaction job, say) may use any codec: one
+        let found = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
+            .and_then(|e| e.value.as_deref());
+        check_version(found, SCHEMA_VERSION.parse()?)?;
+        // (The version first: a newer release's file says to upgrade, whatever its
+        // codec.) A file another tool rewrote (a compaction job, say) may use any codec: one
         // this build cannot decompress is named, not reported as a broken file.
         let codecs = builder
             .metadata()
@@ -152,13 +160,6 @@ impl Reader {
             let name = name.split('(').next().unwrap_or_default().to_string();
             return Err(Box::new(UnreadableCodec { codec: name }));
         }
-        let found = builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
-            .and_then(|e| e.value.as_deref());
-        check_version(found, SCHEMA_VERSION.parse()?)?;
         let rows = builder.metadata().file_metadata().num_rows();
         Ok(Reader {
             batches: builder.with_batch_size(batch_rows.max(1)).build()?,

@@ -139,10 +139,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Format for Json<T> {
     fn decode(&self, body: Bytes) -> Result<T, BoxError> {
         let value: serde_json::Value = serde_json::from_slice(&body)?;
         if let Some(known) = self.known {
-            let found = value.get("version").map(|v| match v {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            });
+            // A whole number, as this release writes it; anything else (a string, a
+            // fraction) is only another release's, shown as stored.
+            let found = value.get("version").map(ToString::to_string);
             check_version(found.as_deref(), known)?;
         }
         Ok(serde_json::from_value(value)?)
