@@ -24,6 +24,10 @@ pub struct BackfilledFlow {
     pub records: u64,
     /// The run (see its manifest) that committed it.
     pub run_id: String,
+    /// Fields this release does not know, kept while the entry is (a flow completed
+    /// again gets this run's entry).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 /// The flows of one account and region a backfill completed.
@@ -37,6 +41,9 @@ pub struct BackfillProgress {
     #[serde(default)]
     pub restarted_ms: i64,
     pub flows: BTreeMap<String, BackfilledFlow>,
+    /// Fields this release does not know, kept as they are.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 pub(crate) const PROGRESS_VERSION: u32 = 1;
@@ -80,8 +87,24 @@ mod tests {
                 completed_ms: at,
                 records: 1,
                 run_id: format!("run-{at}"),
+                ..BackfilledFlow::default()
             },
         )])
+    }
+
+    #[test]
+    fn fields_this_release_does_not_know_are_kept() {
+        let stored = r#"{"version": 1, "since": "2026-01-01", "until": null, "later": true,
+            "flows": {"a": {"completed_ms": 1, "records": 2, "run_id": "r", "also": 3}}}"#;
+        let mut p: BackfillProgress = serde_json::from_str(stored).unwrap();
+        let id = BackfillId {
+            since: "2026-01-01".into(),
+            until: None,
+        };
+        p.apply(&id, &done("b", 20), None);
+        let written = serde_json::to_value(&p).unwrap();
+        assert_eq!(written["later"], true);
+        assert_eq!(written["flows"]["a"]["also"], 3);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct GapRecord {
     pub before_ms: i64,
     /// When the run that found it started, epoch ms.
     pub found_ms: i64,
+    /// Fields this release does not know, kept (see [`FlowState::unknown`]).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 /// What one run learned of a flow.
@@ -201,6 +204,7 @@ impl StateFile {
                         after_ms,
                         before_ms,
                         found_ms: now_ms,
+                        unknown: BTreeMap::new(),
                     });
                 }
             }
@@ -211,6 +215,20 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_this_release_does_not_know_are_kept_at_every_level() {
+        let stored = r#"{"version": 1, "later": 1, "flows": {"f": {"flow_arn": "arn",
+            "watermark_ms": 5, "oldest_open_ms": null, "pages_sorted": true,
+            "last_export_ms": 5, "records_read": 1, "also": [2],
+            "last_retention_gap": {"after_ms": 1, "before_ms": 2, "found_ms": 3, "why": "x"}}}}"#;
+        let mut st: StateFile = serde_json::from_str(stored).unwrap();
+        st.apply("u", &BTreeMap::new(), 10);
+        let written: serde_json::Value = serde_json::to_value(&st).unwrap();
+        assert_eq!(written["later"], 1);
+        assert_eq!(written["flows"]["f"]["also"], serde_json::json!([2]));
+        assert_eq!(written["flows"]["f"]["last_retention_gap"]["why"], "x");
+    }
 
     #[test]
     fn an_update_applied_again_counts_once() {

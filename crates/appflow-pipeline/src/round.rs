@@ -294,6 +294,7 @@ impl Pipeline {
                             completed_ms,
                             records: u.records_read,
                             run_id: report.run_id.clone(),
+                            ..BackfilledFlow::default()
                         };
                         (name.clone(), flow)
                     })
