@@ -409,6 +409,11 @@ EXAMPLES = {
 PLACEHOLDER = re.compile(r"(?<![A-Z_])<([A-Z][A-Z_]*)>")
 
 
+def fill_in(text: str, values: dict[str, str]) -> str:
+    """`text` with each `<NAME>` that `values` names replaced by its value."""
+    return PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), text)
+
+
 def filled(path: Path) -> str:
     """A jobs/ file as a team deploys it: each placeholder replaced by its example."""
     return PLACEHOLDER.sub(lambda m: EXAMPLES[m[1]], path.read_text())

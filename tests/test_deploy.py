@@ -28,7 +28,7 @@ import pytest
 from botocore.validate import validate_parameters
 
 from s3_faults import FaultProxy
-from conftest import REPO, accepted, assert_exit, export, run_export, start_server, stop_process
+from conftest import REPO, accepted, fill_in, assert_exit, export, run_export, start_server, stop_process
 
 DEPLOY = REPO / "deploy"
 TEMPLATES = sorted((DEPLOY / "cloudformation").glob("*.yaml"))
@@ -40,9 +40,7 @@ CENTRAL_ROLE = "arn:aws:iam::123456789012:role/appflow-export"  # moto's account
 def request(path: Path, service: str, operation: str, values: dict[str, str]) -> dict:
     """A `--cli-input-json` file with its `<PLACEHOLDERS>` filled in, checked against
     botocore's model of `operation`."""
-    text = path.read_text()
-    for name, value in values.items():
-        text = text.replace(f"<{name}>", value)
+    text = fill_in(path.read_text(), values)
     assert "<" not in text, f"{path}: a placeholder is left: {text}"
     req = json.loads(text)
     model = botocore.session.get_session().get_service_model(service).operation_model(operation)
@@ -305,9 +303,7 @@ def test_the_glue_tables_are_the_codes():
 
 def fill(path: Path, **values: str) -> dict:
     """A jobs/ document with its `<PLACEHOLDERS>` filled in."""
-    text = path.read_text()
-    for name, value in values.items():
-        text = text.replace(f"<{name}>", value)
+    text = fill_in(path.read_text(), values)
     assert "<" not in text, f"{path}: a placeholder is left"
     return json.loads(text)
 
@@ -508,9 +504,7 @@ def test_every_command_of_the_guide_runs_as_far_as_moto_reaches(tmp_path):
         work.mkdir()
         (work / "deploy").symlink_to(DEPLOY)
         for path in [*(DEPLOY / "stackset").glob("*.json"), DEPLOY / "central-stack.json"]:
-            text = path.read_text()
-            for name, value in values.items():
-                text = text.replace(f"<{name}>", value)
+            text = fill_in(path.read_text(), values)
             assert "<" not in text, path
             (work / path.name).write_text(text)
         env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
@@ -531,8 +525,7 @@ def test_every_command_of_the_guide_runs_as_far_as_moto_reaches(tmp_path):
                 if start:
                     skipped.add(start)
                     continue
-                for name, value in values.items():
-                    command = command.replace(f"<{name}>", value)
+                command = fill_in(command, values)
                 assert not re.search(r"<[A-Z_]+>", command), f"a placeholder the test does not know: {command}"
                 script.append(command)
             if any(c.startswith("aws cloudformation update-stack") for c in script):

@@ -17,7 +17,7 @@ use crate::manifest::RunManifest;
 use crate::merge::{Stored, merge_catalog, merge_executions};
 use crate::parquet_io::ROW_GROUP_ROWS;
 use crate::stage::{PartitionKey, Stage, StagedDay};
-use crate::state::{FlowUpdate, STATE_VERSION, StateFile, update_id};
+use crate::state::{FlowUpdate, STATE_VERSION, StateFile};
 use crate::store::ObjectStore;
 use crate::update::{
     Change, Content, ContentChange, Format, Json, Medium, Parquet, Updated, Wrote, decode_error,
@@ -321,8 +321,9 @@ impl Loader {
     ) -> Result<u32> {
         let key = layout::state_file(account_id, region);
         let updates = updates.clone();
-        // One id for every attempt of this update: applied again, it counts once.
-        let id = update_id();
+        // One id for every attempt of this update (unique like a run's): applied
+        // again, it counts once.
+        let id = crate::manifest::run_id(now_ms);
         self.update_json(
             &key,
             (STATE_FILE, STATE_VERSION),

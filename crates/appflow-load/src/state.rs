@@ -146,23 +146,6 @@ pub(crate) const STATE_VERSION: u32 = 1;
 /// of one update between its put and its read back.
 pub(crate) const APPLIED_KEPT: usize = 64;
 
-/// A new update id, unique to this update of this process (time, process id, a
-/// counter, through a randomly seeded hash).
-pub(crate) fn update_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:016x}", hasher.finish())
-}
-
 impl StateFile {
     /// Applies a run's updates on top of what is stored (which may be newer than
     /// what the run started from, if another writer ran meanwhile), once per
