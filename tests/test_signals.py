@@ -109,6 +109,46 @@ def test_a_run_that_does_not_change_the_listing_is_exported_at_its_flow_s_rechec
     assert_export(local_dest, truth(emulator))
 
 
+def test_a_state_written_by_a_host_whose_clock_is_ahead_freezes_no_open_run_nor_puts_off_the_recheck(
+        start_emulator, local_dest):
+    """Which view of a flow's open runs the state keeps is decided by what was read,
+    not by clocks: a host whose clock is a day ahead read last; the next run, on a host
+    with the right clock, reads the open run ended and the state says so. And a last
+    read dated after this host's now does not make `--skip-unchanged` leave the flow."""
+    emulator = start_emulator(flows=2, runs_per_flow=20)
+    emulator.finish_runs()
+    flow = emulator.flow_names()[0]
+    emulator.add_runs(1, flows=[flow], status="InProgress", start=now_ms() - 60_000)
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    assert {f["flow_name"]: f["oldest_open"] for f in status(local_dest)["flows"]}[flow] is not None
+
+    [path] = (local_dest.path / "_state" / "flows").glob("*.json")
+
+    def read_by_a_host_a_day_ahead() -> None:
+        doc = json.loads(path.read_text())
+        for name in doc["flows"]:
+            doc["flows"][name]["read_started_ms"] = now_ms() + 86_400_000
+        path.write_text(json.dumps(doc))
+
+    read_by_a_host_a_day_ahead()
+    emulator.finish_runs([flow])
+    assert_exit(export(emulator, local_dest, "--skip-unchanged"), 0)
+    assert {f["flow_name"]: f["oldest_open"] for f in status(local_dest)["flows"]}[flow] is None, \
+        "the open-run state was frozen by a clock ahead"
+    assert_export(local_dest, truth(emulator))
+
+    # Nothing happens; a host a day ahead read last. A run that appears without
+    # changing the listing is exported at the recheck counted from this host's clock.
+    read_by_a_host_a_day_ahead()
+    newest = max(r["startedAt"] for f in emulator.flows() if f["definition"]["flowName"] == flow
+                 for r in f["records"])
+    emulator.add_runs(1, flows=[flow], status="Successful", start=round(newest * 1000) - 600_000)
+    emulator.reset_counters()
+    assert_exit(export(emulator, local_dest, "--skip-unchanged", "--recheck-every", "1h"), 0)
+    assert sorted(describe_calls(emulator)) == sorted(emulator.flow_names()), "the recheck was put off"
+    assert_export(local_dest, truth(emulator))
+
+
 def test_a_listing_without_a_time_never_skips_a_flow(start_emulator, local_dest):
     """A `lastRunExecutionDetails` with a status and no time cannot tell two runs with
     the same status apart: the flow is read, and its new run exported, at once."""

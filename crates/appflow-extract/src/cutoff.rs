@@ -19,6 +19,9 @@ pub struct Resume {
     pub read_ms: Option<i64>,
     /// What the listing showed of the flow's last run when that run read it.
     pub last_run_read: Option<LastRun>,
+    /// How many incremental runs' reads of the flow the state held (it decides
+    /// whose view of open runs is kept when runs overlap; 0 when none).
+    pub reads: u64,
     /// What this run's listing shows of it.
     pub last_run_listed: Option<LastRun>,
     /// When the flow this run's listing shows was created (epoch ms). A flow deleted
@@ -71,7 +74,9 @@ pub fn open_since(policy: IncrementalPolicy, now_ms: i64) -> i64 {
 /// the same last run (time and status) as when it was last read, it had no open run
 /// then, its pages came newest-first, and it was read less than `recheck_every` ago.
 /// A listing that shows no last run, or no time for it (two runs with the same
-/// status would look the same), or a flow never read, is always read.
+/// status would look the same), or a flow never read, is always read, and so is a
+/// flow whose last read is after `now_ms`: a host whose clock is ahead wrote it, and
+/// counting the recheck from it would put the recheck off by that much.
 pub fn unchanged(resume: &Resume, recheck_every: Duration, now_ms: i64) -> bool {
     let (Some(read_ms), Some(listed)) = (resume.read_ms, &resume.last_run_listed) else {
         return false;
@@ -83,7 +88,7 @@ pub fn unchanged(resume: &Resume, recheck_every: Duration, now_ms: i64) -> bool 
         && resume.oldest_open.is_none()
         && resume.pages_sorted
         && resume.last_run_read.as_ref() == Some(listed)
-        && now_ms.saturating_sub(read_ms) < millis(recheck_every)
+        && (0..millis(recheck_every)).contains(&now_ms.saturating_sub(read_ms))
 }
 
 /// When the flow was created, if that was after its watermark: a flow deleted and
@@ -228,6 +233,7 @@ mod tests {
             read_ms: Some(50 * DAY),
             last_run_read: listed(49 * DAY, "Successful"),
             last_run_listed: listed(49 * DAY, "Successful"),
+            reads: 3,
             created_ms: Some(DAY),
         }
     }
@@ -257,6 +263,8 @@ mod tests {
         read_unless(|r| r.oldest_open = Some(49 * DAY));
         read_unless(|r| r.pages_sorted = false);
         read_unless(|r| r.read_ms = None);
+        // Read by a host whose clock is ahead of this one's.
+        read_unless(|r| r.read_ms = Some(50 * DAY + H));
         read_unless(|r| r.watermark = None);
     }
 

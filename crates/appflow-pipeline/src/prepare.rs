@@ -84,6 +84,7 @@ impl Pipeline {
                     pages_sorted: state.is_none_or(|s| s.pages_sorted),
                     read_ms: state.and_then(|s| s.read_ms()),
                     last_run_read: state.and_then(|s| s.listed_run()),
+                    reads: state.map_or(0, |s| s.reads),
                     last_run_listed: listed.get(flow).and_then(|d| d.last_run()),
                     created_ms: listed.get(flow).and_then(|d| d.created_at),
                 };

@@ -10,7 +10,7 @@ use std::time::Instant;
 use appflow_extract::{
     ExtractJob, FlowEvent, FlowSummary, Reading, Resume, RetentionGap, retention_gap,
 };
-use appflow_load::{AddId, BackfilledFlow, FlowRun, FlowUpdate, GapWindow, Stage};
+use appflow_load::{AddId, BackfilledFlow, FlowRead, FlowRun, FlowUpdate, GapWindow, Stage};
 use appflow_model::{FlowInfo, LastRun};
 use futures::StreamExt;
 
@@ -38,6 +38,8 @@ pub(crate) struct ReadFlow {
     summary: FlowSummary,
     listed: Option<LastRun>,
     gap: Option<RetentionGap>,
+    /// The flow's reads in the state the run started from ([`Resume::reads`]).
+    reads_before: u64,
 }
 
 /// Sets its flag when dropped.
@@ -179,6 +181,7 @@ impl Pipeline {
                         summary,
                         listed: resume.and_then(|r| r.last_run_listed.clone()),
                         gap,
+                        reads_before: resume.map_or(0, |r| r.reads),
                     });
                     observer.flow_done();
                     None
@@ -336,17 +339,20 @@ pub(crate) fn flow_run(job: &ExtractJob) -> FlowRun {
 /// What this run learned of a flow; `now` is when the run started, before it read.
 /// A backfill (whose window may end in the past) moves the watermark only forwards,
 /// as any run does, and leaves the open-run and page-order state (and the listing it
-/// read at) to the incremental runs: its `read_started_ms` is older than any run's.
+/// read at) to the incremental runs.
 fn update_of(read: &ReadFlow, now: i64, backfill: bool) -> FlowUpdate {
     let summary = &read.summary;
     FlowUpdate {
-        read_started_ms: if backfill { i64::MIN } else { now },
         flow_arn: read.flow.arn.clone(),
         newest_started_ms: summary.newest_started,
-        oldest_open_ms: summary.oldest_open,
-        pages_sorted: summary.pages_sorted,
         records_read: summary.records,
-        listed_run: read.listed.clone(),
         retention_gap: read.gap.map(|g| (g.after_ms, g.before_ms)),
+        read: (!backfill).then(|| FlowRead {
+            reads_before: read.reads_before,
+            started_ms: now,
+            oldest_open_ms: summary.oldest_open,
+            pages_sorted: summary.pages_sorted,
+            listed_run: read.listed.clone(),
+        }),
     }
 }

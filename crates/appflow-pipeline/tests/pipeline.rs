@@ -427,39 +427,99 @@ async fn a_backfill_rerun_reads_exactly_the_flows_it_had_not_completed() {
     assert_eq!(third.flows_already_backfilled, 3);
 }
 
-#[tokio::test]
-async fn a_run_that_started_earlier_does_not_overwrite_a_later_run_s_open_runs() {
+/// Holds a run after it has read every flow, before it commits: tells `held` when it
+/// gets there and waits for `release`.
+struct HoldBeforeCommit {
+    held: std::sync::mpsc::Sender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Observer for HoldBeforeCommit {
+    fn reading_done(&self) {
+        let _ = self.held.send(());
+        if let Ok(release) = self.release.lock() {
+            let _ = release.recv();
+        }
+    }
+}
+
+/// Starts a run of `p` whose clock reads `started_ms`, reads every flow and holds
+/// before its commit; the returned sender releases it.
+fn run_held(
+    p: Pipeline,
+    started_ms: i64,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<appflow_pipeline::Result<()>>,
+) {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let observer = HoldBeforeCommit {
+        held: held_tx,
+        release: std::sync::Mutex::new(release_rx),
+    };
+    let handle = tokio::spawn(async move {
+        let mut report = RunReport::start(&plan());
+        report.started_ms = started_ms;
+        p.execute(&plan(), &mut report, &observer).await
+    });
+    held_rx.recv().expect("the held run reads every flow");
+    (release_tx, handle)
+}
+
+/// Which of two overlapping runs' view of an open run is kept is decided by what they
+/// read, not by their hosts' clocks: a run that read after every committed read
+/// replaces it, two that overlapped keep what either saw open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it_whatever_the_clocks()
+ {
     let (emu, running) = emulator(2, 40).await;
     let flow = names(&emu)[0].clone();
     let store = Arc::new(MemoryStore::new());
     let p = pipeline(&running, store.clone()).await;
-    emu.add_runs(&AddRuns {
-        count: 1,
-        flows: vec![flow.clone()],
-        status: Some("InProgress".into()),
-        start: None,
-    });
-    let oldest_open = |loader: Loader, flow: String| async move {
-        let states = loader.states().await.unwrap();
-        states[0].2.flows[&flow].oldest_open_ms
+    let oldest_open = || {
+        let (loader, flow) = (p.loader().clone(), flow.clone());
+        async move { loader.states().await.unwrap()[0].2.flows[&flow].oldest_open_ms }
     };
-    // The later run: it sees the open run.
-    let (later, result) = run(&p, &plan()).await;
-    result.unwrap();
-    let held = oldest_open(p.loader().clone(), flow.clone()).await;
-    assert!(held.is_some());
-
-    // Every run ends; a run that started reading before the later one commits after
-    // it and must not forget what the later one saw open.
+    let open = |emu: &Emulator| {
+        emu.add_runs(&AddRuns {
+            count: 1,
+            flows: vec![flow.clone()],
+            status: Some("InProgress".into()),
+            start: None,
+        })
+    };
     emu.finish_open_runs(&[]);
-    let mut stale = RunReport::start(&plan());
-    stale.started_ms = later.started_ms - 60_000;
-    p.execute(&plan(), &mut stale, &Quiet).await.unwrap();
-    assert_eq!(oldest_open(p.loader().clone(), flow.clone()).await, held);
-
-    // A run that starts after both does move it.
     run(&p, &plan()).await.1.unwrap();
-    assert_eq!(oldest_open(p.loader().clone(), flow).await, None);
+    assert_eq!(oldest_open().await, None);
+
+    // A run on a host whose clock is slow reads nothing open and holds; meanwhile a
+    // run opens and a run that started later sees it. The slow one commits last.
+    let slow = RunReport::start(&plan()).started_ms - 3_600_000;
+    let (release, held) = run_held(pipeline(&running, store.clone()).await, slow);
+    open(&emu);
+    run(&p, &plan()).await.1.unwrap();
+    let seen = oldest_open().await;
+    assert!(seen.is_some());
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    assert_eq!(oldest_open().await, seen, "the slower run forgot the open run");
+
+    // A run on a host whose clock is a day ahead reads the run open and holds; the
+    // run ends and a run on a right clock reads it ended, then the fast one commits.
+    let ahead = RunReport::start(&plan()).started_ms + 86_400_000;
+    let (release, held) = run_held(pipeline(&running, store.clone()).await, ahead);
+    emu.finish_open_runs(&[]);
+    run(&p, &plan()).await.1.unwrap();
+    assert_eq!(oldest_open().await, None);
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    assert_eq!(oldest_open().await, seen, "overlapping: what either saw open is kept");
+
+    // The next run reads after both: its view replaces theirs, whatever the clock
+    // ahead wrote.
+    run(&p, &plan()).await.1.unwrap();
+    assert_eq!(oldest_open().await, None, "frozen by a clock ahead");
 }
 
 /// Asks the run to stop when the `after`-th flow ends.

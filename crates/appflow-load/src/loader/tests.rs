@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::parquet_io::decode;
+use crate::state::FlowRead;
 use crate::store::{Intercepted, MemoryStore, PutHook, PutMode, PutOutcome};
 use appflow_model::ExecutionRecord;
 use appflow_model::testkit::{flow, glue};
@@ -506,13 +507,16 @@ fn flow_update(name: &str, records: u64) -> BTreeMap<String, FlowUpdate> {
         name.to_string(),
         FlowUpdate {
             flow_arn: format!("arn:{name}"),
-            read_started_ms: T0,
             newest_started_ms: Some(T0),
-            oldest_open_ms: None,
-            pages_sorted: true,
             records_read: records,
-            listed_run: None,
             retention_gap: Some((T0 - DAY, T0)),
+            read: Some(FlowRead {
+                reads_before: 0,
+                started_ms: T0,
+                oldest_open_ms: None,
+                pages_sorted: true,
+                listed_run: None,
+            }),
         },
     )])
 }
