@@ -101,6 +101,24 @@ def test_backfill_of_a_window_into_a_new_destination(emulator, local_dest):
     assert_export(local_dest, everything.select_rows(lambda r: utc_day(r["started_at"]) >= since))
 
 
+def test_a_run_a_backfill_read_open_is_exported_when_it_ends(start_emulator, local_dest):
+    """A run that appears late, open, beyond the lookback: incremental runs do not read
+    it. A backfill does, and holds it for the incremental runs: its end is exported."""
+    emulator = start_emulator(flows=1, runs_per_flow=300, days=3)
+    flow = emulator.flow_names()[0]
+    emulator.finish_runs([flow])
+    assert_exit(export(emulator, local_dest), 0)
+    newest = max(r["startedAt"] for f in emulator.flows() for r in f["records"])
+    late = emulator.add_runs(1, flows=[flow], status="InProgress", start=round(newest * 1000) - 3 * 3_600_000)
+    assert_exit(backfill(emulator, local_dest, "--since", days_ago(5)), 0)
+    emulator.finish_runs([flow])
+    assert_exit(export(emulator, local_dest), 0)
+    rows = read_output(local_dest.local_copy()).executions
+    row = next(r for key, r in rows.items() if late[0][1] in key)
+    assert row["execution_status"] != "InProgress", row
+    assert_export(local_dest, truth(emulator))
+
+
 def test_backfill_never_moves_a_watermark_back(emulator, local_dest):
     assert_exit(export(emulator, local_dest), 0)
     before = state(local_dest)
@@ -110,7 +128,7 @@ def test_backfill_never_moves_a_watermark_back(emulator, local_dest):
     for name, flow in before.items():
         assert after[name]["watermark_ms"] == flow["watermark_ms"], name
         assert (after[name]["oldest_open_ms"], after[name]["pages_sorted"]) == \
-            (flow["oldest_open_ms"], flow["pages_sorted"]), "a backfill leaves the open-run state alone"
+            (flow["oldest_open_ms"], flow["pages_sorted"]), "a backfill of a window with no run open adds none"
     assert_export(local_dest, truth(emulator))
 
 

@@ -198,6 +198,28 @@ def test_a_run_stuck_open_past_max_open_age_holds_no_read_back(start_emulator, l
     assert row["execution_status"] != "InProgress", row
 
 
+def test_a_run_that_becomes_stuck_does_not_hide_a_newer_open_run(start_emulator, local_dest):
+    """The state keeps the oldest open run. When it passes --max-open-age, the next read
+    goes back to that age once, so a newer open run older than the watermark's lookback
+    is found, held, and its end exported."""
+    emulator = start_emulator(flows=1, runs_per_flow=300, days=3)
+    flow = emulator.flow_names()[0]
+    emulator.finish_runs([flow])
+    minute = 60_000
+    emulator.add_runs(1, flows=[flow], status="InProgress", start=now_ms() - 50 * minute)
+    newer = emulator.add_runs(1, flows=[flow], status="InProgress", start=now_ms() - 40 * minute)
+    emulator.add_runs(3, flows=[flow], status="Successful")  # the watermark passes both
+    args = ["--lookback", "10m"]
+    assert_exit(export(emulator, local_dest, *args, "--max-open-age", "1h"), 0)
+    # The oldest open run is now past --max-open-age (here: the age is lowered).
+    assert_exit(export(emulator, local_dest, *args, "--max-open-age", "45m"), 0)
+    emulator.finish_runs([flow])
+    assert_exit(export(emulator, local_dest, *args, "--max-open-age", "45m"), 0)
+    rows = read_output(local_dest.local_copy()).executions
+    row = next(r for key, r in rows.items() if newer[0][1] in key)
+    assert row["execution_status"] != "InProgress", row
+
+
 def test_a_stuck_run_does_not_hide_a_newer_open_run(start_emulator, local_dest):
     """A stuck run and a run open for two hours: the newer one still holds the read back,
     so when it ends, its final version is exported."""

@@ -105,7 +105,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_LOOKBACK")]
     pub lookback: Duration,
     /// An open (InProgress) run younger than this holds its flow's read back to it; an
-    /// older one is stuck and holds nothing back (a backfill still updates it).
+    /// older one is stuck: it holds the read back to this age once (to find a newer
+    /// open run), then nothing (a backfill still updates it).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_MAX_OPEN_AGE")]
     pub max_open_age: Duration,
     /// Do not read a flow whose ListFlows entry shows the same last run (time and

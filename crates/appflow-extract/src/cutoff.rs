@@ -51,16 +51,17 @@ impl Default for IncrementalPolicy {
 }
 
 /// The oldest `startedAt` (epoch ms, inclusive) an incremental read must return:
-/// `min(watermark, oldest_open) - lookback`, where an open run older than
-/// `max_open_age` ([`open_since`]) holds nothing back at all: reading back to it, or to
-/// any cap, would not find it changed. (The reader leaves such runs out of the oldest
-/// open run it records, so a stuck run never hides a newer open one.) `None`: read the
-/// whole history.
+/// `min(watermark, oldest_open) - lookback`. An open run older than `max_open_age`
+/// ([`open_since`]) is stuck: reading back to it would not find it changed, so it holds
+/// the read back only to `open_since`, once: the state keeps only the oldest open run,
+/// and a newer one may be older than the watermark's lookback. That read finds it (the
+/// reader leaves stuck runs out of the oldest open run it records), and the stuck run
+/// holds nothing back after it. `None`: read the whole history.
 pub fn cutoff(resume: &Resume, policy: IncrementalPolicy, now_ms: i64) -> Option<i64> {
     let watermark = resume.watermark?;
     let held = match resume.oldest_open {
-        Some(open) if open >= open_since(policy, now_ms) => watermark.min(open),
-        _ => watermark,
+        Some(open) => watermark.min(open.max(open_since(policy, now_ms))),
+        None => watermark,
     };
     Some(held.saturating_sub(millis(policy.lookback)))
 }
@@ -204,17 +205,16 @@ mod tests {
     }
 
     #[test]
-    fn an_open_run_older_than_max_open_age_holds_nothing_back() {
-        // Open for 30 days, now is day 60: the read stops at the watermark's lookback.
-        check(Some(59 * DAY), Some(30 * DAY), 60 * DAY, Some(59 * DAY - H));
-        // Exactly max_open_age (7 days) old, it still holds; a millisecond older, not.
+    fn an_open_run_older_than_max_open_age_holds_the_read_back_only_to_the_cap() {
+        // Open for 30 days, now is day 60: the read goes back to the cap (day 53), which
+        // finds a newer open run older than the watermark's lookback.
+        check(Some(59 * DAY), Some(30 * DAY), 60 * DAY, Some(53 * DAY - H));
+        // Exactly max_open_age (7 days) old, it holds; a millisecond older, the cap does.
         check(Some(59 * DAY), Some(53 * DAY), 60 * DAY, Some(53 * DAY - H));
-        check(
-            Some(59 * DAY),
-            Some(53 * DAY - 1),
-            60 * DAY,
-            Some(59 * DAY - H),
-        );
+        check(Some(59 * DAY), Some(53 * DAY - 1), 60 * DAY, Some(53 * DAY - H));
+        check(Some(59 * DAY), Some(55 * DAY), 60 * DAY, Some(55 * DAY - H));
+        // A watermark older than the cap is where the read stops.
+        check(Some(40 * DAY), Some(30 * DAY), 60 * DAY, Some(40 * DAY - H));
     }
 
     fn listed(at: i64, status: &str) -> Option<LastRun> {

@@ -17,6 +17,7 @@ mod loader;
 mod manifest;
 mod merge;
 mod parquet_io;
+mod reads;
 mod sorted;
 mod stage;
 mod state;
@@ -30,7 +31,8 @@ pub use loader::{CommitReport, Loader};
 pub use manifest::{FlowRun, GapWindow, RunManifest, run_id};
 pub use parquet_io::{decode, encode};
 pub use stage::{AddId, PartitionKey, Stage};
-pub use state::{FlowRead, FlowState, FlowUpdate, GapRecord, StateFile, current_to};
+pub use reads::{FlowRead, ReadView};
+pub use state::{FlowState, FlowUpdate, GapRecord, StateFile, current_to};
 #[cfg(any(test, feature = "testkit"))]
 pub use store::{Intercepted, PutHook};
 pub use store::{LocalStore, MemoryStore, Object, ObjectStore, PutMode, PutOutcome, S3Store};

@@ -95,8 +95,7 @@ impl Pipeline {
                         cutoff: Some(b.since_ms),
                         until: (b.until_ms < i64::MAX).then_some(b.until_ms),
                         full_scan: true,
-                        // A backfill leaves the open-run state to incremental runs.
-                        open_since: None,
+                        open_since: Some(open_since(plan.policy, now)),
                     },
                     None => ExtractJob {
                         flow: flow.clone(),

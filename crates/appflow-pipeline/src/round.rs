@@ -338,8 +338,8 @@ pub(crate) fn flow_run(job: &ExtractJob) -> FlowRun {
 
 /// What this run learned of a flow; `now` is when the run started, before it read.
 /// A backfill (whose window may end in the past) moves the watermark only forwards,
-/// as any run does, and leaves the open-run and page-order state (and the listing it
-/// read at) to the incremental runs.
+/// as any run does, and adds the runs it saw open to those the state holds, without
+/// replacing any incremental run's read nor dating one.
 fn update_of(read: &ReadFlow, now: i64, backfill: bool) -> FlowUpdate {
     let summary = &read.summary;
     FlowUpdate {
@@ -347,12 +347,12 @@ fn update_of(read: &ReadFlow, now: i64, backfill: bool) -> FlowUpdate {
         newest_started_ms: summary.newest_started,
         records_read: summary.records,
         retention_gap: read.gap.map(|g| (g.after_ms, g.before_ms)),
-        read: (!backfill).then(|| FlowRead {
-            reads_before: read.reads_before,
-            started_ms: now,
+        read: FlowRead {
+            reads_before: (!backfill).then_some(read.reads_before),
+            started_ms: (!backfill).then_some(now),
             oldest_open_ms: summary.oldest_open,
             pages_sorted: summary.pages_sorted,
-            listed_run: read.listed.clone(),
-        }),
+            listed_run: read.listed.clone().filter(|_| !backfill),
+        },
     }
 }

@@ -437,9 +437,12 @@ struct HoldBeforeCommit {
 impl Observer for HoldBeforeCommit {
     fn reading_done(&self) {
         let _ = self.held.send(());
-        if let Ok(release) = self.release.lock() {
-            let _ = release.recv();
-        }
+        // The worker's other tasks move to another thread while it waits.
+        tokio::task::block_in_place(|| {
+            if let Ok(release) = self.release.lock() {
+                let _ = release.recv();
+            }
+        });
     }
 }
 
@@ -520,6 +523,56 @@ async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it
     // ahead wrote.
     run(&p, &plan()).await.1.unwrap();
     assert_eq!(oldest_open().await, None, "frozen by a clock ahead");
+}
+
+/// Runs longer than the schedule's interval: each reads the state before the one
+/// before it commits. A run two of them saw open, which has ended, is let go two
+/// commits after the last read that saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn runs_that_overlap_steadily_let_an_ended_run_go() {
+    let (emu, running) = emulator(2, 40).await;
+    let flow = names(&emu)[0].clone();
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    let oldest_open = || {
+        let (loader, flow) = (p.loader().clone(), flow.clone());
+        async move { loader.states().await.unwrap()[0].2.flows[&flow].oldest_open_ms }
+    };
+    emu.finish_open_runs(&[]);
+    run(&p, &plan()).await.1.unwrap();
+    emu.add_runs(&AddRuns {
+        count: 1,
+        flows: vec![flow.clone()],
+        status: Some("InProgress".into()),
+        start: None,
+    });
+    let now = || RunReport::start(&plan()).started_ms;
+    let held = |at| {
+        let store = store.clone();
+        let running = &running;
+        async move { run_held(pipeline(running, store).await, at) }
+    };
+    // Each run starts reading before the one before it commits. Runs 1 and 2 read
+    // the run open; it ends before run 3 reads.
+    let mut in_flight = held(now()).await;
+    let mut seen = Vec::new();
+    for n in 2..=5 {
+        if n == 3 {
+            emu.finish_open_runs(&[]);
+        }
+        let next = held(now()).await;
+        let (release, done) = std::mem::replace(&mut in_flight, next);
+        release.send(()).unwrap();
+        done.await.unwrap().unwrap();
+        seen.push(oldest_open().await.is_some());
+    }
+    let (release, done) = in_flight;
+    release.send(()).unwrap();
+    done.await.unwrap().unwrap();
+    seen.push(oldest_open().await.is_some());
+    // Held after runs 1, 2 and 3 commit (run 3's read overlapped run 2's, which saw it
+    // open); let go from run 4's commit on, whatever runs overlap.
+    assert_eq!(seen, [true, true, true, false, false], "open run held after each commit");
 }
 
 /// Asks the run to stop when the `after`-th flow ends.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::parquet_io::decode;
-use crate::state::FlowRead;
+use crate::reads::FlowRead;
 use crate::store::{Intercepted, MemoryStore, PutHook, PutMode, PutOutcome};
 use appflow_model::ExecutionRecord;
 use appflow_model::testkit::{flow, glue};
@@ -510,13 +510,13 @@ fn flow_update(name: &str, records: u64) -> BTreeMap<String, FlowUpdate> {
             newest_started_ms: Some(T0),
             records_read: records,
             retention_gap: Some((T0 - DAY, T0)),
-            read: Some(FlowRead {
-                reads_before: 0,
-                started_ms: T0,
+            read: FlowRead {
+                reads_before: Some(0),
+                started_ms: Some(T0),
                 oldest_open_ms: None,
                 pages_sorted: true,
                 listed_run: None,
-            }),
+            },
         },
     )])
 }
