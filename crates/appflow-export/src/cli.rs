@@ -111,14 +111,16 @@ pub struct RunArgs {
     pub max_open_age: Duration,
     /// Do not read a flow whose ListFlows entry shows the same last run (time and
     /// status) as when it was last read, that had no open run and whose pages came
-    /// newest-first, unless it was last read --recheck-every ago: a run over unchanged
-    /// flows makes only its ListFlows calls. Off by default: AWS does not document that
+    /// newest-first, unless it was last read --recheck-every ago (or at a time after
+    /// this host's clock); a listing without the last run's time is always read. A run
+    /// over unchanged flows makes only its ListFlows calls. Off by default: AWS does not document that
     /// every new run changes those details; a run they miss (one that appears late)
     /// is exported at its flow's recheck if it started within --lookback of the
     /// flow's watermark, else only by a backfill.
     #[arg(long, env = "APPFLOW_EXPORT_SKIP_UNCHANGED", value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_unchanged: bool,
-    /// With --skip-unchanged, read every flow at least this often.
+    /// With --skip-unchanged, read a flow at the first run this long or more after its
+    /// last read.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_RECHECK_EVERY")]
     pub recheck_every: Duration,
     /// AppFlow calls in flight at most for each account and region: the ceiling of its
@@ -195,8 +197,9 @@ pub struct RunArgs {
     pub dry_run: bool,
     /// On SIGTERM or SIGINT the run starts no new flow and gives the flows being read
     /// this long to end (under ECS's default stop timeout of 30 s); then it commits what
-    /// ended and exits with 128 + the signal when it gave up flows (as it would have,
-    /// when none was). A second signal stops it at once, with the same code.
+    /// ended and exits with 128 + the signal when it gave up flows or left a target
+    /// (account and region) unstarted (as it would have, when neither). A second
+    /// signal stops it at once, with the same code.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration, env = "APPFLOW_EXPORT_STOP_TIMEOUT")]
     pub stop_timeout: Duration,
     /// `emf`: print CloudWatch Embedded Metric Format lines on stdout, one per account

@@ -37,8 +37,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// The destination could not be read or written.
 pub const EXIT_DESTINATION: u8 = 3;
 /// The local temporary folder could not stage the rows read or merge a day file (a
-/// full disk, say): no watermark moved; day files written before it filled are whole,
-/// and the next run completes them.
+/// full disk, say): no watermark moved past rows not written (a backfill's earlier
+/// checkpoints and other targets stay committed); day files written before it filled
+/// are whole, and the next run completes them.
 pub const EXIT_STAGING: u8 = 4;
 /// A bug of appflow-export (a panic): nothing partial is left; please report it.
 pub const EXIT_BUG: u8 = 5;

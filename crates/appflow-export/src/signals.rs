@@ -1,7 +1,8 @@
 //! SIGTERM and SIGINT during `run` and `backfill` (what ECS, AWS Batch and Spot
 //! interruptions send before they kill a task; Ctrl-C): the first asks the run to
 //! stop cleanly ([`Stop`]), a second stops it at once. Either way a run that gave up
-//! flows exits with 128 + the signal's number, the convention of shells and
+//! flows, or left a target (account and region) unstarted, exits with 128 + the
+//! signal's number, the convention of shells and
 //! schedulers; a first signal that came once every flow was read, or while the last
 //! ones were and they all ended within the stop timeout, gives up nothing, and the run
 //! ends as it would have.

@@ -211,7 +211,12 @@ mod tests {
         check(Some(59 * DAY), Some(30 * DAY), 60 * DAY, Some(53 * DAY - H));
         // Exactly max_open_age (7 days) old, it holds; a millisecond older, the cap does.
         check(Some(59 * DAY), Some(53 * DAY), 60 * DAY, Some(53 * DAY - H));
-        check(Some(59 * DAY), Some(53 * DAY - 1), 60 * DAY, Some(53 * DAY - H));
+        check(
+            Some(59 * DAY),
+            Some(53 * DAY - 1),
+            60 * DAY,
+            Some(53 * DAY - H),
+        );
         check(Some(59 * DAY), Some(55 * DAY), 60 * DAY, Some(55 * DAY - H));
         // A watermark older than the cap is where the read stops.
         check(Some(40 * DAY), Some(30 * DAY), 60 * DAY, Some(40 * DAY - H));

@@ -30,8 +30,8 @@ pub use error::{Error, Result};
 pub use loader::{CommitReport, Loader};
 pub use manifest::{FlowRun, GapWindow, RunManifest, run_id};
 pub use parquet_io::{decode, encode};
-pub use stage::{AddId, PartitionKey, Stage};
 pub use reads::{FlowRead, ReadView};
+pub use stage::{AddId, PartitionKey, Stage};
 pub use state::{FlowState, FlowUpdate, GapRecord, StateFile, current_to};
 #[cfg(any(test, feature = "testkit"))]
 pub use store::{Intercepted, PutHook};

@@ -268,9 +268,16 @@ mod tests {
             read(1, 30, Some(90)),
             read(2, 40, None),
         ]);
-        assert_eq!(f.oldest_open_ms, Some(90), "run 3's read overlapped run 4's");
+        assert_eq!(
+            f.oldest_open_ms,
+            Some(90),
+            "run 3's read overlapped run 4's"
+        );
         f.apply_read(&read(3, 50, None));
-        assert_eq!(f.oldest_open_ms, None, "two commits after the last read that saw it");
+        assert_eq!(
+            f.oldest_open_ms, None,
+            "two commits after the last read that saw it"
+        );
         assert_eq!(f.views.len(), 2, "{:?}", f.views);
     }
 
@@ -293,7 +300,11 @@ mod tests {
             ..read(0, 20, Some(90))
         }]);
         f.apply_read(&backfill(Some(60)));
-        assert_eq!(f.oldest_open_ms, Some(60), "the backfill's open run is held");
+        assert_eq!(
+            f.oldest_open_ms,
+            Some(60),
+            "the backfill's open run is held"
+        );
         assert_eq!((f.read_ms(), f.listed_run()), (Some(20), listed(200)));
         // A backfill replaces no read, even one that started before it.
         f.apply_read(&backfill(None));

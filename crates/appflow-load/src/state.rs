@@ -119,10 +119,7 @@ impl FlowUpdate {
     /// Up to when the flow's export is known complete once this update is committed,
     /// as far as this run tells ([`current_to`]).
     pub fn current_to_ms(&self) -> Option<i64> {
-        current_to(
-            self.newest_started_ms,
-            self.read.started_ms,
-        )
+        current_to(self.newest_started_ms, self.read.started_ms)
     }
 }
 

@@ -506,7 +506,11 @@ async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it
     assert!(seen.is_some());
     release.send(()).unwrap();
     held.await.unwrap().unwrap();
-    assert_eq!(oldest_open().await, seen, "the slower run forgot the open run");
+    assert_eq!(
+        oldest_open().await,
+        seen,
+        "the slower run forgot the open run"
+    );
 
     // A run on a host whose clock is a day ahead reads the run open and holds; the
     // run ends and a run on a right clock reads it ended, then the fast one commits.
@@ -517,7 +521,11 @@ async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it
     assert_eq!(oldest_open().await, None);
     release.send(()).unwrap();
     held.await.unwrap().unwrap();
-    assert_eq!(oldest_open().await, seen, "overlapping: what either saw open is kept");
+    assert_eq!(
+        oldest_open().await,
+        seen,
+        "overlapping: what either saw open is kept"
+    );
 
     // The next run reads after both: its view replaces theirs, whatever the clock
     // ahead wrote.
@@ -572,7 +580,11 @@ async fn runs_that_overlap_steadily_let_an_ended_run_go() {
     seen.push(oldest_open().await.is_some());
     // Held after runs 1, 2 and 3 commit (run 3's read overlapped run 2's, which saw it
     // open); let go from run 4's commit on, whatever runs overlap.
-    assert_eq!(seen, [true, true, true, false, false], "open run held after each commit");
+    assert_eq!(
+        seen,
+        [true, true, true, false, false],
+        "open run held after each commit"
+    );
 }
 
 /// Asks the run to stop when the `after`-th flow ends.
