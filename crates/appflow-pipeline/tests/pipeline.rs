@@ -427,6 +427,39 @@ async fn a_backfill_rerun_reads_exactly_the_flows_it_had_not_completed() {
     assert_eq!(third.flows_already_backfilled, 3);
 }
 
+/// A history with no open run, exported once: the emulator, the flow whose runs the
+/// test opens, the store and the pipeline that exported it.
+async fn exported_without_open_runs() -> (
+    Emulator,
+    RunningEmulator,
+    String,
+    Arc<MemoryStore>,
+    Pipeline,
+) {
+    let (emu, running) = emulator(2, 40).await;
+    let flow = names(&emu)[0].clone();
+    let store = Arc::new(MemoryStore::new());
+    let p = pipeline(&running, store.clone()).await;
+    emu.finish_open_runs(&[]);
+    run(&p, &plan()).await.1.unwrap();
+    (emu, running, flow, store, p)
+}
+
+/// The oldest open run the state holds for `flow`.
+async fn oldest_open(p: &Pipeline, flow: &str) -> Option<i64> {
+    p.loader().states().await.unwrap()[0].2.flows[flow].oldest_open_ms
+}
+
+/// A run of `flow` starts now and stays open.
+fn open_a_run(emu: &Emulator, flow: &str) {
+    emu.add_runs(&AddRuns {
+        count: 1,
+        flows: vec![flow.to_string()],
+        status: Some("InProgress".into()),
+        start: None,
+    });
+}
+
 /// Holds a run after it has read every flow, before it commits: tells `held` when it
 /// gets there and waits for `release`.
 struct HoldBeforeCommit {
@@ -476,31 +509,15 @@ fn run_held(
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it_whatever_the_clocks()
  {
-    let (emu, running) = emulator(2, 40).await;
-    let flow = names(&emu)[0].clone();
-    let store = Arc::new(MemoryStore::new());
-    let p = pipeline(&running, store.clone()).await;
-    let oldest_open = || {
-        let (loader, flow) = (p.loader().clone(), flow.clone());
-        async move { loader.states().await.unwrap()[0].2.flows[&flow].oldest_open_ms }
-    };
-    let open = |emu: &Emulator| {
-        emu.add_runs(&AddRuns {
-            count: 1,
-            flows: vec![flow.clone()],
-            status: Some("InProgress".into()),
-            start: None,
-        })
-    };
-    emu.finish_open_runs(&[]);
-    run(&p, &plan()).await.1.unwrap();
+    let (emu, running, flow, store, p) = exported_without_open_runs().await;
+    let oldest_open = || oldest_open(&p, &flow);
     assert_eq!(oldest_open().await, None);
 
     // A run on a host whose clock is slow reads nothing open and holds; meanwhile a
     // run opens and a run that started later sees it. The slow one commits last.
     let slow = RunReport::start(&plan()).started_ms - 3_600_000;
     let (release, held) = run_held(pipeline(&running, store.clone()).await, slow);
-    open(&emu);
+    open_a_run(&emu, &flow);
     run(&p, &plan()).await.1.unwrap();
     let seen = oldest_open().await;
     assert!(seen.is_some());
@@ -538,22 +555,9 @@ async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it
 /// commits after the last read that saw it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn runs_that_overlap_steadily_let_an_ended_run_go() {
-    let (emu, running) = emulator(2, 40).await;
-    let flow = names(&emu)[0].clone();
-    let store = Arc::new(MemoryStore::new());
-    let p = pipeline(&running, store.clone()).await;
-    let oldest_open = || {
-        let (loader, flow) = (p.loader().clone(), flow.clone());
-        async move { loader.states().await.unwrap()[0].2.flows[&flow].oldest_open_ms }
-    };
-    emu.finish_open_runs(&[]);
-    run(&p, &plan()).await.1.unwrap();
-    emu.add_runs(&AddRuns {
-        count: 1,
-        flows: vec![flow.clone()],
-        status: Some("InProgress".into()),
-        start: None,
-    });
+    let (emu, running, flow, store, p) = exported_without_open_runs().await;
+    let oldest_open = || oldest_open(&p, &flow);
+    open_a_run(&emu, &flow);
     let now = || RunReport::start(&plan()).started_ms;
     let held = |at| {
         let store = store.clone();
