@@ -125,9 +125,15 @@ def test_a_state_written_by_a_host_whose_clock_is_ahead_freezes_no_open_run_nor_
     [path] = (local_dest.path / "_state" / "flows").glob("*.json")
 
     def read_by_a_host_a_day_ahead() -> None:
+        """The state as a run of this release on that host leaves it: its read, and the
+        flow's last read, dated a day ahead."""
         doc = json.loads(path.read_text())
-        for name in doc["flows"]:
-            doc["flows"][name]["read_started_ms"] = now_ms() + 86_400_000
+        ahead = now_ms() + 86_400_000
+        for state in doc["flows"].values():
+            state["read_started_ms"] = ahead
+            assert state["views"], "the state keeps the reads"
+            for view in state["views"]:
+                view["started_ms"] = ahead
         path.write_text(json.dumps(doc))
 
     read_by_a_host_a_day_ahead()
