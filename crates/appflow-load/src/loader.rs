@@ -14,14 +14,14 @@ use crate::error::{Error, Result};
 use crate::flows::merge_flows;
 use crate::layout;
 use crate::manifest::RunManifest;
-use crate::merge::{Stored, merge_catalog, merge_executions};
+use crate::merge::{Stored, merge_catalog, merge_executions, write_new};
 use crate::parquet_io::ROW_GROUP_ROWS;
 use crate::stage::{PartitionKey, Stage, StagedDay};
 use crate::state::{FlowUpdate, STATE_VERSION, StateFile};
 use crate::store::ObjectStore;
 use crate::update::{
-    Change, Content, ContentChange, Format, Json, Medium, Parquet, Updated, Wrote, decode_error,
-    decode_stored, temp_file, update, update_content,
+    Change, Content, ContentChange, Context, Format, Json, Medium, Parquet, Updated, Wrote,
+    decode_error, decode_stored, temp_file, update, update_content,
 };
 use appflow_transform::Table;
 
@@ -174,18 +174,39 @@ impl Loader {
             let changed = merge_executions(stored, d.executions()?, &out, rows)?;
             Ok(changed.then_some(Content::File(out)))
         });
-        let updated = update_content(&self.store, &exec_key, &medium, None, merge_exec).await?;
+        let updated =
+            update_content(&self.store, &exec_key, &medium, Context::None, merge_exec).await?;
         report.count(updated);
+        // This commit made the executions file: it holds this run's runs only.
+        let made_executions = updated.created;
 
         // A run's catalog rows follow its row in the executions file as it is now,
         // read again on every attempt: another writer may have stored a newer
         // version of the run meanwhile, and then its catalog rows are the ones to keep.
+        // A day whose executions file this commit made gets, when its catalog file is
+        // not stored, this run's catalog rows without reading the executions back: a
+        // writer that replaced the executions meanwhile writes the rows of its runs
+        // when it writes the catalog file (its create fails when ours came first, and
+        // it merges then; ours fails when its came first, and we merge).
         // Every day with runs has its catalog file, with no rows when none of its
         // runs registered anything: readers that glob a table's files (DuckDB 1.x
         // views, Polars, pyarrow datasets) then never find a table without files.
         let cat_key = layout::day_file(Table::CatalogRegistrations, &key);
         let cat_location = self.store.location(&cat_key);
         let merge_cat: Arc<ContentChange> = Arc::new(move |stored, executions| {
+            let none = || -> crate::sorted::Stream { Box::new(std::iter::empty()) };
+            let new_rows = || {
+                if day.has_no_catalog_rows() {
+                    Ok(none())
+                } else {
+                    day.catalog()
+                }
+            };
+            if stored.is_none() && made_executions {
+                let out = temp_file(&scratch, "merged-")?;
+                write_new(Table::CatalogRegistrations, new_rows()?, &out, rows)?;
+                return Ok(Some(Content::File(out)));
+            }
             let (stored, executions) = (file_of(stored)?, file_of(executions)?);
             let stored = stored.as_deref().map(|path| Stored {
                 path,
@@ -197,12 +218,7 @@ impl Loader {
                 location: &exec_location,
                 table: Table::Executions,
             });
-            let none = || -> crate::sorted::Stream { Box::new(std::iter::empty()) };
-            let new_rows = if day.has_no_catalog_rows() {
-                none()
-            } else {
-                day.catalog()?
-            };
+            let new_rows = new_rows()?;
             // The executions matter only to catalog rows, stored or new.
             let stored_rows = match stored {
                 Some(s) => !s.is_empty()?,
@@ -217,8 +233,12 @@ impl Loader {
             let changed = merge_catalog(executions, mine, stored, new_rows, &out, rows)?;
             Ok(changed.then_some(Content::File(out)))
         });
-        let updated =
-            update_content(&self.store, &cat_key, &medium, Some(&exec_key), merge_cat).await?;
+        let context = if made_executions {
+            Context::WhenStored(&exec_key)
+        } else {
+            Context::Always(&exec_key)
+        };
+        let updated = update_content(&self.store, &cat_key, &medium, context, merge_cat).await?;
         report.count(updated);
         Ok(())
     }

@@ -273,6 +273,23 @@ impl<'a> Output<'a> {
     }
 }
 
+/// A day file that is not stored yet: this run's rows (one version of each run,
+/// sorted) are the file, written to `out` as they come, without a merge.
+pub(crate) fn write_new(
+    table: Table,
+    rows: Stream,
+    out: &Path,
+    row_group_rows: usize,
+) -> Result<bool> {
+    let sink_error = |e| Error::stage(format!("temporary file {}: {e}", out.display()));
+    let mut sink = FileSink::create(out, &schema_for(table), row_group_rows).map_err(sink_error)?;
+    for batch in rows {
+        sink.write(&batch?).map_err(sink_error)?;
+    }
+    sink.finish().map_err(sink_error)?;
+    Ok(true)
+}
+
 /// Merges this run's execution rows (one version of each run, sorted) into a day
 /// file, writing the new file to `out`. `false`: the stored file is up to date.
 pub(crate) fn merge_executions(
@@ -281,6 +298,10 @@ pub(crate) fn merge_executions(
     out: &Path,
     row_group_rows: usize,
 ) -> Result<bool> {
+    let Some(stored) = stored else {
+        return write_new(Table::Executions, incoming, out, row_group_rows);
+    };
+    let stored = Some(stored);
     let schema = schema_for(Table::Executions);
     let content = Arc::new(Encoder::content(&schema, Some(FIRST_WRITTEN))?);
     let stored_input = match &stored {

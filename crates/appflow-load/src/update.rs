@@ -185,6 +185,19 @@ pub(crate) enum Wrote {
 pub(crate) struct Updated {
     pub wrote: Wrote,
     pub conflicts: u32,
+    /// The write made the object: none was stored (its content is this change's).
+    pub created: bool,
+}
+
+/// Another object an update hands to its change, read again on every attempt.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Context<'a> {
+    None,
+    /// The object at this key.
+    Always(&'a str),
+    /// The object at this key, when the object updated is stored: a change that
+    /// makes it anew does not need it.
+    WhenStored(&'a str),
 }
 
 /// [`update_content`] of an object held in memory and decoded by `format`; nothing
@@ -217,18 +230,18 @@ pub(crate) async fn update<F: Format>(
             .map_err(|e| Error::write(location.clone(), e))?;
         Ok((stored.as_ref() != Some(&body)).then_some(Content::Memory(body)))
     });
-    update_content(store, key, &Medium::Memory, None, content_change).await
+    update_content(store, key, &Medium::Memory, Context::None, content_change).await
 }
 
 /// Reads, changes and conditionally writes the object at `key` until its write holds
-/// or nothing needs writing, holding its content as `medium` says. With `context`,
-/// that object is read again on every attempt and handed to the change (a catalog
-/// file follows the executions file as it is when the catalog file is written).
+/// or nothing needs writing, holding its content as `medium` says. The `context`
+/// object is read again on every attempt and handed to the change (a catalog file
+/// follows the executions file as it is when the catalog file is written).
 pub(crate) async fn update_content(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     medium: &Medium,
-    context: Option<&str>,
+    context: Context<'_>,
     change: Arc<ContentChange>,
 ) -> Result<Updated> {
     let location = store.location(key);
@@ -240,7 +253,12 @@ pub(crate) async fn update_content(
             Some(object) => object,
             None => medium.read(store, key).await?,
         };
-        let context_now = match context {
+        let context_key = match context {
+            Context::Always(k) => Some(k),
+            Context::WhenStored(k) if existing.is_some() => Some(k),
+            _ => None,
+        };
+        let context_now = match context_key {
             Some(k) => medium.read(store, k).await?.map(|(content, _)| content),
             None => None,
         };
@@ -257,12 +275,17 @@ pub(crate) async fn update_content(
             } else {
                 Wrote::Absent
             };
-            return Ok(Updated { wrote, conflicts });
+            return Ok(Updated {
+                wrote,
+                conflicts,
+                created: false,
+            });
         };
         let mode = etag.map_or(PutMode::Create, PutMode::Replace);
         let written = Updated {
             wrote: Wrote::Written,
             conflicts,
+            created: !had_object,
         };
         match body.put(store, key, mode).await? {
             PutOutcome::Written { .. } => return Ok(written),
