@@ -186,8 +186,8 @@ impl Loader {
         // A day whose executions file this commit made gets, when its catalog file is
         // not stored, this run's catalog rows without reading the executions back: a
         // writer that replaced the executions meanwhile writes the rows of its runs
-        // when it writes the catalog file (its create fails when ours came first, and
-        // it merges then; ours fails when its came first, and we merge).
+        // when it writes the catalog file (after ours, it merges into it; before
+        // ours, our create fails and we merge).
         // Every day with runs has its catalog file, with no rows when none of its
         // runs registered anything: readers that glob a table's files (DuckDB 1.x
         // views, Polars, pyarrow datasets) then never find a table without files.
@@ -204,7 +204,7 @@ impl Loader {
             };
             if stored.is_none() && made_executions {
                 let out = temp_file(&scratch, "merged-")?;
-                write_new(Table::CatalogRegistrations, new_rows()?, &out, rows)?;
+                write_new(Table::CatalogRegistrations, new_rows()?, &out, rows, true)?;
                 return Ok(Some(Content::File(out)));
             }
             let (stored, executions) = (file_of(stored)?, file_of(executions)?);

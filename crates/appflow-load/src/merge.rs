@@ -24,7 +24,7 @@ use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::{Error, Result};
 use crate::parquet_io::{FileSink, READ_BATCH_ROWS, Reader};
-use crate::sorted::{Encoder, Input, Merge, Picked, Row, Stream};
+use crate::sorted::{Encoder, Input, Merge, Picked, Row, SORT_KEY, Stream};
 use crate::update::decode_error;
 use appflow_model::supersedes;
 use appflow_transform::{Table, schema_for};
@@ -274,24 +274,78 @@ impl<'a> Output<'a> {
 }
 
 /// A day file that is not stored yet: this run's rows (one version of each run,
-/// sorted) are the file, written to `out` as they come, without a merge.
+/// sorted) are the file, written to `out` as they come, without a merge. `false`: no
+/// rows and `when_empty` false, no file. Rows out of the file's order (a bug of the
+/// stage) fail here, before any file is stored.
 pub(crate) fn write_new(
     table: Table,
     rows: Stream,
     out: &Path,
     row_group_rows: usize,
+    when_empty: bool,
 ) -> Result<bool> {
     let sink_error = |e| Error::stage(format!("temporary file {}: {e}", out.display()));
-    let mut sink = FileSink::create(out, &schema_for(table), row_group_rows).map_err(sink_error)?;
+    let create = || FileSink::create(out, &schema_for(table), row_group_rows).map_err(sink_error);
+    let mut order = Ascending::new(table);
+    let mut sink = None;
     for batch in rows {
-        sink.write(&batch?).map_err(sink_error)?;
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        order.check(&batch)?;
+        let sink = match &mut sink {
+            Some(s) => s,
+            None => sink.insert(create()?),
+        };
+        sink.write(&batch).map_err(sink_error)?;
     }
+    let sink = match sink {
+        Some(s) => s,
+        None if when_empty => create()?,
+        None => return Ok(false),
+    };
     sink.finish().map_err(sink_error)?;
     Ok(true)
 }
 
+/// Checks that rows come in strictly ascending order of a table's key (executions:
+/// [`SORT_KEY`]; catalog rows: that and their ordinal), batch after batch.
+struct Ascending {
+    key: &'static [&'static str],
+    last: Option<arrow::row::OwnedRow>,
+}
+
+impl Ascending {
+    fn new(table: Table) -> Self {
+        const CATALOG_KEY: [&str; 4] = ["flow_name", "started_at", "execution_id", "ordinal"];
+        let key: &'static [&'static str] = match table {
+            Table::CatalogRegistrations => &CATALOG_KEY,
+            _ => &SORT_KEY,
+        };
+        Ascending { key, last: None }
+    }
+
+    fn check(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = rows(batch, self.key).map_err(|e| Error::bug("writing a day file", e))?;
+        let mut previous = self.last.as_ref().map(|r| r.row());
+        for row in keys.iter() {
+            if previous.is_some_and(|p| p >= row) {
+                return Err(Error::bug(
+                    "writing a day file",
+                    "staged rows are out of order or repeated",
+                ));
+            }
+            previous = Some(row);
+        }
+        self.last = previous.map(|r| r.owned());
+        Ok(())
+    }
+}
+
 /// Merges this run's execution rows (one version of each run, sorted) into a day
-/// file, writing the new file to `out`. `false`: the stored file is up to date.
+/// file, writing the new file to `out`. `false`: the stored file is up to date (or,
+/// with none stored, no rows came).
 pub(crate) fn merge_executions(
     stored: Option<Stored<'_>>,
     incoming: Stream,
@@ -299,7 +353,7 @@ pub(crate) fn merge_executions(
     row_group_rows: usize,
 ) -> Result<bool> {
     let Some(stored) = stored else {
-        return write_new(Table::Executions, incoming, out, row_group_rows);
+        return write_new(Table::Executions, incoming, out, row_group_rows, false);
     };
     let stored = Some(stored);
     let schema = schema_for(Table::Executions);
@@ -419,4 +473,68 @@ pub(crate) fn merge_catalog(
         output.change()?;
     }
     output.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appflow_model::testkit::flow;
+    use appflow_transform::to_batches;
+
+    /// The executions rows of runs `ids` (started in that order, a second apart).
+    fn executions(ids: &[&str]) -> RecordBatch {
+        let records: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| {
+                let started = 1_700_000_000_000 + 1000 * n as i64;
+                appflow_model::testkit::run(id, started, "Successful", started)
+            })
+            .collect();
+        to_batches(&flow("f"), &records, 1).unwrap().executions
+    }
+
+    /// An error and its causes.
+    fn chain(e: &Error) -> String {
+        let source = std::error::Error::source(e).map(ToString::to_string);
+        format!("{e}: {}", source.unwrap_or_default())
+    }
+
+    fn stream(batches: Vec<RecordBatch>) -> Stream {
+        Box::new(batches.into_iter().map(Ok))
+    }
+
+    #[test]
+    fn a_new_file_is_written_only_with_rows_unless_asked_and_only_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("day.parquet");
+        let empty = stream(vec![RecordBatch::new_empty(schema_for(Table::Executions))]);
+        assert!(!write_new(Table::Executions, empty, &out, 10, false).unwrap());
+        assert!(!out.exists(), "no rows, no file");
+        let empty = stream(Vec::new());
+        assert!(write_new(Table::CatalogRegistrations, empty, &out, 10, true).unwrap());
+        assert!(out.exists(), "a catalog file with no rows, when asked");
+
+        let sorted = stream(vec![
+            executions(&["a", "b"]),
+            executions(&["c"]).slice(0, 0),
+        ]);
+        assert!(write_new(Table::Executions, sorted, &out, 10, false).unwrap());
+        // Out of order across batches (the second starts before the first ends), and
+        // a run twice in one batch.
+        let batch = executions(&["a", "b"]);
+        let unsorted = stream(vec![batch.slice(1, 1), batch.slice(0, 1)]);
+        let err = write_new(Table::Executions, unsorted, &out, 10, false).unwrap_err();
+        assert!(chain(&err).contains("out of order"), "{err}");
+        let twice = concat_batches(&batch.schema(), [&batch.slice(0, 1), &batch.slice(0, 1)]);
+        let err = write_new(
+            Table::Executions,
+            stream(vec![twice.unwrap()]),
+            &out,
+            10,
+            false,
+        )
+        .unwrap_err();
+        assert!(chain(&err).contains("repeated"), "{err}");
+    }
 }

@@ -444,6 +444,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(Intercepted::new(inner, hook));
         let updated = add_to(&store, "a").await.unwrap();
         assert_eq!((updated.wrote, updated.conflicts), (Wrote::Written, 0));
+        assert!(updated.created, "its create landed: the object is its own");
         assert_eq!(stored(&store).await.unwrap().0.items, ["a"]);
     }
 
@@ -490,7 +491,7 @@ mod tests {
     async fn an_update_that_changes_no_byte_writes_nothing() {
         let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
         let first = add_to(&store, "a").await.unwrap();
-        assert_eq!(first.wrote, Wrote::Written);
+        assert_eq!((first.wrote, first.created), (Wrote::Written, true));
         let (_, etag) = stored(&store).await.unwrap();
         let again = add_to(&store, "a").await.unwrap();
         assert_eq!((again.wrote, again.conflicts), (Wrote::Unchanged, 0));
@@ -513,6 +514,10 @@ mod tests {
         );
         let updated = add_to(&store, "mine").await.unwrap();
         assert_eq!((updated.wrote, updated.conflicts), (Wrote::Written, 1));
+        assert!(
+            !updated.created,
+            "its create lost: it replaced the winner's object"
+        );
         assert_eq!(
             stored(&store).await.unwrap().0.items,
             ["first", "other writer", "mine"],
