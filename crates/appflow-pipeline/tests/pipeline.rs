@@ -503,6 +503,17 @@ fn run_held(
     (release_tx, handle)
 }
 
+/// Releases a run [`run_held`] holds and waits for its commit.
+async fn commit_held(
+    (release, held): (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<appflow_pipeline::Result<()>>,
+    ),
+) {
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+}
+
 /// Which of two overlapping runs' view of an open run is kept is decided by what they
 /// read, not by their hosts' clocks: a run that read after every committed read
 /// replaces it, two that overlapped keep what either saw open.
@@ -521,8 +532,7 @@ async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it
     run(&p, &plan()).await.1.unwrap();
     let seen = oldest_open().await;
     assert!(seen.is_some());
-    release.send(()).unwrap();
-    held.await.unwrap().unwrap();
+    commit_held((release, held)).await;
     assert_eq!(
         oldest_open().await,
         seen,
@@ -536,8 +546,7 @@ async fn overlapping_runs_keep_what_either_saw_open_and_a_later_read_replaces_it
     emu.finish_open_runs(&[]);
     run(&p, &plan()).await.1.unwrap();
     assert_eq!(oldest_open().await, None);
-    release.send(()).unwrap();
-    held.await.unwrap().unwrap();
+    commit_held((release, held)).await;
     assert_eq!(
         oldest_open().await,
         seen,
@@ -573,14 +582,10 @@ async fn runs_that_overlap_steadily_let_an_ended_run_go() {
             emu.finish_open_runs(&[]);
         }
         let next = held(now()).await;
-        let (release, done) = std::mem::replace(&mut in_flight, next);
-        release.send(()).unwrap();
-        done.await.unwrap().unwrap();
+        commit_held(std::mem::replace(&mut in_flight, next)).await;
         seen.push(oldest_open().await.is_some());
     }
-    let (release, done) = in_flight;
-    release.send(()).unwrap();
-    done.await.unwrap().unwrap();
+    commit_held(in_flight).await;
     seen.push(oldest_open().await.is_some());
     // Held after runs 1, 2 and 3 commit (run 3's read overlapped run 2's, which saw it
     // open); let go from run 4's commit on, whatever runs overlap.
