@@ -9,15 +9,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{Int32Type, SchemaRef, TimestampMillisecondType};
 use arrow::ipc::writer::FileWriter;
 
 use super::day::Run;
 use super::{FAN_IN, PartitionKey, day_of, stage_bug, stage_io, staged_schema};
 use crate::error::Result;
-use crate::sorted::{Encoder, Input, Merge, Picked, SORT_KEY};
+use crate::sorted::{Encoder, Input, Merge, Picked};
 use appflow_transform::Table;
 
 /// Where one partition's rows of a segment are: the segment, and the batches of each
@@ -33,14 +33,6 @@ pub(super) struct Slice {
 
 /// Rows per batch of a staged run: a day is read back one batch per run at a time.
 pub(super) const STAGED_BATCH_ROWS: usize = 256;
-
-/// Staged rows' order: the day file's, and for catalog rows, their ordinal within it.
-fn sort_columns(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::CatalogRegistrations => &["flow_name", "started_at", "execution_id", "ordinal"],
-        _ => &SORT_KEY,
-    }
-}
 
 /// `batch` sorted by partition (its `account_id`, `region` and the day of its
 /// `started_at`), then as its table's runs are stored, in one copy; each partition's
@@ -58,26 +50,7 @@ pub(super) fn by_partition(
             .cloned()
             .ok_or_else(|| stage_bug(format!("no column {name}")))
     };
-    let days: arrow::array::Int64Array = arrow::compute::kernels::arity::unary(
-        col(batch, "started_at")?.as_primitive::<TimestampMillisecondType>(),
-        |ms| ms.div_euclid(86_400_000),
-    );
-    let mut by = vec![
-        col(batch, "account_id")?,
-        col(batch, "region")?,
-        Arc::new(days),
-    ];
-    for name in sort_columns(table) {
-        by.push(col(batch, name)?);
-    }
-    let by: Vec<SortColumn> = by
-        .into_iter()
-        .map(|values| SortColumn {
-            values,
-            options: None,
-        })
-        .collect();
-    let order = lexsort_to_indices(&by, None).map_err(stage_bug)?;
+    let order = partition_order(table, batch)?;
     let sorted = take_record_batch(batch, &order).map_err(stage_bug)?;
     let account = col(&sorted, "account_id")?;
     let region = col(&sorted, "region")?;
@@ -106,6 +79,86 @@ pub(super) fn by_partition(
         }
     }
     Ok(parts)
+}
+
+/// The order that sorts `batch` by partition, then as a day file's rows
+/// ([`crate::sorted::SORT_KEY`]; catalog rows then by `ordinal`), strings by their bytes. The strings of a flow's
+/// identity are ranked once, so most comparisons are of integers; the sort is stable
+/// and finds the runs already in order (each page comes newest-first, a reversed run).
+fn partition_order(table: Table, batch: &RecordBatch) -> Result<UInt32Array> {
+    let string = |name: &str| -> Result<&StringArray> {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| stage_bug(format!("no string column {name}")))
+    };
+    let (account, region, flow, id) = (
+        string("account_id")?,
+        string("region")?,
+        string("flow_name")?,
+        string("execution_id")?,
+    );
+    let started = batch
+        .column_by_name("started_at")
+        .map(|c| c.as_primitive::<TimestampMillisecondType>())
+        .ok_or_else(|| stage_bug("no column started_at"))?;
+    let ordinal = match table {
+        Table::CatalogRegistrations => Some(
+            batch
+                .column_by_name("ordinal")
+                .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                .ok_or_else(|| stage_bug("no column ordinal"))?,
+        ),
+        _ => None,
+    };
+    let rows = batch.num_rows();
+    let place = ranks(
+        (0..rows)
+            .map(|i| (text(account, i), text(region, i)))
+            .collect(),
+    );
+    let flows = ranks((0..rows).map(|i| text(flow, i)).collect());
+    let keys: Vec<(u32, Option<i64>, u32, Option<i64>)> = (0..rows)
+        .map(|i| {
+            let ms = started.is_valid(i).then(|| started.value(i));
+            (
+                place[i],
+                ms.map(|ms| ms.div_euclid(86_400_000)),
+                flows[i],
+                ms,
+            )
+        })
+        .collect();
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        keys[a]
+            .cmp(&keys[b])
+            .then_with(|| text(id, a).cmp(&text(id, b)))
+            .then_with(|| match ordinal {
+                Some(o) => {
+                    (o.is_valid(a).then(|| o.value(a))).cmp(&o.is_valid(b).then(|| o.value(b)))
+                }
+                None => std::cmp::Ordering::Equal,
+            })
+    });
+    Ok(UInt32Array::from(order))
+}
+
+/// Row `i` of a string column.
+fn text(a: &StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+/// Each value's rank among the distinct values (equal values, equal ranks).
+fn ranks<T: Ord + Clone>(values: Vec<T>) -> Vec<u32> {
+    let mut distinct = values.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    values
+        .iter()
+        .map(|v| distinct.binary_search(v).unwrap_or_default() as u32)
+        .collect()
 }
 
 pub(super) type SegmentWriter = FileWriter<BufWriter<File>>;

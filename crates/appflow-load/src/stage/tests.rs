@@ -259,3 +259,75 @@ fn past_the_most_runs_segments_are_merged_and_read_back_the_same_rows() {
         assert_eq!(m.catalog_registrations, s.catalog_registrations, "{key:?}");
     }
 }
+
+/// Rows of several places and flows, pages newest-first and shuffled between flows,
+/// with ties in `started_at`: `by_partition` orders them as Arrow's lexicographic sort
+/// of (account, region, day, the day file's key[, ordinal]) does.
+#[test]
+fn rows_are_split_by_partition_in_the_order_of_a_lexicographic_sort() {
+    use appflow_model::testkit::flow_in;
+    use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+    let mut pages = Vec::new();
+    for (account, region, name) in [
+        ("2", "eu", "b"),
+        ("1", "us", "b"),
+        ("1", "eu", "a"),
+        ("1", "eu", "ab"),
+    ] {
+        let records: Vec<ExecutionRecord> = (0..30_i64)
+            .rev() // newest first, as pages come
+            .map(|i| ExecutionRecord {
+                catalog_details: (0..(i % 3) as usize)
+                    .map(|c| glue(format!("t{c}"), None))
+                    .collect(),
+                // Pairs of runs that start in the same millisecond, ids in either order.
+                ..run(
+                    &format!("{}{name}", 9 - i % 2 * 9 + i / 2),
+                    1_790_000_000_000 + (i / 2) * 9_000_000,
+                    "Successful",
+                    1,
+                )
+            })
+            .collect();
+        pages.push(
+            appflow_transform::to_batches(&flow_in(name, account, region), &records, 1).unwrap(),
+        );
+    }
+    for table in [Table::Executions, Table::CatalogRegistrations] {
+        let parts: Vec<RecordBatch> = pages
+            .iter()
+            .map(|b| match table {
+                Table::CatalogRegistrations => b.catalog_registrations.clone(),
+                _ => b.executions.clone(),
+            })
+            .collect();
+        let all = concat_batches(&schema_for(table), &parts).unwrap();
+        let got = segment::by_partition(table, &all).unwrap();
+        let got = concat_batches(&schema_for(table), got.iter().map(|(_, b)| b)).unwrap();
+        let started = all
+            .column_by_name("started_at")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let days: arrow::array::Int64Array =
+            arrow::compute::kernels::arity::unary(started, |ms| ms.div_euclid(86_400_000));
+        let mut by = vec![
+            all.column_by_name("account_id").unwrap().clone(),
+            all.column_by_name("region").unwrap().clone(),
+            Arc::new(days),
+        ];
+        let mut key = vec!["flow_name", "started_at", "execution_id"];
+        if table == Table::CatalogRegistrations {
+            key.push("ordinal");
+        }
+        by.extend(key.iter().map(|k| all.column_by_name(k).unwrap().clone()));
+        let by: Vec<SortColumn> = by
+            .into_iter()
+            .map(|values| SortColumn {
+                values,
+                options: None,
+            })
+            .collect();
+        let expected = take_record_batch(&all, &lexsort_to_indices(&by, None).unwrap()).unwrap();
+        assert_eq!(got, expected, "{table:?}");
+    }
+}
