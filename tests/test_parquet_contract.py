@@ -70,3 +70,27 @@ def test_files_of_an_older_schema_read_with_current_ones(emulator, local_dest):
         f"FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true, filename = true)"
     ).fetchone()
     assert rows == (len(expected.executions), old_rows)
+
+
+# Nearly distinct in every row: written plain (a dictionary would hold each value again).
+PLAIN = {"execution_id", "started_at", "last_updated_at", "data_pull_start_time", "data_pull_end_time",
+         "bytes_processed", "bytes_written", "records_processed", "duration_seconds"}
+
+
+def test_ids_times_and_counts_are_written_plain_and_repeated_values_with_a_dictionary(emulator, local_dest):
+    assert_exit(export(emulator, local_dest), 0)
+    checked = set()
+    for table in ("executions", "catalog_registrations"):
+        for path in sorted((local_dest.path / table).glob("dt=*/*.parquet")):
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                for i in range(meta.num_columns):
+                    chunk = meta.row_group(g).column(i)
+                    name = meta.schema.column(i).name
+                    if name in PLAIN:
+                        assert not chunk.has_dictionary_page, f"{path}: {name} has a dictionary"
+                    elif name in ("flow_name", "account_id", "execution_status", "catalog_type"):
+                        assert chunk.has_dictionary_page, f"{path}: {name} has no dictionary"
+                    checked.add((table, name))
+    assert {("executions", "execution_id"), ("executions", "flow_name"),
+            ("catalog_registrations", "started_at"), ("catalog_registrations", "catalog_type")} <= checked

@@ -15,6 +15,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::BoxError;
 use crate::update::check_version;
@@ -63,11 +64,30 @@ pub(crate) const ROW_GROUP_ROWS: usize = 8_192;
 /// (dictionary-encoded pages leave little for a deeper search) at less CPU.
 const ZSTD_LEVEL: i32 = 1;
 
+/// Columns whose values are nearly all distinct (ids, times, counts): a dictionary
+/// would hold every value again and cost a hash lookup a value, so these are written
+/// plain (zstd still compresses them). The others (names, statuses, messages, a
+/// write's `exported_at`) repeat, and keep Parquet's default dictionary. Without the
+/// dictionaries here the day files came out about a fifth smaller, with less CPU and
+/// memory in the writer (BENCHMARKS.md, 2026-12-08).
+const PLAIN_COLUMNS: [&str; 9] = [
+    "execution_id",
+    "started_at",
+    "last_updated_at",
+    "data_pull_start_time",
+    "data_pull_end_time",
+    "bytes_processed",
+    "bytes_written",
+    "records_processed",
+    "duration_seconds",
+];
+
 /// Rows per batch read from a stored file.
 pub(crate) const READ_BATCH_ROWS: usize = 1024;
 
 /// The writer settings of the data contract: zstd, page statistics, the schema
-/// version in the footer's key-value metadata, row groups of at most `row_group_rows`.
+/// version in the footer's key-value metadata, row groups of at most `row_group_rows`,
+/// dictionaries where values repeat ([`PLAIN_COLUMNS`]).
 /// Timestamps are written as INT64 TIMESTAMP(MILLIS, adjusted to UTC) because the
 /// Arrow type is `Timestamp(ms, "UTC")`.
 pub(crate) fn properties(
@@ -79,7 +99,13 @@ pub(crate) fn properties(
         .iter()
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    for name in PLAIN_COLUMNS {
+        if schema.column_with_name(name).is_some() {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+        }
+    }
+    Ok(builder
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_key_value_metadata(Some(kv))
