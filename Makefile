@@ -38,20 +38,21 @@ $(VENV)/.installed: Makefile
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_DEPS)
 	touch $@
 
-## make bench: the benchmarks (release build), see BENCHMARKS.md: the full export
-## beside paging alone and the in-process stages; memory at 200,000 runs a day;
-## the peers (boto3 + pyarrow, dlt) on the same data; a no-change run over 1,000 flows
-## with and without --skip-unchanged; a backfill under a 20 req/s rate limit; an
-## organization of 8 accounts x 2 regions at --target-concurrency 1 and 4; a backfill
-## under random throttling, a rate limit and a throttling storm (issue 20).
+## make bench: the benchmarks (release build), see BENCHMARKS.md. First the table of
+## issue 23 (bench/table.sh): paging alone, the full export, an incremental run, a run
+## with nothing new and a backfill at 100 x 1,000, 200,000 and 1,000,000 runs a day,
+## and the peers (boto3 + pyarrow, dlt) at 100 x 1,000, with the ratios of one run;
+## then the in-process stages (criterion); a no-change run over 1,000 flows with and
+## without --skip-unchanged; a backfill under a 20 req/s rate limit; an organization
+## of 8 accounts x 2 regions at --target-concurrency 1 and 4; a backfill under random
+## throttling, a rate limit and a throttling storm (issue 20).
 bench:
-	bash bench/run.sh
-	bash bench/scale.sh
+	bash bench/table.sh
+	cargo bench -p appflow-load --bench stages -- --noplot
 	bash bench/skip.sh
 	bash bench/ratelimit.sh
 	bash bench/accounts.sh
 	bash bench/throttle.sh
-	bash bench/peers/run.sh
 
 ## make templates: the Glue tables of deploy/cloudformation/appflow-export.yaml written
 ## again from the code (`schema --format cloudformation`; tests/test_deploy.py fails

@@ -1,4 +1,4 @@
-//! Paging alone, the floor under a full export (`bench/run.sh` runs it beside the
+//! Paging alone, the floor under a full export (`bench/table.sh` runs it beside the
 //! export, on the same emulator): every flow's whole history through the `Extractor`
 //! the export uses, at most 8 calls in flight (the export's default `--concurrency`),
 //! the records counted and dropped.
