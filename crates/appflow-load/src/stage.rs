@@ -44,8 +44,8 @@ pub(crate) fn day_of(millis: i64) -> Result<String> {
         .ok_or(Error::BadTimestamp { millis })
 }
 
-/// Rows kept in memory before they are written to a segment file (splitting and
-/// sorting them for a segment takes about twice as much again).
+/// Rows kept in memory before they are written to a segment file (sorting them for a
+/// segment copies them once more).
 const MEMORY_BUDGET: usize = 8 << 20;
 
 /// Sorted runs of one day and level merged into one run of the next level.
@@ -267,14 +267,12 @@ impl Stage {
             .into_iter()
             .map(|b| (b.executions, b.catalog_registrations))
             .unzip();
-        // Each table is copied once, sorted; the concatenated rows go right after.
-        let exec_parts = by_partition(Table::Executions, &concat(Table::Executions, exec)?)?;
-        let mut cat_parts: BTreeMap<PartitionKey, RecordBatch> = by_partition(
-            Table::CatalogRegistrations,
-            &concat(Table::CatalogRegistrations, cat)?,
-        )?
-        .into_iter()
-        .collect();
+        // Each table is copied once, sorted; the pages go right after.
+        let exec_parts = by_partition(Table::Executions, &exec)?;
+        let mut cat_parts: BTreeMap<PartitionKey, RecordBatch> =
+            by_partition(Table::CatalogRegistrations, &cat)?
+                .into_iter()
+                .collect();
         let parts = exec_parts
             .into_iter()
             .map(|(key, executions)| {

@@ -9,8 +9,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::{
+    Array, AsArray, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{Int32Type, SchemaRef, TimestampMillisecondType};
 use arrow::ipc::writer::FileWriter;
 
@@ -34,27 +36,26 @@ pub(super) struct Slice {
 /// Rows per batch of a staged run: a day is read back one batch per run at a time.
 pub(super) const STAGED_BATCH_ROWS: usize = 256;
 
-/// `batch` sorted by partition (its `account_id`, `region` and the day of its
-/// `started_at`), then as its table's runs are stored, in one copy; each partition's
-/// rows are a slice of it.
+/// The rows of `batches` sorted by partition (its `account_id`, `region` and the day
+/// of its `started_at`), then as its table's runs are stored, copied once into one
+/// batch; each partition's rows are a slice of it.
 pub(super) fn by_partition(
     table: Table,
-    batch: &RecordBatch,
+    batches: &[RecordBatch],
 ) -> Result<Vec<(PartitionKey, RecordBatch)>> {
-    if batch.num_rows() == 0 {
+    let order = partition_order(table, batches)?;
+    if order.is_empty() {
         return Ok(Vec::new());
     }
-    let col = |batch: &RecordBatch, name: &str| -> Result<arrow::array::ArrayRef> {
-        batch
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let sorted = interleave_record_batch(&refs, &order).map_err(stage_bug)?;
+    let col = |name: &str| -> Result<arrow::array::ArrayRef> {
+        sorted
             .column_by_name(name)
             .cloned()
             .ok_or_else(|| stage_bug(format!("no column {name}")))
     };
-    let order = partition_order(table, batch)?;
-    let sorted = take_record_batch(batch, &order).map_err(stage_bug)?;
-    let account = col(&sorted, "account_id")?;
-    let region = col(&sorted, "region")?;
-    let started = col(&sorted, "started_at")?;
+    let (account, region, started) = (col("account_id")?, col("region")?, col("started_at")?);
     let (account, region, started) = (
         account.as_string::<i32>(),
         region.as_string::<i32>(),
@@ -81,46 +82,85 @@ pub(super) fn by_partition(
     Ok(parts)
 }
 
-/// The order that sorts `batch` by partition, then as a day file's rows
-/// ([`crate::sorted::SORT_KEY`]; catalog rows then by `ordinal`), strings by their bytes. The strings of a flow's
-/// identity are ranked once, so most comparisons are of integers; the sort is stable
-/// and finds the runs already in order (each page comes newest-first, a reversed run).
-fn partition_order(table: Table, batch: &RecordBatch) -> Result<UInt32Array> {
-    let string = |name: &str| -> Result<&StringArray> {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| stage_bug(format!("no string column {name}")))
-    };
-    let (account, region, flow, id) = (
-        string("account_id")?,
-        string("region")?,
-        string("flow_name")?,
-        string("execution_id")?,
-    );
-    let started = batch
-        .column_by_name("started_at")
-        .map(|c| c.as_primitive::<TimestampMillisecondType>())
-        .ok_or_else(|| stage_bug("no column started_at"))?;
-    let ordinal = match table {
-        Table::CatalogRegistrations => Some(
+/// The columns of one batch that order its rows.
+struct OrderColumns<'a> {
+    account: &'a StringArray,
+    region: &'a StringArray,
+    flow: &'a StringArray,
+    id: &'a StringArray,
+    started: &'a TimestampMillisecondArray,
+    ordinal: Option<&'a Int32Array>,
+}
+
+impl<'a> OrderColumns<'a> {
+    fn of(table: Table, batch: &'a RecordBatch) -> Result<Self> {
+        let string = |name: &str| -> Result<&'a StringArray> {
             batch
-                .column_by_name("ordinal")
-                .and_then(|c| c.as_primitive_opt::<Int32Type>())
-                .ok_or_else(|| stage_bug("no column ordinal"))?,
-        ),
-        _ => None,
-    };
-    let rows = batch.num_rows();
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| stage_bug(format!("no string column {name}")))
+        };
+        let ordinal = match table {
+            Table::CatalogRegistrations => Some(
+                batch
+                    .column_by_name("ordinal")
+                    .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                    .ok_or_else(|| stage_bug("no column ordinal"))?,
+            ),
+            _ => None,
+        };
+        Ok(OrderColumns {
+            account: string("account_id")?,
+            region: string("region")?,
+            flow: string("flow_name")?,
+            id: string("execution_id")?,
+            started: batch
+                .column_by_name("started_at")
+                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+                .ok_or_else(|| stage_bug("no column started_at"))?,
+            ordinal,
+        })
+    }
+
+    fn started(&self, i: usize) -> Option<i64> {
+        self.started.is_valid(i).then(|| self.started.value(i))
+    }
+
+    fn ordinal(&self, i: usize) -> Option<i32> {
+        self.ordinal.and_then(|o| o.is_valid(i).then(|| o.value(i)))
+    }
+}
+
+/// The (batch, row) order that sorts the rows of `batches` by partition, then as a
+/// day file's rows ([`crate::sorted::SORT_KEY`]; catalog rows then by `ordinal`),
+/// strings by their bytes. The strings of a flow's identity are ranked once, so most
+/// comparisons are of integers; the sort is stable and finds the runs already in
+/// order (each page comes newest-first, a reversed run).
+fn partition_order(table: Table, batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>> {
+    let columns = batches
+        .iter()
+        .map(|b| OrderColumns::of(table, b))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: Vec<(usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+        .collect();
     let place = ranks(
-        (0..rows)
-            .map(|i| (text(account, i), text(region, i)))
+        rows.iter()
+            .map(|&(b, r)| (text(columns[b].account, r), text(columns[b].region, r)))
             .collect(),
     );
-    let flows = ranks((0..rows).map(|i| text(flow, i)).collect());
-    let keys: Vec<(u32, Option<i64>, u32, Option<i64>)> = (0..rows)
-        .map(|i| {
-            let ms = started.is_valid(i).then(|| started.value(i));
+    let flows = ranks(
+        rows.iter()
+            .map(|&(b, r)| text(columns[b].flow, r))
+            .collect(),
+    );
+    let keys: Vec<(u32, Option<i64>, u32, Option<i64>)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &(b, r))| {
+            let ms = columns[b].started(r);
             (
                 place[i],
                 ms.map(|ms| ms.div_euclid(86_400_000)),
@@ -129,20 +169,16 @@ fn partition_order(table: Table, batch: &RecordBatch) -> Result<UInt32Array> {
             )
         })
         .collect();
-    let mut order: Vec<u32> = (0..rows as u32).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        keys[a]
-            .cmp(&keys[b])
-            .then_with(|| text(id, a).cmp(&text(id, b)))
-            .then_with(|| match ordinal {
-                Some(o) => {
-                    (o.is_valid(a).then(|| o.value(a))).cmp(&o.is_valid(b).then(|| o.value(b)))
-                }
-                None => std::cmp::Ordering::Equal,
-            })
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&x, &y| {
+        let ((bx, rx), (by, ry)) = (rows[x], rows[y]);
+        let (cx, cy) = (&columns[bx], &columns[by]);
+        keys[x]
+            .cmp(&keys[y])
+            .then_with(|| text(cx.id, rx).cmp(&text(cy.id, ry)))
+            .then_with(|| cx.ordinal(rx).cmp(&cy.ordinal(ry)))
     });
-    Ok(UInt32Array::from(order))
+    Ok(order.into_iter().map(|i| rows[i]).collect())
 }
 
 /// Row `i` of a string column.
