@@ -16,6 +16,7 @@ use crate::layout;
 use crate::manifest::RunManifest;
 use crate::merge::{Stored, merge_catalog, merge_executions, write_new};
 use crate::parquet_io::ROW_GROUP_ROWS;
+use crate::sorted::read_ahead;
 use crate::stage::{PartitionKey, Stage, StagedDay};
 use crate::state::{FlowUpdate, STATE_VERSION, StateFile};
 use crate::store::ObjectStore;
@@ -171,7 +172,7 @@ impl Loader {
                 table: Table::Executions,
             });
             let out = temp_file(&dir, "merged-")?;
-            let changed = merge_executions(stored, d.executions()?, &out, rows)?;
+            let changed = merge_executions(stored, read_ahead(d.executions()?), &out, rows)?;
             Ok(changed.then_some(Content::File(out)))
         });
         let updated =
@@ -199,7 +200,7 @@ impl Loader {
                 if day.has_no_catalog_rows() {
                     Ok(none())
                 } else {
-                    day.catalog()
+                    Ok(read_ahead(day.catalog()?))
                 }
             };
             if stored.is_none() && made_executions {
@@ -225,7 +226,7 @@ impl Loader {
                 None => false,
             };
             let (executions, mine) = if stored_rows || !day.has_no_catalog_rows() {
-                (executions, day.executions()?)
+                (executions, read_ahead(day.executions()?))
             } else {
                 (None, none())
             };

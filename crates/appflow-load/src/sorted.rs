@@ -267,6 +267,73 @@ impl Merge {
     }
 }
 
+/// Batches a [`read_ahead`] stream holds ready for its reader.
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// `rows` read on a thread of its own, up to [`READ_AHEAD_BATCHES`] batches ahead of
+/// its reader, so that a day's staged runs are merged while the merged rows are
+/// encoded (two cores busy on one day file, with one day file's memory). Dropping the
+/// stream stops the thread at its next batch; a panic there is an error of the stream,
+/// never its end. When no thread can be started the stream is read where it is.
+pub(crate) fn read_ahead(rows: Stream) -> Stream {
+    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+    let shared = Arc::new(std::sync::Mutex::new(Some(rows)));
+    let source = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("read-ahead".into())
+        .spawn(move || {
+            let Some(rows) = source.lock().ok().and_then(|mut r| r.take()) else {
+                return;
+            };
+            for item in rows {
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+    match spawned {
+        Ok(thread) => Box::new(ReadAhead {
+            rx,
+            thread: Some(thread),
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "no thread to read ahead: rows read in place");
+            match shared.lock().ok().and_then(|mut r| r.take()) {
+                Some(rows) => rows,
+                None => Box::new(std::iter::once(Err(Error::bug(
+                    "reading rows ahead",
+                    "the rows went to a thread that never started",
+                )))),
+            }
+        }
+    }
+}
+
+/// The reader's end of [`read_ahead`].
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<Result<RecordBatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Iterator for ReadAhead {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.rx.recv() {
+            Ok(item) => Some(item),
+            // The thread ended: every batch was sent, or it panicked.
+            Err(_) => match self.thread.take()?.join() {
+                Ok(()) => None,
+                Err(_) => Some(Err(Error::bug(
+                    "reading rows ahead",
+                    "the thread reading them panicked",
+                ))),
+            },
+        }
+    }
+}
+
 /// The next batch of `rows` that has rows.
 fn next_rows(rows: &mut Stream) -> Result<Option<RecordBatch>> {
     for batch in rows.by_ref() {
@@ -402,6 +469,46 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn rows_read_ahead_come_whole_in_order_and_a_panic_is_an_error_not_their_end() {
+        let batches: Vec<RecordBatch> = (0..10).map(|i| batch("a", i * 5..i * 5 + 5)).collect();
+        let read: Vec<RecordBatch> = read_ahead(Box::new(batches.clone().into_iter().map(Ok)))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(read, batches);
+
+        // An error is handed on and ends the stream.
+        let failing = vec![
+            Ok(batches[0].clone()),
+            Err(Error::bug("test", "broken")),
+            Ok(batches[1].clone()),
+        ];
+        let read: Vec<Result<RecordBatch>> = read_ahead(Box::new(failing.into_iter())).collect();
+        assert_eq!(read.len(), 2);
+        assert!(read[1].is_err());
+
+        // A reader thread that panics half-way: the rows read so far, then an error.
+        let first = batches[0].clone();
+        let panicking = (0..3).map(move |i| {
+            assert!(i < 1, "a bug while reading staged rows");
+            Ok(first.clone())
+        });
+        let read: Vec<Result<RecordBatch>> = read_ahead(Box::new(panicking)).collect();
+        assert_eq!(read.len(), 2, "one batch, then the panic as an error");
+        assert!(
+            read[1].as_ref().is_err_and(
+                |e| format!("{e} {:?}", std::error::Error::source(e)).contains("panicked")
+            ),
+            "{read:?}"
+        );
+
+        // A reader that stops early lets the thread go (this would hang otherwise).
+        let endless = std::iter::repeat_with(move || Ok(batches[0].clone()));
+        let mut stream = read_ahead(Box::new(endless));
+        assert!(stream.next().is_some());
+        drop(stream);
     }
 
     fn input(batches: Vec<RecordBatch>) -> Input {
