@@ -7,15 +7,18 @@
 #   a run with nothing new (the same folder),
 #   a backfill of the whole history into a fresh folder,
 # and at the first size the peers (boto3 + pyarrow, dlt) on the same emulator.
-# Each command runs under GNU time (wall, user + system CPU, peak RSS); the table gives
-# medians, and each ratio is the median of the ratios of the rounds (a round's two
-# commands ran one after the other, so both met the same load).
+# Each round adds one run per flow (for the incremental run), so later rounds read a
+# run more per flow. Each command runs under GNU time (wall, user + system CPU, peak
+# RSS); the table gives medians, and each ratio is the median of the rounds' ratios
+# (paging alone and the full export run one after the other; the peers later in the
+# same round).
 # Usage: bash bench/table.sh [REPEATS]   (TABLE_SIZES="FLOWSxRUNSxDAYS ..." to change sizes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-3}
 sizes=${TABLE_SIZES:-100x1000x30 500x2000x5 1000x5000x5}
 [ -x /usr/bin/time ] || { echo "bench needs GNU time: apt-get install time" >&2; exit 1; }
+[ -z "${BIN_DIR:-}" ] || echo "bench: measuring the binaries in $BIN_DIR as they are (not rebuilt)" >&2
 source bench/emulator.sh
 cargo build --release -p appflow-extract --example page_all
 page_all=$target_dir/release/examples/page_all
@@ -46,6 +49,7 @@ for size in $sizes; do
     measure "$size" paging "$round" "$page_all" "$endpoint"
     rm -rf "$work/dest" "$work/backfill"
     measure "$size" full "$round" "$BIN_DIR/appflow-export" run --dest "$work/dest" "${at[@]}"
+    [ "$round" = 1 ] && echo "$size output $(du -sb "$work/dest" | cut -f1)" >>"$results.sizes"
     admin POST add-runs '{"count": 1}' >/dev/null
     measure "$size" incremental "$round" "$BIN_DIR/appflow-export" run --dest "$work/dest" "${at[@]}"
     measure "$size" no-change "$round" "$BIN_DIR/appflow-export" run --dest "$work/dest" "${at[@]}"
@@ -56,7 +60,6 @@ for size in $sizes; do
       measure "$size" dlt "$round" "$peers_python" bench/peers/dlt_export.py "$endpoint" "$work/dlt"
     fi
   done
-  echo "$size output $(du -sb "$work/dest" | cut -f1)" >>"$results.sizes"
   kill "$emu" 2>/dev/null || true
   wait "$emu" 2>/dev/null || true
   rm -rf "$work"
@@ -65,7 +68,7 @@ done
 trap 'rm -f "$results" "$results.sizes"' EXIT
 
 echo
-echo "appflow-export bench, $(date -u +%Y-%m-%d), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(rustc --version | cut -d' ' -f1-2), release; medians of $repeats rounds"
+echo "appflow-export bench of $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)') ($("$BIN_DIR/appflow-export" --version)), $(date -u +%Y-%m-%d), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(rustc --version | cut -d' ' -f1-2), release; medians of $repeats rounds"
 python3 - "$results" "$results.sizes" "$("$peers_python" -c 'import dlt; print(dlt.__version__)')" <<'EOF'
 import statistics, sys
 from collections import defaultdict
@@ -104,6 +107,6 @@ for size in dict.fromkeys(s for s, _ in rows):
         print(f"| {work} | {names[label]} | {med(size, label, 0):.2f} | {med(size, label, 1):.2f} "
               f"| {med(size, label, 2):.1f} | {vs_paging} | {vs_ours} |")
 print()
-print("Output of each full export (bytes, executions + catalog + flows + state): "
+print("Output of the first full export (bytes, executions + catalog + flows + state): "
       + ", ".join(f"{s}: {int(b):,}" for s, b in output.items()))
 EOF

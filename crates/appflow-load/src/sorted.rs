@@ -283,6 +283,10 @@ pub(crate) fn read_ahead(rows: Stream) -> Stream {
         .name("read-ahead".into())
         .spawn(move || {
             let Some(rows) = source.lock().ok().and_then(|mut r| r.take()) else {
+                let _ = tx.send(Err(Error::bug(
+                    "reading rows ahead",
+                    "the rows were not there",
+                )));
                 return;
             };
             for item in rows {
@@ -294,7 +298,7 @@ pub(crate) fn read_ahead(rows: Stream) -> Stream {
         });
     match spawned {
         Ok(thread) => Box::new(ReadAhead {
-            rx,
+            rx: Some(rx),
             thread: Some(thread),
         }),
         Err(e) => {
@@ -312,7 +316,7 @@ pub(crate) fn read_ahead(rows: Stream) -> Stream {
 
 /// The reader's end of [`read_ahead`].
 struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<Result<RecordBatch>>,
+    rx: Option<std::sync::mpsc::Receiver<Result<RecordBatch>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -320,7 +324,7 @@ impl Iterator for ReadAhead {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.rx.recv() {
+        match self.rx.as_ref()?.recv() {
             Ok(item) => Some(item),
             // The thread ended: every batch was sent, or it panicked.
             Err(_) => match self.thread.take()?.join() {
@@ -330,6 +334,17 @@ impl Iterator for ReadAhead {
                     "the thread reading them panicked",
                 ))),
             },
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    /// Stops the thread and waits for it (at most the batch it is making), so that it
+    /// never reads the stage's files after its reader is gone.
+    fn drop(&mut self) {
+        self.rx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -504,11 +519,27 @@ mod tests {
             "{read:?}"
         );
 
-        // A reader that stops early lets the thread go (this would hang otherwise).
-        let endless = std::iter::repeat_with(move || Ok(batches[0].clone()));
-        let mut stream = read_ahead(Box::new(endless));
+        // A reader that stops early stops the thread, and waits for it.
+        struct Endless(RecordBatch, Arc<std::sync::atomic::AtomicBool>);
+        impl Iterator for Endless {
+            type Item = Result<RecordBatch>;
+            fn next(&mut self) -> Option<Self::Item> {
+                Some(Ok(self.0.clone()))
+            }
+        }
+        impl Drop for Endless {
+            fn drop(&mut self) {
+                self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut stream = read_ahead(Box::new(Endless(batches[0].clone(), ended.clone())));
         assert!(stream.next().is_some());
         drop(stream);
+        assert!(
+            ended.load(std::sync::atomic::Ordering::SeqCst),
+            "the thread outlived its reader"
+        );
     }
 
     fn input(batches: Vec<RecordBatch>) -> Input {

@@ -129,7 +129,7 @@ impl Stage {
     /// A stage whose temporary folder is made now, in `parent` (the system's
     /// temporary folder when `None`), so that a folder that cannot be made fails
     /// before anything is read; it holds up to `budget` bytes of rows in memory
-    /// (32 MB when `None`).
+    /// ([`MEMORY_BUDGET`] when `None`).
     pub fn open(parent: Option<PathBuf>, budget: Option<usize>) -> Result<Self> {
         let mut stage = Self::with_options(parent, budget);
         stage.make_dir()?;
@@ -258,7 +258,7 @@ impl Stage {
         if self.pending.is_empty() {
             return Ok(Vec::new());
         }
-        // The pages are dropped once copied into one batch per table: an error from
+        // Each table's pages are dropped once sorted into one batch: an error from
         // here on stops the run anyway (see `add`).
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -267,8 +267,8 @@ impl Stage {
             .into_iter()
             .map(|b| (b.executions, b.catalog_registrations))
             .unzip();
-        // Each table is copied once, sorted; the pages go right after.
         let exec_parts = by_partition(Table::Executions, &exec)?;
+        drop(exec);
         let mut cat_parts: BTreeMap<PartitionKey, RecordBatch> =
             by_partition(Table::CatalogRegistrations, &cat)?
                 .into_iter()

@@ -156,7 +156,7 @@ fn partition_order(table: Table, batches: &[RecordBatch]) -> Result<Vec<(usize, 
             .map(|&(b, r)| text(columns[b].flow, r))
             .collect(),
     );
-    let keys: Vec<(u32, Option<i64>, u32, Option<i64>)> = rows
+    let keys: Vec<(usize, Option<i64>, usize, Option<i64>)> = rows
         .iter()
         .enumerate()
         .map(|(i, &(b, r))| {
@@ -187,13 +187,13 @@ fn text(a: &StringArray, i: usize) -> Option<&str> {
 }
 
 /// Each value's rank among the distinct values (equal values, equal ranks).
-fn ranks<T: Ord + Clone>(values: Vec<T>) -> Vec<u32> {
+fn ranks<T: Ord + Clone>(values: Vec<T>) -> Vec<usize> {
     let mut distinct = values.clone();
     distinct.sort_unstable();
     distinct.dedup();
     values
         .iter()
-        .map(|v| distinct.binary_search(v).unwrap_or_default() as u32)
+        .map(|v| distinct.binary_search(v).unwrap_or_else(|at| at))
         .collect()
 }
 

@@ -294,10 +294,16 @@ fn rows_are_split_by_partition_in_the_order_of_a_lexicographic_sort() {
         );
     }
     for table in [Table::Executions, Table::CatalogRegistrations] {
+        // Catalog rows come in ordinal order within a run: reversed here, so that
+        // only the sort puts them back.
+        let reversed = |b: &RecordBatch| {
+            let back = arrow::array::UInt32Array::from_iter_values((0..b.num_rows() as u32).rev());
+            take_record_batch(b, &back).unwrap()
+        };
         let parts: Vec<RecordBatch> = pages
             .iter()
             .map(|b| match table {
-                Table::CatalogRegistrations => b.catalog_registrations.clone(),
+                Table::CatalogRegistrations => reversed(&b.catalog_registrations),
                 _ => b.executions.clone(),
             })
             .collect();
