@@ -24,7 +24,7 @@ use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::{Error, Result};
 use crate::parquet_io::{FileSink, READ_BATCH_ROWS, Reader};
-use crate::sorted::{Encoder, Input, Merge, Picked, Row, SORT_KEY, Stream};
+use crate::sorted::{Encoder, Input, Merge, Picked, Row, Stream};
 use crate::update::decode_error;
 use appflow_model::supersedes;
 use appflow_transform::{Table, schema_for};
@@ -286,7 +286,7 @@ pub(crate) fn write_new(
 ) -> Result<bool> {
     let sink_error = |e| Error::stage(format!("temporary file {}: {e}", out.display()));
     let create = || FileSink::create(out, &schema_for(table), row_group_rows).map_err(sink_error);
-    let mut order = Ascending::new(table);
+    let mut order = Ascending::new(table)?;
     let mut sink = None;
     for batch in rows {
         let batch = batch?;
@@ -309,25 +309,23 @@ pub(crate) fn write_new(
     Ok(true)
 }
 
-/// Checks that rows come in strictly ascending order of a table's key (executions:
-/// [`SORT_KEY`]; catalog rows: that and their ordinal), batch after batch.
+/// Checks that rows come in the strictly ascending order of their table
+/// ([`crate::sorted::order_of`]), batch after batch.
 struct Ascending {
-    key: &'static [&'static str],
+    keys: Encoder,
     last: Option<arrow::row::OwnedRow>,
 }
 
 impl Ascending {
-    fn new(table: Table) -> Self {
-        const CATALOG_KEY: [&str; 4] = ["flow_name", "started_at", "execution_id", "ordinal"];
-        let key: &'static [&'static str] = match table {
-            Table::CatalogRegistrations => &CATALOG_KEY,
-            _ => &SORT_KEY,
-        };
-        Ascending { key, last: None }
+    fn new(table: Table) -> Result<Self> {
+        Ok(Ascending {
+            keys: Encoder::order(&schema_for(table), table)?,
+            last: None,
+        })
     }
 
     fn check(&mut self, batch: &RecordBatch) -> Result<()> {
-        let keys = rows(batch, self.key).map_err(|e| Error::bug("writing a day file", e))?;
+        let keys = self.keys.encode(batch)?;
         let mut previous = self.last.as_ref().map(|r| r.row());
         for row in keys.iter() {
             if previous.is_some_and(|p| p >= row) {

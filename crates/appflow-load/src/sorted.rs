@@ -17,9 +17,20 @@ use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::{Error, Result};
 use appflow_model::supersedes;
+use appflow_transform::Table;
 
 /// The order of rows in a day file and in every stream merged into one.
 pub(crate) const SORT_KEY: [&str; 3] = ["flow_name", "started_at", "execution_id"];
+
+/// The order of a table's rows in a day file: [`SORT_KEY`], and a run's catalog rows
+/// by their ordinal after it.
+pub(crate) fn order_of(table: Table) -> &'static [&'static str] {
+    const CATALOG: [&str; 4] = ["flow_name", "started_at", "execution_id", "ordinal"];
+    match table {
+        Table::CatalogRegistrations => &CATALOG,
+        _ => &SORT_KEY,
+    }
+}
 
 /// The version of a run's row: the newer one wins ([`supersedes`]).
 pub(crate) const VERSION: &str = "last_updated_at";
@@ -68,6 +79,11 @@ impl Encoder {
         Self::new(schema, positions(schema, &SORT_KEY)?)
     }
 
+    /// The columns of [`order_of`] `table` in `schema`'s rows.
+    pub(crate) fn order(schema: &SchemaRef, table: Table) -> Result<Self> {
+        Self::new(schema, positions(schema, order_of(table))?)
+    }
+
     /// Every column of `schema` but `skip`: what makes two versions of a row the same.
     pub(crate) fn content(schema: &SchemaRef, skip: Option<&str>) -> Result<Self> {
         let columns = (0..schema.fields().len())
@@ -76,7 +92,7 @@ impl Encoder {
         Self::new(schema, columns)
     }
 
-    fn encode(&self, batch: &RecordBatch) -> Result<Rows> {
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Rows> {
         let cols =
             self.columns
                 .iter()

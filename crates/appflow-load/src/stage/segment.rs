@@ -132,8 +132,7 @@ impl<'a> OrderColumns<'a> {
 }
 
 /// The (batch, row) order that sorts the rows of `batches` by partition, then as a
-/// day file's rows ([`crate::sorted::SORT_KEY`]; catalog rows then by `ordinal`),
-/// strings by their bytes. The strings of a flow's identity are ranked once, so most
+/// day file's rows ([`crate::sorted::order_of`] the table), strings by their bytes. The strings of a flow's identity are ranked once, so most
 /// comparisons are of integers; the sort is stable and finds the runs already in
 /// order (each page comes newest-first, a reversed run).
 fn partition_order(table: Table, batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>> {

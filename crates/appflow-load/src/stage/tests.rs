@@ -321,11 +321,11 @@ fn rows_are_split_by_partition_in_the_order_of_a_lexicographic_sort() {
             all.column_by_name("region").unwrap().clone(),
             Arc::new(days),
         ];
-        let mut key = vec!["flow_name", "started_at", "execution_id"];
-        if table == Table::CatalogRegistrations {
-            key.push("ordinal");
-        }
-        by.extend(key.iter().map(|k| all.column_by_name(k).unwrap().clone()));
+        by.extend(
+            crate::sorted::order_of(table)
+                .iter()
+                .map(|k| all.column_by_name(k).unwrap().clone()),
+        );
         let by: Vec<SortColumn> = by
             .into_iter()
             .map(|values| SortColumn {
